@@ -1,0 +1,409 @@
+/* gmail_ingest--1.0.sql: schema, privileges and SQL-level API of gmail_ingest */
+
+\echo Use "CREATE EXTENSION gmail_ingest" to load this file. \quit
+
+-- Every table carries mailbox_id and every key between data tables includes
+-- it, so no row can point into another mailbox and the schema distributes by
+-- mailbox_id unchanged.  blobs is the one exception: keyed by content.
+
+CREATE TABLE @extschema@.mailboxes (
+	id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	org_id          uuid NOT NULL,
+	provider_email  text NOT NULL CHECK (provider_email OPERATOR(pg_catalog.~) '^[^@\s]+@[^@\s]+$'),
+	history_id      bigint,
+	last_synced_at  timestamptz,
+	auth_state      text NOT NULL DEFAULT 'ok' CHECK (auth_state IN ('ok', 'reauthorize')),
+	created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	UNIQUE (org_id, provider_email)
+);
+COMMENT ON TABLE @extschema@.mailboxes IS
+  'One row per Gmail mailbox; history_id is the Gmail historyId reached by the last completed sync';
+
+CREATE TABLE @extschema@.mailbox_credentials (
+	mailbox_id               bigint PRIMARY KEY REFERENCES @extschema@.mailboxes (id) ON DELETE CASCADE,
+	refresh_token            text NOT NULL,
+	access_token             text,
+	access_token_expires_at  timestamptz,
+	updated_at               timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.mailbox_credentials IS
+  'OAuth secrets, kept apart from mailboxes so that reading mailboxes exposes no token';
+
+CREATE TABLE @extschema@.blobs (
+	sha256      text PRIMARY KEY CHECK (sha256 OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$'),
+	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
+	data        bytea NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.blobs IS
+  'Content-addressed bytes (attachments, raw messages): one row per distinct content';
+
+CREATE TABLE @extschema@.mail_threads (
+	id                  bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id          bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	provider_thread_id  text NOT NULL,
+	snippet             text,
+	history_id          bigint,
+	message_count       integer NOT NULL DEFAULT 0,
+	first_message_at    timestamptz,
+	last_message_at     timestamptz,
+	synced_since        timestamptz,
+	created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, id),
+	UNIQUE (mailbox_id, provider_thread_id)
+);
+COMMENT ON TABLE @extschema@.mail_threads IS
+  'Gmail threads holding at least one stored message; counts and dates are over the stored, non-deleted messages';
+COMMENT ON COLUMN @extschema@.mail_threads.synced_since IS
+  'Start of the widest window over which this thread was fully read at its history_id; a full sync skips the thread only when both still hold';
+
+CREATE TABLE @extschema@.mail_messages (
+	id                   bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id           bigint NOT NULL,
+	provider_message_id  text NOT NULL,
+	thread_id            bigint NOT NULL,
+	provider_thread_id   text NOT NULL,
+	history_id           bigint,
+	internal_date        timestamptz NOT NULL,
+	label_ids            text[] NOT NULL DEFAULT '{}',
+	subject              text,
+	from_address         text,
+	to_addresses         text,
+	cc_addresses         text,
+	bcc_addresses        text,
+	reply_to             text,
+	from_email           text,
+	to_emails            text[] NOT NULL DEFAULT '{}',
+	cc_emails            text[] NOT NULL DEFAULT '{}',
+	bcc_emails           text[] NOT NULL DEFAULT '{}',
+	reply_to_emails      text[] NOT NULL DEFAULT '{}',
+	addresses            jsonb,
+	sent_at              timestamptz,
+	rfc822_message_id    text,
+	in_reply_to          text,
+	"references"         text,
+	snippet              text,
+	body_text            text,
+	body_html            text,
+	size_estimate        integer,
+	headers              jsonb,
+	raw_sha256           text REFERENCES @extschema@.blobs (sha256),
+	parse_error          text,
+	deleted_at           timestamptz,
+	created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, id),
+	UNIQUE (mailbox_id, provider_message_id),
+	FOREIGN KEY (mailbox_id, thread_id) REFERENCES @extschema@.mail_threads (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.mail_messages IS
+  'Gmail messages, parsed from their exact RFC 822 bytes (kept in blobs under raw_sha256)';
+COMMENT ON COLUMN @extschema@.mail_messages.from_email IS
+  'Lower-cased address of the first From mailbox, for indexed look-ups; from_address keeps the decoded header text';
+COMMENT ON COLUMN @extschema@.mail_messages.addresses IS
+  'Parsed address fields: {"from":[{"name":..,"address":..}],"to":[..],"cc":[..],"bcc":[..],"reply_to":[..]}';
+COMMENT ON COLUMN @extschema@.mail_messages.headers IS
+  'All top-level headers in order, unfolded and decoded: [{"name":..,"value":..}, ..]';
+
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, thread_id);
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, internal_date);
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, from_email);
+CREATE INDEX ON @extschema@.mail_messages USING gin (to_emails);
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, rfc822_message_id);
+
+CREATE TABLE @extschema@.mail_attachments (
+	id                bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id        bigint NOT NULL,
+	message_id        bigint NOT NULL,
+	part_id           text NOT NULL,
+	filename          text NOT NULL,
+	filename_derived  boolean NOT NULL DEFAULT false,
+	mime_type         text NOT NULL,
+	size_bytes        bigint NOT NULL,
+	content_id        text,
+	is_inline         boolean NOT NULL DEFAULT false,
+	sha256            text NOT NULL REFERENCES @extschema@.blobs (sha256),
+	storage_path      text NOT NULL,
+	created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, id),
+	UNIQUE (mailbox_id, message_id, part_id),
+	FOREIGN KEY (mailbox_id, message_id) REFERENCES @extschema@.mail_messages (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.mail_attachments IS
+  'MIME parts stored as attachments, keyed by their section path inside the immutable raw message';
+CREATE INDEX ON @extschema@.mail_attachments (sha256);
+
+CREATE TABLE @extschema@.sync_runs (
+	id                     bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id             bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	mode                   text NOT NULL CHECK (mode IN ('full', 'incremental')),
+	window_days            integer NOT NULL,
+	started_at             timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at            timestamptz,
+	status                 text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
+	error                  text,
+	history_id_before      bigint,
+	history_id_after       bigint,
+	threads_inserted       integer NOT NULL DEFAULT 0,
+	threads_updated        integer NOT NULL DEFAULT 0,
+	threads_unchanged      integer NOT NULL DEFAULT 0,
+	messages_inserted      integer NOT NULL DEFAULT 0,
+	messages_updated       integer NOT NULL DEFAULT 0,
+	messages_unchanged     integer NOT NULL DEFAULT 0,
+	messages_deleted       integer NOT NULL DEFAULT 0,
+	messages_vanished      integer NOT NULL DEFAULT 0,
+	messages_parse_errors  integer NOT NULL DEFAULT 0,
+	attachments_inserted   integer NOT NULL DEFAULT 0,
+	attachments_updated    integer NOT NULL DEFAULT 0,
+	attachments_unchanged  integer NOT NULL DEFAULT 0,
+	blobs_inserted         integer NOT NULL DEFAULT 0,
+	http_requests          integer NOT NULL DEFAULT 0,
+	quota_units            integer NOT NULL DEFAULT 0,
+	retries                integer NOT NULL DEFAULT 0,
+	bytes_downloaded       bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.sync_runs IS
+  'One row per gmail_sync call, with its outcome and counters; a failed run keeps its row and none of its data';
+CREATE INDEX ON @extschema@.sync_runs (mailbox_id, started_at);
+
+CREATE TABLE @extschema@.ledger (
+	id           bigint GENERATED ALWAYS AS IDENTITY,
+	sync_run_id  bigint NOT NULL,
+	mailbox_id   bigint NOT NULL,
+	event        text NOT NULL CHECK (event IN ('sync.started', 'thread.ingested', 'message.ingested',
+	                                          'message.deleted', 'attachment.saved', 'sync.completed',
+	                                          'sync.failed')),
+	entity_id    bigint,
+	provider_id  text,
+	detail       jsonb,
+	created_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	PRIMARY KEY (mailbox_id, id),
+	FOREIGN KEY (mailbox_id, sync_run_id) REFERENCES @extschema@.sync_runs (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.ledger IS
+  'Append-only change feed: one event per item inserted or changed, plus sync.started/completed/failed';
+CREATE INDEX ON @extschema@.ledger (mailbox_id, sync_run_id);
+
+-- The ledger is append-only for every role, the owner included: rows are
+-- the change feed downstream consumers read exactly once.
+CREATE FUNCTION @extschema@._ledger_refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	RAISE EXCEPTION 'gmail_ingest.ledger is append-only'
+		USING ERRCODE = 'insufficient_privilege',
+		      DETAIL = format('%s is refused on the ledger for every role.', TG_OP);
+END
+$$;
+CREATE TRIGGER ledger_no_update_delete BEFORE UPDATE OR DELETE ON @extschema@.ledger
+	FOR EACH ROW EXECUTE FUNCTION @extschema@._ledger_refuse_change();
+CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON @extschema@.ledger
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ledger_refuse_change();
+
+-- pg_dump keeps the rows of extension tables only when they are marked.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mailboxes', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mailbox_credentials', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.blobs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_threads', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_attachments', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.sync_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ledger', '');
+
+------------------------------------------------------------------------
+-- SQL API
+------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.add_mailbox(org_id uuid, provider_email text, refresh_token text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_email text := lower(btrim(provider_email));
+	v_id bigint;
+BEGIN
+	IF org_id IS NULL OR provider_email IS NULL OR refresh_token IS NULL THEN
+		RAISE EXCEPTION 'add_mailbox arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF v_email !~ '^[^@\s]+@[^@\s]+$' THEN
+		RAISE EXCEPTION 'invalid email address "%"', provider_email
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF btrim(refresh_token) = '' THEN
+		RAISE EXCEPTION 'refresh token must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
+	INSERT INTO gmail_ingest.mailboxes AS m (org_id, provider_email)
+	VALUES (add_mailbox.org_id, v_email)
+	ON CONFLICT (org_id, provider_email) DO UPDATE
+		SET auth_state = 'ok'
+		WHERE m.auth_state IS DISTINCT FROM 'ok'
+	RETURNING m.id INTO v_id;
+	IF v_id IS NULL THEN
+		SELECT m.id INTO v_id FROM gmail_ingest.mailboxes m
+		 WHERE m.org_id = add_mailbox.org_id AND m.provider_email = v_email;
+	END IF;
+
+	-- A new refresh token invalidates the cached access token.
+	INSERT INTO gmail_ingest.mailbox_credentials AS c (mailbox_id, refresh_token)
+	VALUES (v_id, add_mailbox.refresh_token)
+	ON CONFLICT (mailbox_id) DO UPDATE
+		SET refresh_token = EXCLUDED.refresh_token,
+		    access_token = NULL,
+		    access_token_expires_at = NULL,
+		    updated_at = now()
+		WHERE c.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token;
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_mailbox(uuid, text, text) IS
+  'Register a Gmail mailbox (upsert on org_id, provider_email); re-adding updates its refresh token. Returns its id';
+
+CREATE FUNCTION @extschema@.gmail_sync(mailbox_id bigint, days integer DEFAULT 7, force_full boolean DEFAULT false)
+RETURNS @extschema@.sync_runs
+AS 'MODULE_PATHNAME', 'gmail_sync'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.gmail_sync(bigint, integer, boolean) IS
+  'Sync one mailbox over the last DAYS days in the caller''s transaction; returns the run''s sync_runs row';
+
+CREATE FUNCTION @extschema@.verify(mailbox_id bigint)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	mb bigint := verify.mailbox_id;
+	n bigint;
+BEGIN
+	IF mb IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM gmail_ingest.mailboxes m WHERE m.id = mb) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mb USING ERRCODE = 'no_data_found';
+	END IF;
+
+	-- Natural keys are counted, not trusted to the indexes: a dropped or
+	-- corrupted unique index must not hide a duplicate.
+	SELECT count(*) INTO n FROM (
+		SELECT provider_thread_id FROM gmail_ingest.mail_threads t
+		 WHERE t.mailbox_id = mb GROUP BY 1 HAVING count(*) > 1) d;
+	check_name := 'no duplicate threads'; ok := n = 0;
+	detail := format('%s duplicated provider_thread_id', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM (
+		SELECT provider_message_id FROM gmail_ingest.mail_messages m
+		 WHERE m.mailbox_id = mb GROUP BY 1 HAVING count(*) > 1) d;
+	check_name := 'no duplicate messages'; ok := n = 0;
+	detail := format('%s duplicated provider_message_id', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM (
+		SELECT message_id, part_id FROM gmail_ingest.mail_attachments a
+		 WHERE a.mailbox_id = mb GROUP BY 1, 2 HAVING count(*) > 1) d;
+	check_name := 'no duplicate attachments'; ok := n = 0;
+	detail := format('%s duplicated (message_id, part_id)', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM gmail_ingest.mail_attachments a
+	 WHERE a.mailbox_id = mb
+	   AND NOT EXISTS (SELECT 1 FROM gmail_ingest.blobs b WHERE b.sha256 = a.sha256);
+	check_name := 'attachment blobs present'; ok := n = 0;
+	detail := format('%s attachments without their blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM gmail_ingest.mail_messages m
+	 WHERE m.mailbox_id = mb AND m.raw_sha256 IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM gmail_ingest.blobs b WHERE b.sha256 = m.raw_sha256);
+	check_name := 'raw message blobs present'; ok := n = 0;
+	detail := format('%s messages without their raw blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM gmail_ingest.blobs b
+	 WHERE (b.sha256 IN (SELECT a.sha256 FROM gmail_ingest.mail_attachments a WHERE a.mailbox_id = mb)
+	        OR b.sha256 IN (SELECT m.raw_sha256 FROM gmail_ingest.mail_messages m WHERE m.mailbox_id = mb))
+	   AND (encode(sha256(b.data), 'hex') <> b.sha256 OR length(b.data) <> b.size_bytes);
+	check_name := 'blob hashes match'; ok := n = 0;
+	detail := format('%s blobs whose bytes do not match their sha256 or size', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM gmail_ingest.mail_attachments a
+	  JOIN gmail_ingest.blobs b ON b.sha256 = a.sha256
+	 WHERE a.mailbox_id = mb AND a.size_bytes <> b.size_bytes;
+	check_name := 'attachment sizes match'; ok := n = 0;
+	detail := format('%s attachments whose size_bytes differs from their blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM gmail_ingest.mail_threads t
+	  LEFT JOIN LATERAL (
+		SELECT count(*) AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at
+		  FROM gmail_ingest.mail_messages m
+		 WHERE m.mailbox_id = t.mailbox_id AND m.thread_id = t.id AND m.deleted_at IS NULL) s ON true
+	 WHERE t.mailbox_id = mb
+	   AND (t.message_count <> s.c
+	        OR t.first_message_at IS DISTINCT FROM s.first_at
+	        OR t.last_message_at IS DISTINCT FROM s.last_at);
+	check_name := 'thread counts consistent'; ok := n = 0;
+	detail := format('%s threads whose count or dates differ from their messages', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM gmail_ingest.mail_messages m
+	 WHERE m.mailbox_id = mb AND m.provider_thread_id IS DISTINCT FROM
+	       (SELECT t.provider_thread_id FROM gmail_ingest.mail_threads t
+	         WHERE t.mailbox_id = m.mailbox_id AND t.id = m.thread_id);
+	check_name := 'messages in their thread'; ok := n = 0;
+	detail := format('%s messages whose provider_thread_id differs from their thread', n); RETURN NEXT;
+
+	-- Ledger intact: every stored item has the event that inserted it, and
+	-- every finished run is bracketed by exactly one start and one end.
+	SELECT count(*) INTO n FROM gmail_ingest.mail_messages m
+	 WHERE m.mailbox_id = mb AND NOT EXISTS (
+		SELECT 1 FROM gmail_ingest.ledger l
+		 WHERE l.mailbox_id = mb AND l.event = 'message.ingested' AND l.entity_id = m.id
+		   AND l.detail->>'action' = 'inserted');
+	SELECT n + count(*) INTO n FROM gmail_ingest.mail_attachments a
+	 WHERE a.mailbox_id = mb AND NOT EXISTS (
+		SELECT 1 FROM gmail_ingest.ledger l
+		 WHERE l.mailbox_id = mb AND l.event = 'attachment.saved' AND l.entity_id = a.id
+		   AND l.detail->>'action' = 'inserted');
+	SELECT n + count(*) INTO n FROM gmail_ingest.sync_runs r
+	 WHERE r.mailbox_id = mb AND r.status <> 'running'
+	   AND ((SELECT count(*) FROM gmail_ingest.ledger l WHERE l.mailbox_id = mb AND l.sync_run_id = r.id
+	          AND l.event = 'sync.started') <> 1
+	     OR (SELECT count(*) FROM gmail_ingest.ledger l WHERE l.mailbox_id = mb AND l.sync_run_id = r.id
+	          AND l.event IN ('sync.completed', 'sync.failed')) <> 1);
+	check_name := 'ledger intact'; ok := n = 0;
+	detail := format('%s items or runs without their ledger events', n); RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.verify(bigint) IS
+  'The idempotency proof as a query: every row says whether one invariant of the mailbox holds';
+
+CREATE VIEW @extschema@.mailbox_status AS
+SELECT m.id AS mailbox_id,
+       m.org_id,
+       m.provider_email,
+       m.auth_state,
+       m.history_id,
+       m.last_synced_at,
+       r.id AS last_run_id,
+       r.mode AS last_run_mode,
+       r.status AS last_run_status,
+       r.error AS last_run_error,
+       r.started_at AS last_run_started_at,
+       r.finished_at - r.started_at AS last_run_duration,
+       r.messages_inserted AS last_run_messages_inserted,
+       r.quota_units AS last_run_quota_units,
+       (SELECT count(*) FROM @extschema@.mail_threads t WHERE t.mailbox_id = m.id) AS threads,
+       (SELECT count(*) FROM @extschema@.mail_messages x WHERE x.mailbox_id = m.id) AS messages,
+       (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments
+  FROM @extschema@.mailboxes m
+  LEFT JOIN LATERAL (
+	SELECT * FROM @extschema@.sync_runs s
+	 WHERE s.mailbox_id = m.id
+	 ORDER BY s.id DESC LIMIT 1) r ON true;
+COMMENT ON VIEW @extschema@.mailbox_status IS
+  'One row per mailbox: auth state, last run''s outcome, stored counts and history id';
+
+-- Nothing is granted to PUBLIC: the owner grants what each role needs.
+REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON SCHEMA @extschema@ FROM PUBLIC;

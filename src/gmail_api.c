@@ -1,0 +1,849 @@
+/*-------------------------------------------------------------------------
+ * gmail_api.c
+ *	  Gmail REST endpoints: URLs, answers -> structs, error classification,
+ *	  retries with backoff, the client-side quota budget, refresh on 401.
+ *
+ * Errors are classified by Gmail's error.errors[].reason, not by status
+ * alone: a 403 may be a rate limit (retry) or a permission problem (never
+ * retry).  Backoff waits are not sleeps: a retried request is queued with a
+ * start time, so other transfers go on and a cancel is seen at once.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "common/pg_prng.h"
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "gmail_api.h"
+#include "json_tree.h"
+#include "remote_error.h"
+#include "settings.h"
+
+RemoteFailure gi_pending_remote_failure = RF_NONE;
+
+#define LIST_PAGE_SIZE 500
+#define MAX_BACKOFF_MS 32000
+#define BUDGET_WINDOW_MS 60000
+
+/* One charge against the per-minute budget, kept in a ring. */
+typedef struct BudgetCharge
+{
+	TimestampTz at;
+	int			units;
+} BudgetCharge;
+
+struct GmailClient
+{
+	HttpClient *http;
+	GmailTokenSource token_source;
+	void	   *token_arg;
+	const char *token;
+	int			token_generation;
+	MemoryContext cxt;
+	GmailStats	stats;
+
+	BudgetCharge *charges;		/* ring buffer, oldest first */
+	int			charge_head;
+	int			charge_count;
+	int			charge_cap;
+	int			units_in_window;
+};
+
+static const char *const method_names[GM__COUNT] = {
+	"users.getProfile", "users.messages.list", "users.threads.list",
+	"users.messages.get", "users.messages.get", "users.threads.get",
+	"users.history.list"
+};
+
+const char *
+gmail_method_name(GmailMethod m)
+{
+	return (m >= 0 && m < GM__COUNT) ? method_names[m] : "unknown";
+}
+
+static int
+method_cost(GmailMethod m)
+{
+	const QuotaCosts *c = gi_costs();
+
+	switch (m)
+	{
+		case GM_PROFILE:
+			return c->profile;
+		case GM_MESSAGES_LIST:
+			return c->messages_list;
+		case GM_THREADS_LIST:
+			return c->threads_list;
+		case GM_MESSAGE_RAW:
+		case GM_MESSAGE_MINIMAL:
+			return c->messages_get;
+		case GM_THREAD_MINIMAL:
+			return c->threads_get;
+		case GM_HISTORY_LIST:
+			return c->history_list;
+		default:
+			return 0;
+	}
+}
+
+GmailClient *
+gmail_client_create(HttpClient *http, GmailTokenSource token_source, void *token_arg)
+{
+	GmailClient *c = palloc0(sizeof(GmailClient));
+
+	c->http = http;
+	c->token_source = token_source;
+	c->token_arg = token_arg;
+	c->cxt = CurrentMemoryContext;
+	c->charge_cap = 256;
+	c->charges = palloc(sizeof(BudgetCharge) * c->charge_cap);
+	return c;
+}
+
+const GmailStats *
+gmail_stats(GmailClient *client)
+{
+	return &client->stats;
+}
+
+/* ---------------------------------------------------------------------
+ * Quota budget: a sliding 60-second window, the way Gmail counts.  A call
+ * is given the earliest start at which the units spent in the preceding
+ * minute plus its own stay within the limit.  Charges are recorded at that
+ * scheduled start; the real start is never earlier, so the real usage in
+ * any window is no more than what is booked here.
+ * ---------------------------------------------------------------------
+ */
+static void
+budget_expire(GmailClient *c, TimestampTz now)
+{
+	while (c->charge_count > 0)
+	{
+		BudgetCharge *oldest = &c->charges[c->charge_head];
+
+		if (oldest->at > TimestampTzPlusMilliseconds(now, -BUDGET_WINDOW_MS))
+			break;
+		c->units_in_window -= oldest->units;
+		c->charge_head = (c->charge_head + 1) % c->charge_cap;
+		c->charge_count--;
+	}
+}
+
+static void
+budget_record(GmailClient *c, TimestampTz at, int units)
+{
+	if (c->charge_count == c->charge_cap)
+	{
+		int			ncap = c->charge_cap * 2;
+		BudgetCharge *n = palloc(sizeof(BudgetCharge) * ncap);
+		int			i;
+
+		for (i = 0; i < c->charge_count; i++)
+			n[i] = c->charges[(c->charge_head + i) % c->charge_cap];
+		pfree(c->charges);
+		c->charges = n;
+		c->charge_cap = ncap;
+		c->charge_head = 0;
+	}
+	c->charges[(c->charge_head + c->charge_count) % c->charge_cap].at = at;
+	c->charges[(c->charge_head + c->charge_count) % c->charge_cap].units = units;
+	c->charge_count++;
+	c->units_in_window += units;
+}
+
+/* Earliest start for a call costing units, at or after earliest. */
+static TimestampTz
+budget_schedule(GmailClient *c, int units, TimestampTz earliest)
+{
+	int			limit = gi_quota_units_per_minute;
+	TimestampTz start = earliest;
+	int			i;
+
+	if (limit <= 0 || units <= 0)
+		return start;
+	if (units > limit)
+		units = limit;
+
+	/*
+	 * Walk the booked charges oldest first: each one that leaves the window
+	 * frees its units; start when enough are free.  Charges booked in the
+	 * future (scheduled starts) count as in the window.
+	 */
+	budget_expire(c, earliest);
+	if (c->units_in_window + units <= limit)
+		goto book;
+	{
+		int			in_window = c->units_in_window;
+
+		for (i = 0; i < c->charge_count; i++)
+		{
+			BudgetCharge *ch = &c->charges[(c->charge_head + i) % c->charge_cap];
+
+			in_window -= ch->units;
+			if (in_window + units <= limit)
+			{
+				TimestampTz free_at = TimestampTzPlusMilliseconds(ch->at, BUDGET_WINDOW_MS + 1);
+
+				if (free_at > start)
+					start = free_at;
+				break;
+			}
+		}
+	}
+book:
+	budget_record(c, start, units);
+	return start;
+}
+
+/* --------------------------------------------------------------------- */
+
+static void
+append_escaped(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++)
+	{
+		unsigned char ch = (unsigned char) *s;
+
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+			(ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~')
+			appendStringInfoChar(buf, (char) ch);
+		else
+			appendStringInfo(buf, "%%%c%c", hex[ch >> 4], hex[ch & 15]);
+	}
+}
+
+static char *
+build_url(GmailCall *call)
+{
+	StringInfoData u;
+	const char *base = gi_api_base_url;
+	int			blen = strlen(base);
+
+	initStringInfo(&u);
+	appendBinaryStringInfo(&u, base, (blen > 0 && base[blen - 1] == '/') ? blen - 1 : blen);
+	appendStringInfoString(&u, "/gmail/v1/users/me/");
+	switch (call->method)
+	{
+		case GM_PROFILE:
+			appendStringInfoString(&u, "profile");
+			break;
+		case GM_MESSAGES_LIST:
+		case GM_THREADS_LIST:
+			appendStringInfo(&u, "%s?maxResults=%d&fields=",
+							 call->method == GM_MESSAGES_LIST ? "messages" : "threads",
+							 LIST_PAGE_SIZE);
+			append_escaped(&u, call->method == GM_MESSAGES_LIST
+						   ? "messages(id,threadId),nextPageToken"
+						   : "threads(id,historyId,snippet),nextPageToken");
+			if (call->query)
+			{
+				appendStringInfoString(&u, "&q=");
+				append_escaped(&u, call->query);
+			}
+			if (call->page_token)
+			{
+				appendStringInfoString(&u, "&pageToken=");
+				append_escaped(&u, call->page_token);
+			}
+			break;
+		case GM_MESSAGE_RAW:
+		case GM_MESSAGE_MINIMAL:
+			appendStringInfoString(&u, "messages/");
+			append_escaped(&u, call->id);
+			appendStringInfoString(&u, call->method == GM_MESSAGE_RAW ? "?format=raw" : "?format=minimal");
+			break;
+		case GM_THREAD_MINIMAL:
+			appendStringInfoString(&u, "threads/");
+			append_escaped(&u, call->id);
+			appendStringInfoString(&u, "?format=minimal");
+			break;
+		case GM_HISTORY_LIST:
+			appendStringInfo(&u, "history?maxResults=%d&startHistoryId=" INT64_FORMAT,
+							 LIST_PAGE_SIZE, call->start_history_id);
+			if (call->page_token)
+			{
+				appendStringInfoString(&u, "&pageToken=");
+				append_escaped(&u, call->page_token);
+			}
+			break;
+		default:
+			elog(ERROR, "unknown Gmail method %d", (int) call->method);
+	}
+	return u.data;
+}
+
+static void
+start_attempt(GmailClient *c, GmailCall *call, TimestampTz earliest)
+{
+	memset(&call->http, 0, sizeof(HttpRequest));
+	call->http.url = call->url;
+	call->http.bearer_token = c->token;
+	call->http.opaque = call;
+	call->token_generation = c->token_generation;
+	call->http.not_before = budget_schedule(c, method_cost(call->method), earliest);
+	http_submit(c->http, &call->http);
+}
+
+void
+gmail_submit(GmailClient *c, GmailCall *call)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+	if (c->token == NULL)
+		c->token = c->token_source(c->token_arg, false);
+	call->attempt = 0;
+	call->refreshed = false;
+	call->not_found = false;
+	call->history_expired = false;
+	call->result_cxt = NULL;
+	call->url = build_url(call);
+	start_attempt(c, call, 0);
+	MemoryContextSwitchTo(old);
+}
+
+int
+gmail_pending(GmailClient *c)
+{
+	return http_pending(c->http);
+}
+
+/* ------------------------------------------------------------------ */
+
+/* Printable, bounded copy of server text for an error message. */
+static char *
+safe_text(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; s && *s && buf.len < 300; s++)
+		appendStringInfoChar(&buf, ((unsigned char) *s >= 32 && *s != 127) ? *s : ' ');
+	return buf.data;
+}
+
+static const char *
+first_reason(JsonNode *err)
+{
+	JsonNode   *errors = json_get(err, "errors");
+	int			i;
+
+	for (i = 0; i < json_len(errors); i++)
+	{
+		const char *r = json_get_str(json_at(errors, i), "reason");
+
+		if (r)
+			return r;
+	}
+	/* The v2 error format carries the reason in details[].reason. */
+	errors = json_get(err, "details");
+	for (i = 0; i < json_len(errors); i++)
+	{
+		const char *r = json_get_str(json_at(errors, i), "reason");
+
+		if (r)
+			return r;
+	}
+	return NULL;
+}
+
+static bool
+reason_is(const char *reason, const char *what)
+{
+	return reason != NULL && strcmp(reason, what) == 0;
+}
+
+/* "Retry after 2026-11-28T12:57:51.196Z" in Gmail's message -> ms from now. */
+static long
+retry_after_from_message(const char *msg)
+{
+	const char *p = msg ? strstr(msg, "Retry after ") : NULL;
+	struct tm	tm;
+	int			y, mo, d, h, mi;
+	double		sec;
+	time_t		when;
+	double		delta;
+
+	if (p == NULL)
+		return -1;
+	if (sscanf(p + 12, "%d-%d-%dT%d:%d:%lf", &y, &mo, &d, &h, &mi, &sec) != 6)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = (int) sec;
+	when = timegm(&tm);
+	delta = ((double) when + (sec - (int) sec)) - (double) time(NULL);
+	if (delta < 0)
+		return 0;
+	if (delta > 3600)
+		delta = 3600;
+	return (long) (delta * 1000);
+}
+
+static long
+backoff_ms(int attempt)
+{
+	long		base = 1000L << Min(attempt - 1, 6);
+
+	/* First retry at least 1 s after the error, plus up to 1 s of jitter. */
+	return Min(base + (long) (pg_prng_double(&pg_global_prng_state) * 1000), MAX_BACKOFF_MS);
+}
+
+static void
+retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
+			  int sqlstate, const char *what)
+{
+	long		wait;
+
+	if (call->attempt >= gi_max_retries)
+	{
+		if (kind == RF_NETWORK)
+			remote_failure(kind, sqlstate,
+						   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
+								  call->attempt + 1),
+						   errdetail_internal("%s", what));
+		remote_failure(kind, sqlstate,
+					   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
+							  call->attempt + 1),
+					   errdetail("%s", what));
+	}
+	call->attempt++;
+	c->stats.retries++;
+	wait = backoff_ms(call->attempt);
+	if (hint_ms > wait)
+		wait = hint_ms;
+	http_request_reset(&call->http);
+	start_attempt(c, call, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait));
+}
+
+/* ------------------------------------------------------------------ */
+
+static void
+parse_labels(JsonNode *msg, GmailMessage *m, const char *key)
+{
+	JsonNode   *labels = json_get(msg, key);
+	int			i;
+
+	m->has_labels = labels != NULL;
+	m->label_count = json_len(labels);
+	m->label_ids = palloc0(sizeof(char *) * (m->label_count + 1));
+	for (i = 0; i < m->label_count; i++)
+	{
+		JsonNode   *l = json_at(labels, i);
+
+		m->label_ids[i] = (l && l->kind == JK_STRING) ? l->str : "";
+	}
+}
+
+static bool
+parse_message(JsonNode *msg, GmailMessage *m, bool want_raw)
+{
+	const char *raw;
+
+	memset(m, 0, sizeof(*m));
+	m->id = (char *) json_get_str(msg, "id");
+	m->thread_id = (char *) json_get_str(msg, "threadId");
+	if (m->id == NULL)
+		return false;
+	parse_labels(msg, m, "labelIds");
+	json_get_int64(msg, "historyId", &m->history_id);
+	json_get_int64(msg, "internalDate", &m->internal_date_ms);
+	{
+		int64		size = 0;
+
+		if (json_get_int64(msg, "sizeEstimate", &size))
+			m->size_estimate = (int) Min(size, PG_INT32_MAX);
+	}
+	m->snippet = (char *) json_get_str(msg, "snippet");
+	if (want_raw)
+	{
+		JsonNode   *rawnode = json_get(msg, "raw");
+
+		raw = rawnode ? rawnode->str : NULL;
+		if (raw == NULL || m->thread_id == NULL)
+			return false;
+		if (!gmail_base64url_decode(raw, strlen(raw), &m->raw, &m->raw_len))
+			return false;
+		/* The encoded text is as large as the message: drop it now. */
+		pfree(rawnode->str);
+		rawnode->str = NULL;
+	}
+	return true;
+}
+
+static GmailMessage *
+parse_message_array(JsonNode *arr, int *count, bool need_thread)
+{
+	int			n = json_len(arr);
+	GmailMessage *out = palloc0(sizeof(GmailMessage) * Max(n, 1));
+	int			i,
+				k = 0;
+
+	for (i = 0; i < n; i++)
+	{
+		if (!parse_message(json_at(arr, i), &out[k], false))
+			continue;
+		if (need_thread && out[k].thread_id == NULL)
+			continue;
+		k++;
+	}
+	*count = k;
+	return out;
+}
+
+static void
+add_history_events(GmailCall *call, JsonNode *rec, const char *key, HistoryChange change,
+				   int *cap)
+{
+	JsonNode   *list = json_get(rec, key);
+	int64		rid = 0;
+	int			i;
+
+	json_get_int64(rec, "id", &rid);
+	for (i = 0; i < json_len(list); i++)
+	{
+		JsonNode   *item = json_at(list, i);
+		GmailHistoryEvent *ev;
+
+		if (call->event_count == *cap)
+		{
+			*cap = *cap ? *cap * 2 : 64;
+			call->events = call->events
+				? repalloc(call->events, sizeof(GmailHistoryEvent) * *cap)
+				: palloc(sizeof(GmailHistoryEvent) * *cap);
+		}
+		ev = &call->events[call->event_count];
+		memset(ev, 0, sizeof(*ev));
+		if (!parse_message(json_get(item, "message"), &ev->message, false))
+			continue;
+		ev->change = change;
+		ev->record_id = rid;
+		if (change == HC_LABELS_ADDED || change == HC_LABELS_REMOVED)
+		{
+			GmailMessage tmp;
+
+			parse_labels(item, &tmp, "labelIds");
+			ev->changed_labels = tmp.label_ids;
+			ev->changed_label_count = tmp.label_count;
+		}
+		call->event_count++;
+	}
+}
+
+/* Fill the call's results from a 200 answer; false if it is unusable. */
+static bool
+parse_answer(GmailCall *call, JsonNode *doc)
+{
+	if (doc == NULL || doc->kind != JK_OBJECT)
+		return false;
+	call->next_page_token = (char *) json_get_str(doc, "nextPageToken");
+	switch (call->method)
+	{
+		case GM_PROFILE:
+			call->email = (char *) json_get_str(doc, "emailAddress");
+			return json_get_int64(doc, "historyId", &call->history_id);
+		case GM_MESSAGES_LIST:
+			call->messages = parse_message_array(json_get(doc, "messages"),
+												 &call->message_count, true);
+			return true;
+		case GM_THREADS_LIST:
+			{
+				JsonNode   *arr = json_get(doc, "threads");
+				int			n = json_len(arr),
+							i;
+
+				call->threads = palloc0(sizeof(GmailThreadItem) * Max(n, 1));
+				for (i = 0; i < n; i++)
+				{
+					JsonNode   *t = json_at(arr, i);
+					GmailThreadItem *ti = &call->threads[call->thread_count];
+
+					ti->id = (char *) json_get_str(t, "id");
+					if (ti->id == NULL || !json_get_int64(t, "historyId", &ti->history_id))
+						continue;
+					ti->snippet = (char *) json_get_str(t, "snippet");
+					call->thread_count++;
+				}
+				return true;
+			}
+		case GM_MESSAGE_RAW:
+		case GM_MESSAGE_MINIMAL:
+			return parse_message(doc, &call->message, call->method == GM_MESSAGE_RAW);
+		case GM_THREAD_MINIMAL:
+			json_get_int64(doc, "historyId", &call->history_id);
+			call->messages = parse_message_array(json_get(doc, "messages"),
+												 &call->message_count, false);
+			return json_get_str(doc, "id") != NULL;
+		case GM_HISTORY_LIST:
+			{
+				JsonNode   *hist = json_get(doc, "history");
+				int			cap = 0,
+							i;
+
+				for (i = 0; i < json_len(hist); i++)
+				{
+					JsonNode   *rec = json_at(hist, i);
+
+					add_history_events(call, rec, "messagesAdded", HC_ADDED, &cap);
+					add_history_events(call, rec, "messagesDeleted", HC_DELETED, &cap);
+					add_history_events(call, rec, "labelsAdded", HC_LABELS_ADDED, &cap);
+					add_history_events(call, rec, "labelsRemoved", HC_LABELS_REMOVED, &cap);
+				}
+				return json_get_int64(doc, "historyId", &call->history_id);
+			}
+		default:
+			return false;
+	}
+}
+
+/*
+ * Decide what a finished HTTP exchange means.  Returns true when the call is
+ * finished (successfully, or with not_found / history_expired set), false
+ * when it was queued again.
+ */
+static bool
+handle_completion(GmailClient *c, GmailCall *call)
+{
+	HttpRequest *r = &call->http;
+	JsonNode   *doc = NULL;
+	JsonNode   *err = NULL;
+	const char *reason = NULL;
+	const char *gmsg = NULL;
+	char	   *perr = NULL;
+	long		hint_ms = -1;
+	long		status;
+	double		retry_after;
+	MemoryContext old;
+
+	c->stats.http_requests++;
+	c->stats.requests_by_method[call->method]++;
+	c->stats.quota_units += method_cost(call->method);
+	c->stats.bytes_downloaded += r->bytes_downloaded;
+
+	if (r->transport_failed)
+	{
+		if (r->too_large)
+			remote_failure(RF_PROTOCOL, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
+								  gmail_method_name(call->method)));
+		retry_or_fail(c, call, -1, RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+					  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
+		return false;
+	}
+
+	call->result_cxt = AllocSetContextCreate(c->cxt, "gmail call result", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(call->result_cxt);
+	if (r->body != NULL)
+		doc = json_parse_text(r->body, (int) r->body_len, &perr);
+	MemoryContextSwitchTo(old);
+	/* The tree holds copies of everything needed; the body can go now. */
+	status = r->status;
+	retry_after = r->retry_after_secs;
+	http_request_reset(r);
+
+	if (status == 200)
+	{
+		bool		ok;
+
+		old = MemoryContextSwitchTo(call->result_cxt);
+		ok = parse_answer(call, doc);
+		MemoryContextSwitchTo(old);
+		if (ok)
+			return true;
+		gmail_call_release(call);
+		retry_or_fail(c, call, -1, RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+					  psprintf("Gmail's answer to %s could not be read%s%s.",
+							   gmail_method_name(call->method),
+							   perr ? ": " : "", perr ? safe_text(perr) : ""));
+		return false;
+	}
+
+	err = json_get(doc, "error");
+	/* Copied out: the result context may be released before they are used. */
+	reason = first_reason(err);
+	reason = reason ? safe_text(reason) : NULL;
+	gmsg = json_get_str(err, "message");
+	gmsg = gmsg ? safe_text(gmsg) : "(no message)";
+	if (retry_after >= 0)
+		hint_ms = (long) (retry_after * 1000);
+	if (retry_after_from_message(gmsg) > hint_ms)
+		hint_ms = retry_after_from_message(gmsg);
+
+	if (status == 404 && (call->method == GM_MESSAGE_RAW || call->method == GM_MESSAGE_MINIMAL ||
+							 call->method == GM_THREAD_MINIMAL))
+	{
+		call->not_found = true;
+		return true;
+	}
+	if (status == 404 && call->method == GM_HISTORY_LIST)
+	{
+		call->history_expired = true;
+		return true;
+	}
+	if (status == 401)
+	{
+		gmail_call_release(call);
+		if (call->token_generation != c->token_generation)
+		{
+			/* Another call refreshed the token meanwhile: use that one. */
+			start_attempt(c, call, 0);
+			return false;
+		}
+		if (!call->refreshed)
+		{
+			MemoryContext o2 = MemoryContextSwitchTo(c->cxt);
+
+			c->token = c->token_source(c->token_arg, true);
+			c->token_generation++;
+			MemoryContextSwitchTo(o2);
+			call->refreshed = true;
+			start_attempt(c, call, 0);
+			return false;
+		}
+		remote_failure(RF_AUTH, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+					   errmsg("Gmail %s refused a freshly refreshed access token (HTTP 401)",
+							  gmail_method_name(call->method)),
+					   errdetail("Gmail said: %s", gmsg));
+	}
+	if (status == 429 || status >= 500 ||
+		(status == 403 && (reason_is(reason, "userRateLimitExceeded") ||
+							  reason_is(reason, "rateLimitExceeded") ||
+							  reason_is(reason, "quotaExceeded") ||
+							  reason_is(reason, "backendError"))))
+	{
+		gmail_call_release(call);
+		retry_or_fail(c, call, hint_ms,
+					  (status == 429 || status == 403) ? RF_RATE_LIMIT : RF_HTTP,
+					  (status == 429 || status == 403) ? ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
+					  : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+					  psprintf("Gmail answered HTTP %ld%s%s: %s", status,
+							   reason ? ", reason " : "", reason ? reason : "", gmsg));
+		return false;
+	}
+	if (status == 403)
+		remote_failure(RF_AUTH, ERRCODE_INSUFFICIENT_PRIVILEGE,
+					   errmsg("Gmail %s was refused (HTTP 403%s%s)", gmail_method_name(call->method),
+							  reason ? ", " : "", reason ? reason : ""),
+					   errdetail("Gmail said: %s", gmsg),
+					   errhint("The token needs the https://www.googleapis.com/auth/gmail.readonly scope, "
+							   "without gmail.metadata."));
+	remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+				   errmsg("Gmail %s answered HTTP %ld%s%s", gmail_method_name(call->method), status,
+						  reason ? ", reason " : "", reason ? reason : ""),
+				   errdetail("Gmail said: %s", gmsg));
+	return true;				/* not reached */
+}
+
+GmailCall *
+gmail_next(GmailClient *c)
+{
+	for (;;)
+	{
+		HttpRequest *r = http_wait_any(c->http);
+		GmailCall  *call;
+
+		if (r == NULL)
+			return NULL;
+		call = (GmailCall *) r->opaque;
+		if (handle_completion(c, call))
+			return call;
+	}
+}
+
+void
+gmail_run(GmailClient *c, GmailCall *call)
+{
+	GmailCall  *done;
+
+	gmail_submit(c, call);
+	do
+	{
+		done = gmail_next(c);
+		if (done == NULL)
+			elog(ERROR, "Gmail call was lost");
+	} while (done != call);
+}
+
+void
+gmail_call_release(GmailCall *call)
+{
+	if (call->result_cxt)
+		MemoryContextDelete(call->result_cxt);
+	call->result_cxt = NULL;
+	call->next_page_token = NULL;
+	call->email = NULL;
+	memset(&call->message, 0, sizeof(GmailMessage));
+	call->messages = NULL;
+	call->message_count = 0;
+	call->threads = NULL;
+	call->thread_count = 0;
+	call->events = NULL;
+	call->event_count = 0;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int
+b64_value(unsigned char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '-' || ch == '+')
+		return 62;
+	if (ch == '_' || ch == '/')
+		return 63;
+	return -1;
+}
+
+bool
+gmail_base64url_decode(const char *in, size_t len, unsigned char **out, size_t *out_len)
+{
+	unsigned char *buf;
+	size_t		o = 0;
+	uint32		acc = 0;
+	int			bits = 0;
+	size_t		i;
+
+	if (len > MaxAllocHugeSize / 3 * 4)
+		return false;
+	buf = palloc_extended(len / 4 * 3 + 3, MCXT_ALLOC_HUGE);
+	for (i = 0; i < len; i++)
+	{
+		unsigned char ch = (unsigned char) in[i];
+		int			v;
+
+		if (ch == '=')
+			break;
+		if (ch == '\r' || ch == '\n' || ch == ' ')
+			continue;
+		v = b64_value(ch);
+		if (v < 0)
+		{
+			pfree(buf);
+			return false;
+		}
+		acc = (acc << 6) | (uint32) v;
+		bits += 6;
+		if (bits >= 8)
+		{
+			bits -= 8;
+			buf[o++] = (unsigned char) (acc >> bits);
+		}
+	}
+	*out = buf;
+	*out_len = o;
+	return true;
+}

@@ -1,0 +1,140 @@
+/*-------------------------------------------------------------------------
+ * gmail_api.h
+ *	  Gmail REST endpoints -> plain C structs, with retries, the client-side
+ *	  quota budget and token refresh on 401.
+ *
+ * Calls are asynchronous: gmail_submit() queues one, gmail_next() returns
+ * the next finished one, so the caller can do database work on one answer
+ * while others are still on the wire.  A call that cannot succeed raises a
+ * remote failure (remote_error.h); a message or thread that vanished comes
+ * back with not_found set, and an expired history id with history_expired.
+ *-------------------------------------------------------------------------
+ */
+#ifndef GMAIL_INGEST_GMAIL_API_H
+#define GMAIL_INGEST_GMAIL_API_H
+
+#include "datatype/timestamp.h"
+#include "http.h"
+
+typedef enum GmailMethod
+{
+	GM_PROFILE,
+	GM_MESSAGES_LIST,
+	GM_THREADS_LIST,
+	GM_MESSAGE_RAW,
+	GM_MESSAGE_MINIMAL,
+	GM_THREAD_MINIMAL,
+	GM_HISTORY_LIST,
+	GM__COUNT
+} GmailMethod;
+
+/* A message as messages.get (raw or minimal) or a list/history item gives it. */
+typedef struct GmailMessage
+{
+	char	   *id;
+	char	   *thread_id;
+	char	  **label_ids;
+	int			label_count;
+	bool		has_labels;		/* labelIds was present (possibly empty) */
+	int64		history_id;
+	int64		internal_date_ms;
+	int			size_estimate;
+	char	   *snippet;
+	unsigned char *raw;			/* decoded RFC 822 bytes (raw format only) */
+	size_t		raw_len;
+} GmailMessage;
+
+typedef struct GmailThreadItem
+{
+	char	   *id;
+	int64		history_id;
+	char	   *snippet;
+} GmailThreadItem;
+
+typedef enum HistoryChange
+{
+	HC_ADDED,
+	HC_DELETED,
+	HC_LABELS_ADDED,
+	HC_LABELS_REMOVED
+} HistoryChange;
+
+typedef struct GmailHistoryEvent
+{
+	HistoryChange change;
+	int64		record_id;
+	GmailMessage message;		/* id, thread_id, labels as Gmail sent them */
+	char	  **changed_labels;	/* for label changes */
+	int			changed_label_count;
+} GmailHistoryEvent;
+
+typedef struct GmailCall
+{
+	/* ---- set by the caller ---- */
+	GmailMethod method;
+	const char *id;				/* message or thread id for gets */
+	const char *page_token;		/* for lists */
+	const char *query;			/* q= for lists */
+	int64		start_history_id;	/* history.list */
+	void	   *opaque;
+
+	/* ---- results, allocated in result_cxt ---- */
+	MemoryContext result_cxt;
+	bool		not_found;		/* 404 on a get: vanished */
+	bool		history_expired;	/* 404 on history.list */
+	char	   *next_page_token;
+	int64		history_id;		/* profile / history.list / thread */
+	char	   *email;			/* profile */
+	GmailMessage message;		/* message gets */
+	GmailMessage *messages;		/* messages.list items, thread messages */
+	int			message_count;
+	GmailThreadItem *threads;	/* threads.list items */
+	int			thread_count;
+	GmailHistoryEvent *events;	/* history.list */
+	int			event_count;
+
+	/* ---- private ---- */
+	HttpRequest http;
+	int			attempt;
+	int			token_generation;
+	bool		refreshed;		/* already retried once after a 401 */
+	char	   *url;
+} GmailCall;
+
+typedef struct GmailStats
+{
+	int64		http_requests;
+	int64		quota_units;
+	int64		retries;
+	int64		bytes_downloaded;
+	int64		requests_by_method[GM__COUNT];
+} GmailStats;
+
+/*
+ * Supplies the bearer token.  force = true asks for a fresh one after a 401;
+ * the callback may raise a remote failure.
+ */
+typedef const char *(*GmailTokenSource) (void *arg, bool force);
+
+typedef struct GmailClient GmailClient;
+
+extern GmailClient *gmail_client_create(HttpClient *http, GmailTokenSource token_source,
+										void *token_arg);
+extern void gmail_submit(GmailClient *client, GmailCall *call);
+extern GmailCall *gmail_next(GmailClient *client);
+extern int	gmail_pending(GmailClient *client);
+extern const GmailStats *gmail_stats(GmailClient *client);
+
+/* Run one call to completion (for lists and the profile). */
+extern void gmail_run(GmailClient *client, GmailCall *call);
+
+/* Release a finished call's results so the struct can be reused. */
+extern void gmail_call_release(GmailCall *call);
+
+extern const char *gmail_method_name(GmailMethod m);
+
+/* base64url (padded or not, '-' '_' or '+' '/') -> bytes; false if invalid. */
+extern bool gmail_base64url_decode(const char *in, size_t len, unsigned char **out,
+								   size_t *out_len);
+
+#endif

@@ -1,0 +1,262 @@
+/*-------------------------------------------------------------------------
+ * gmail_ingest.c
+ *	  Module entry: _PG_init and the SQL-callable gmail_sync().
+ *
+ * gmail_sync runs in the caller's transaction.  The data work happens in a
+ * subtransaction so that a failure on Gmail's side can be recorded (the
+ * run's row says failed, the data it wrote is rolled back) instead of
+ * aborting the caller; anything else (bugs, cancels, timeouts) propagates.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "gmail_api.h"
+#include "http.h"
+#include "mime_parse.h"
+#include "oauth.h"
+#include "remote_error.h"
+#include "settings.h"
+#include "store.h"
+#include "sync.h"
+
+PG_MODULE_MAGIC;
+
+/* Advisory lock space of gmail_ingest (locktag_field4), shown in pg_locks. */
+#define SYNC_LOCK_SPACE 0x474D
+
+#define USER_AGENT "gmail_ingest/" "1.0" " (gzip)"
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	settings_define();
+	mp_init();
+}
+
+/* Refresh a minute before expiry, as Google advises. */
+#define TOKEN_MARGIN_MS 60000
+
+static const char *
+token_source(void *arg, bool force)
+{
+	SyncState  *s = (SyncState *) arg;
+	OAuthToken	t;
+
+	if (!force && s->mb.access_token != NULL &&
+		s->mb.access_expires_at > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TOKEN_MARGIN_MS))
+		return s->mb.access_token;
+	t = oauth_refresh(s->token_http, s->mb.refresh_token);
+	store_save_access_token(s->mb.id, t.access_token, t.expires_at);
+	s->mb.access_token = t.access_token;
+	s->mb.access_expires_at = t.expires_at;
+	return t.access_token;
+}
+
+static void
+lock_mailbox(int64 mailbox_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (mailbox_id >> 32),
+						 (uint32) mailbox_id, SYNC_LOCK_SPACE);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("mailbox " INT64_FORMAT " is already being synced", mailbox_id),
+				 errdetail("Another session holds the mailbox's sync lock until its transaction ends."),
+				 errhint("Only one sync per mailbox runs at a time; try again when it has finished.")));
+}
+
+static void
+check_arguments(FunctionCallInfo fcinfo)
+{
+	int32		days;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("gmail_sync arguments must not be null")));
+	days = PG_GETARG_INT32(1);
+	if (days < 1 || days > 3650)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("days must be between 1 and 3650, got %d", days)));
+}
+
+static void
+check_mailbox_ready(const MailboxInfo *mb)
+{
+	if (!mb->has_credentials)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("mailbox " INT64_FORMAT " has no credentials", mb->id),
+				 errhint("Register its refresh token with gmail_ingest.add_mailbox().")));
+	if (gi_client_id == NULL || gi_client_id[0] == '\0' ||
+		gi_client_secret == NULL || gi_client_secret[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gmail_ingest.client_id and gmail_ingest.client_secret must be set"),
+				 errhint("A superuser sets them, for instance with ALTER SYSTEM or ALTER DATABASE ... SET.")));
+}
+
+static HttpClient *
+make_http(MemoryContext cxt, int concurrency)
+{
+	HttpOptions o;
+
+	memset(&o, 0, sizeof(o));
+	o.max_concurrency = concurrency;
+	o.connect_timeout_ms = gi_connect_timeout_ms;
+	o.request_timeout_ms = gi_request_timeout_ms;
+	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
+	o.ca_file = gi_ca_file;
+	o.user_agent = USER_AGENT;
+	return http_client_create(cxt, &o);
+}
+
+static void
+copy_stats(SyncState *s)
+{
+	const GmailStats *g = gmail_stats(s->gmail);
+
+	s->counters.http_requests = g->http_requests;
+	s->counters.quota_units = g->quota_units;
+	s->counters.retries = g->retries;
+	s->counters.bytes_downloaded = g->bytes_downloaded;
+}
+
+PG_FUNCTION_INFO_V1(gmail_sync);
+
+Datum
+gmail_sync(PG_FUNCTION_ARGS)
+{
+	int64		mailbox_id;
+	SyncState  *s;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext sync_cxt;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile failure = NULL;
+	volatile RemoteFailure failure_kind = RF_NONE;
+	Datum		result;
+
+	check_arguments(fcinfo);
+	mailbox_id = PG_GETARG_INT64(0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "gmail_ingest: SPI_connect failed");
+
+	/*
+	 * Everything the sync allocates lives here; deleting it (or the abort of
+	 * the transaction) frees the libcurl handles through their callbacks.
+	 */
+	sync_cxt = AllocSetContextCreate(CurTransactionContext, "gmail_sync", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(sync_cxt);
+	s = palloc0(sizeof(SyncState));
+	s->days = PG_GETARG_INT32(1);
+	s->force_full = PG_GETARG_BOOL(2);
+
+	if (!store_load_mailbox(mailbox_id, &s->mb))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
+	lock_mailbox(mailbox_id);
+	check_mailbox_ready(&s->mb);
+
+	s->mode = (s->mb.has_history && !s->force_full) ? "incremental" : "full";
+	s->run_id = store_start_run(mailbox_id, s->mode, s->days, s->mb.has_history, s->mb.history_id);
+	store_ledger(s->run_id, mailbox_id, "sync.started", 0, NULL,
+				 psprintf("{\"mode\":\"%s\",\"window_days\":%d}", s->mode, s->days));
+
+	s->api_http = make_http(sync_cxt, gi_max_concurrency);
+	s->token_http = make_http(sync_cxt, 1);
+	s->gmail = gmail_client_create(s->api_http, token_source, s);
+	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
+
+	gi_pending_remote_failure = RF_NONE;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(sync_cxt);
+	PG_TRY();
+	{
+		sync_execute(s);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(sync_cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(sync_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(sync_cxt);
+		CurrentResourceOwner = owner;
+
+		/* Only Gmail-side failures are recorded; cancels and bugs go on up. */
+		if (gi_pending_remote_failure == RF_NONE ||
+			edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		failure_kind = gi_pending_remote_failure;
+		failure = edata;
+		gi_pending_remote_failure = RF_NONE;
+	}
+	PG_END_TRY();
+
+	copy_stats(s);
+	if (failure != NULL)
+	{
+		char	   *error = failure->detail
+			? psprintf("%s: %s", failure->message, failure->detail)
+			: pstrdup(failure->message);
+
+		if (failure_kind == RF_REVOKED)
+			store_set_auth_state(mailbox_id, "reauthorize");
+		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
+						 false, 0, &s->counters);
+		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
+					 psprintf("{\"sqlstate\":\"%s\"}", unpack_sql_state(failure->sqlerrcode)));
+		if (gi_raise_on_failure)
+			ReThrowError(failure);
+		ereport(WARNING,
+				(errcode(failure->sqlerrcode),
+				 errmsg("gmail_sync of mailbox " INT64_FORMAT " failed: %s", mailbox_id,
+						failure->message),
+				 failure->detail ? errdetail_internal("%s", failure->detail) : 0,
+				 failure->hint ? errhint("%s", failure->hint) : 0));
+	}
+	else
+	{
+		store_finish_run(mailbox_id, s->run_id, s->mode, "succeeded", NULL,
+						 s->has_new_history, s->new_history_id, &s->counters);
+		store_ledger(s->run_id, mailbox_id, "sync.completed", 0, NULL,
+					 psprintf("{\"mode\":\"%s\",\"fallback\":%s,\"messages_inserted\":" INT64_FORMAT
+							  ",\"quota_units\":" INT64_FORMAT "}",
+							  s->mode, s->fell_back ? "\"history_expired\"" : "null",
+							  s->counters.messages_inserted, s->counters.quota_units));
+	}
+
+	/* Free the libcurl handles now rather than at transaction end. */
+	http_client_destroy(s->api_http);
+	http_client_destroy(s->token_http);
+
+	MemoryContextSwitchTo(caller_cxt);
+	result = store_run_row(mailbox_id, s->run_id);
+	SPI_finish();
+	MemoryContextDelete(sync_cxt);
+	PG_RETURN_DATUM(result);
+}

@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ * oauth.c
+ *	  The refresh-token grant against gmail_ingest.oauth_token_url.
+ *
+ * Secrets (refresh token, client secret, access token) go into the request
+ * body or come out of the response and nowhere else: errors quote only
+ * Google's error code and description.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "utils/timestamp.h"
+
+#include "json_tree.h"
+#include "oauth.h"
+#include "remote_error.h"
+#include "settings.h"
+
+/* Transient token-endpoint failures are retried this many times. */
+#define TOKEN_ATTEMPTS 3
+
+static void
+append_form_escaped(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~')
+			appendStringInfoChar(buf, (char) c);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[c >> 4]);
+			appendStringInfoChar(buf, hex[c & 15]);
+		}
+	}
+}
+
+static void
+append_field(StringInfo buf, const char *name, const char *value)
+{
+	if (buf->len > 0)
+		appendStringInfoChar(buf, '&');
+	appendStringInfoString(buf, name);
+	appendStringInfoChar(buf, '=');
+	append_form_escaped(buf, value);
+}
+
+/* Printable, bounded copy of a server-supplied string for an error text. */
+static char *
+safe_text(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; s && *s && buf.len < 200; s++)
+		appendStringInfoChar(&buf, (*s >= 32 && *s < 127) ? *s : '?');
+	return buf.data;
+}
+
+OAuthToken
+oauth_refresh(HttpClient *http, const char *refresh_token)
+{
+	StringInfoData form;
+	HttpRequest req;
+	OAuthToken	result = {NULL, 0};
+	int			attempt;
+
+	initStringInfo(&form);
+	append_field(&form, "client_id", gi_client_id);
+	append_field(&form, "client_secret", gi_client_secret);
+	append_field(&form, "refresh_token", refresh_token);
+	append_field(&form, "grant_type", "refresh_token");
+
+	for (attempt = 1;; attempt++)
+	{
+		JsonNode   *doc = NULL;
+		char	   *perr = NULL;
+		const char *err;
+		int64		expires_in = 3600;
+
+		memset(&req, 0, sizeof(req));
+		req.url = gi_oauth_token_url;
+		req.post_fields = form.data;
+		if (attempt > 1)
+			req.not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 1000 * (attempt - 1));
+		http_submit(http, &req);
+		while (http_wait_any(http) != &req)
+			;
+
+		if (req.body != NULL)
+			doc = json_parse_text(req.body, (int) req.body_len, &perr);
+
+		if (!req.transport_failed && req.status == 200 && doc != NULL &&
+			json_get_str(doc, "access_token") != NULL)
+		{
+			json_get_int64(doc, "expires_in", &expires_in);
+			result.access_token = pstrdup(json_get_str(doc, "access_token"));
+			result.expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															expires_in * 1000);
+			break;
+		}
+
+		err = doc ? json_get_str(doc, "error") : NULL;
+		if (err != NULL && strcmp(err, "invalid_grant") == 0)
+			remote_failure(RF_REVOKED, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+						   errmsg("Google refused the mailbox's refresh token (invalid_grant)"),
+						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
+									 safe_text(json_get_str(doc, "error_description"))),
+						   errhint("The mailbox must be authorized again; then call gmail_ingest.add_mailbox with the new refresh token."));
+		if (err != NULL && (strcmp(err, "invalid_client") == 0 ||
+							strcmp(err, "unauthorized_client") == 0))
+			remote_failure(RF_CONFIG, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+						   errmsg("Google refused the OAuth client (%s)", err),
+						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
+									 safe_text(json_get_str(doc, "error_description"))),
+						   errhint("Check gmail_ingest.client_id and gmail_ingest.client_secret."));
+
+		/* Network trouble and 5xx are worth a short retry; anything else is final. */
+		if (attempt < TOKEN_ATTEMPTS && (req.transport_failed || req.status >= 500))
+		{
+			http_request_reset(&req);
+			continue;
+		}
+		if (req.transport_failed)
+			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+						   errmsg("could not reach the OAuth token endpoint"),
+						   errdetail_internal("%s", req.error));
+		remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
+					   err ? errdetail("Error \"%s\": %s.", safe_text(err),
+									   safe_text(json_get_str(doc, "error_description")))
+					   : errdetail("The answer was not a token response."));
+	}
+	http_request_reset(&req);
+	pfree(form.data);
+	return result;
+}

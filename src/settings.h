@@ -1,0 +1,40 @@
+/*-------------------------------------------------------------------------
+ * settings.h
+ *	  The gmail_ingest.* configuration parameters.
+ *-------------------------------------------------------------------------
+ */
+#ifndef GMAIL_INGEST_SETTINGS_H
+#define GMAIL_INGEST_SETTINGS_H
+
+extern char *gi_api_base_url;
+extern char *gi_oauth_token_url;
+extern char *gi_client_id;
+extern char *gi_client_secret;
+extern char *gi_ca_file;
+extern int	gi_max_concurrency;
+extern int	gi_quota_units_per_minute;
+extern char *gi_quota_costs;
+extern bool gi_store_raw;
+extern bool gi_raise_on_failure;
+extern int	gi_request_timeout_ms;
+extern int	gi_connect_timeout_ms;
+extern int	gi_max_retries;
+extern int	gi_max_response_mb;
+
+/* Unit costs charged by the client-side budget, parsed from quota_costs. */
+typedef struct QuotaCosts
+{
+	int			profile;
+	int			messages_list;
+	int			messages_get;
+	int			threads_list;
+	int			threads_get;
+	int			history_list;
+	int			attachments_get;
+} QuotaCosts;
+
+extern const QuotaCosts *gi_costs(void);
+
+extern void settings_define(void);
+
+#endif

@@ -1,0 +1,921 @@
+/*-------------------------------------------------------------------------
+ * store.c
+ *	  SPI plans for every read and write of gmail_ingest's tables.
+ *
+ * Plans are prepared once per backend and kept (SPI_keepplan).  Writes are
+ * upserts whose DO UPDATE carries a WHERE ... IS DISTINCT FROM ..., so a
+ * conflict with an identical row writes no tuple; RETURNING (xmax = 0)
+ * tells an insert from an update.  Every SPI result is freed after use so
+ * a sync of many messages runs in bounded memory.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "store.h"
+
+#define SCHEMA "gmail_ingest."
+
+const char *
+store_action_name(StoreAction a)
+{
+	switch (a)
+	{
+		case SA_INSERTED:
+			return "inserted";
+		case SA_UPDATED:
+			return "updated";
+		default:
+			return "unchanged";
+	}
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static SPIPlanPtr
+plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, (Oid *) types);
+
+		if (p == NULL)
+			elog(ERROR, "gmail_ingest: SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "gmail_ingest: SPI_keepplan failed");
+		*slot = p;
+	}
+	return *slot;
+}
+
+static void
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "gmail_ingest: unexpected SPI result %s", SPI_result_code_string(rc));
+}
+
+static Datum
+text_or_null(const char *s, char *null_flag)
+{
+	if (s == NULL)
+	{
+		*null_flag = 'n';
+		return (Datum) 0;
+	}
+	*null_flag = ' ';
+	return CStringGetTextDatum(s);
+}
+
+static Datum
+text_array(char **items, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+	ArrayType  *arr;
+
+	for (i = 0; i < n; i++)
+		d[i] = CStringGetTextDatum(items[i]);
+	arr = construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
+	pfree(d);
+	return PointerGetDatum(arr);
+}
+
+/* Like text_array, but NULL items become SQL NULLs. */
+static Datum
+text_array_nullable(char **items, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i;
+	ArrayType  *arr;
+
+	for (i = 0; i < n; i++)
+	{
+		nulls[i] = items[i] == NULL;
+		d[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(items[i]);
+	}
+	arr = construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT);
+	pfree(d);
+	pfree(nulls);
+	return PointerGetDatum(arr);
+}
+
+static Datum
+int8_array(const int64 *items, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+	ArrayType  *arr;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(items[i]);
+	arr = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	pfree(d);
+	return PointerGetDatum(arr);
+}
+
+static Datum
+tstz_array(const TimestampTz *items, const bool *nulls, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i;
+	ArrayType  *arr;
+
+	for (i = 0; i < n; i++)
+		d[i] = TimestampTzGetDatum(items[i]);
+	arr = construct_md_array(d, (bool *) nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL,
+							 TYPALIGN_DOUBLE);
+	pfree(d);
+	return PointerGetDatum(arr);
+}
+
+static char *
+col_text(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+static Datum
+col_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* Reads (id bigint, inserted bool) from the single RETURNING row, if any. */
+static StoreAction
+returning_action(int64 *id)
+{
+	bool		isnull;
+	StoreAction a = SA_UNCHANGED;
+
+	if (SPI_processed == 1)
+	{
+		if (id)
+			*id = DatumGetInt64(col_datum(0, 1, &isnull));
+		a = DatumGetBool(col_datum(0, 2, &isnull)) ? SA_INSERTED : SA_UPDATED;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return a;
+}
+
+/* -------------------------------------------------------------- mailboxes */
+
+bool
+store_load_mailbox(int64 mailbox_id, MailboxInfo *out)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID};
+	Datum		v[1];
+	bool		isnull;
+
+	plan_once(&plan,
+			  "SELECT m.org_id::text, m.provider_email, m.history_id, m.auth_state, "
+			  "       c.mailbox_id IS NOT NULL, c.refresh_token, c.access_token, c.access_token_expires_at "
+			  "  FROM " SCHEMA "mailboxes m "
+			  "  LEFT JOIN " SCHEMA "mailbox_credentials c ON c.mailbox_id = m.id "
+			  " WHERE m.id = $1",
+			  1, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
+		return false;
+	}
+	memset(out, 0, sizeof(*out));
+	out->id = mailbox_id;
+	out->org_id = col_text(0, 1);
+	out->email = col_text(0, 2);
+	out->history_id = DatumGetInt64(col_datum(0, 3, &isnull));
+	out->has_history = !isnull;
+	out->auth_state = col_text(0, 4);
+	out->has_credentials = DatumGetBool(col_datum(0, 5, &isnull));
+	out->refresh_token = col_text(0, 6);
+	out->access_token = col_text(0, 7);
+	out->access_expires_at = DatumGetTimestampTz(col_datum(0, 8, &isnull));
+	if (isnull)
+		out->access_token = NULL;
+	SPI_freetuptable(SPI_tuptable);
+	return true;
+}
+
+void
+store_save_access_token(int64 mailbox_id, const char *token, TimestampTz expires_at)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		v[3];
+
+	plan_once(&plan,
+			  "UPDATE " SCHEMA "mailbox_credentials "
+			  "   SET access_token = $2, access_token_expires_at = $3, updated_at = now() "
+			  " WHERE mailbox_id = $1",
+			  3, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = CStringGetTextDatum(token);
+	v[2] = TimestampTzGetDatum(expires_at);
+	run_plan(plan, v, NULL, SPI_OK_UPDATE);
+}
+
+void
+store_set_auth_state(int64 mailbox_id, const char *state)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTOID};
+	Datum		v[2];
+
+	plan_once(&plan,
+			  "UPDATE " SCHEMA "mailboxes SET auth_state = $2 "
+			  " WHERE id = $1 AND auth_state IS DISTINCT FROM $2",
+			  2, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = CStringGetTextDatum(state);
+	run_plan(plan, v, NULL, SPI_OK_UPDATE);
+}
+
+void
+store_set_history(int64 mailbox_id, int64 history_id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8OID};
+	Datum		v[2];
+
+	plan_once(&plan,
+			  "UPDATE " SCHEMA "mailboxes SET history_id = $2, last_synced_at = now() WHERE id = $1",
+			  2, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = Int64GetDatum(history_id);
+	run_plan(plan, v, NULL, SPI_OK_UPDATE);
+}
+
+/* ---------------------------------------------------------------- the run */
+
+int64
+store_start_run(int64 mailbox_id, const char *mode, int days, bool has_history, int64 history_id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTOID, INT4OID, INT8OID};
+	Datum		v[4];
+	char		n[4] = {' ', ' ', ' ', has_history ? ' ' : 'n'};
+	bool		isnull;
+	int64		id;
+
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "sync_runs (mailbox_id, mode, window_days, history_id_before) "
+			  "VALUES ($1, $2, $3, $4) RETURNING id",
+			  4, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = CStringGetTextDatum(mode);
+	v[2] = Int32GetDatum(days);
+	v[3] = Int64GetDatum(history_id);
+	run_plan(plan, v, n, SPI_OK_INSERT_RETURNING);
+	id = DatumGetInt64(col_datum(0, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return id;
+}
+
+void
+store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *status,
+				 const char *error, bool has_history_after, int64 history_after,
+				 const RunCounters *c)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID};
+	Datum		v[7];
+	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64		counters[17];
+
+	plan_once(&plan,
+			  "UPDATE " SCHEMA "sync_runs SET finished_at = clock_timestamp(), mode = $3, status = $4, "
+			  "  error = $5, history_id_after = $6, "
+			  "  threads_inserted = $7[1], threads_updated = $7[2], threads_unchanged = $7[3], "
+			  "  messages_inserted = $7[4], messages_updated = $7[5], messages_unchanged = $7[6], "
+			  "  messages_deleted = $7[7], messages_vanished = $7[8], messages_parse_errors = $7[9], "
+			  "  attachments_inserted = $7[10], attachments_updated = $7[11], "
+			  "  attachments_unchanged = $7[12], blobs_inserted = $7[13], http_requests = $7[14], "
+			  "  quota_units = $7[15], retries = $7[16], bytes_downloaded = $7[17] "
+			  " WHERE mailbox_id = $1 AND id = $2",
+			  7, types);
+	counters[0] = c->threads_inserted;
+	counters[1] = c->threads_updated;
+	counters[2] = c->threads_unchanged;
+	counters[3] = c->messages_inserted;
+	counters[4] = c->messages_updated;
+	counters[5] = c->messages_unchanged;
+	counters[6] = c->messages_deleted;
+	counters[7] = c->messages_vanished;
+	counters[8] = c->messages_parse_errors;
+	counters[9] = c->attachments_inserted;
+	counters[10] = c->attachments_updated;
+	counters[11] = c->attachments_unchanged;
+	counters[12] = c->blobs_inserted;
+	counters[13] = c->http_requests;
+	counters[14] = c->quota_units;
+	counters[15] = c->retries;
+	counters[16] = c->bytes_downloaded;
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = Int64GetDatum(run_id);
+	v[2] = CStringGetTextDatum(mode);
+	v[3] = CStringGetTextDatum(status);
+	v[4] = text_or_null(error, &n[4]);
+	v[5] = Int64GetDatum(history_after);
+	if (!has_history_after)
+		n[5] = 'n';
+	v[6] = int8_array(counters, 17);
+	run_plan(plan, v, n, SPI_OK_UPDATE);
+}
+
+Datum
+store_run_row(int64 mailbox_id, int64 run_id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8OID};
+	Datum		v[2];
+
+	plan_once(&plan,
+			  "SELECT * FROM " SCHEMA "sync_runs WHERE mailbox_id = $1 AND id = $2",
+			  2, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = Int64GetDatum(run_id);
+	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "gmail_ingest: sync run " INT64_FORMAT " not found", run_id);
+	return PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+}
+
+void
+store_ledger(int64 run_id, int64 mailbox_id, const char *event, int64 entity_id,
+			 const char *provider_id, const char *detail_json)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID};
+	Datum		v[6];
+	char		n[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "ledger (sync_run_id, mailbox_id, event, entity_id, provider_id, detail) "
+			  "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+			  6, types);
+	v[0] = Int64GetDatum(run_id);
+	v[1] = Int64GetDatum(mailbox_id);
+	v[2] = CStringGetTextDatum(event);
+	v[3] = Int64GetDatum(entity_id);
+	if (entity_id <= 0)
+		n[3] = 'n';
+	v[4] = text_or_null(provider_id, &n[4]);
+	v[5] = text_or_null(detail_json, &n[5]);
+	run_plan(plan, v, n, SPI_OK_INSERT);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+static HTAB *
+make_hash(const char *name, Size entry_size, long n)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = 256;
+	ctl.entrysize = entry_size;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create(name, Max(n, 16), &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/* Gmail ids are short hex strings; anything longer cannot be a key here. */
+static void
+check_key(const char *id)
+{
+	if (strlen(id) >= 256)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("Gmail id is too long: %zu characters", strlen(id))));
+}
+
+HTAB *
+store_thread_states(int64 mailbox_id, char **provider_ids, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTARRAYOID};
+	Datum		v[2];
+	HTAB	   *h = make_hash("thread states", sizeof(ThreadState), n);
+	uint64		i;
+
+	plan_once(&plan,
+			  "SELECT provider_thread_id, id, history_id, synced_since FROM " SCHEMA "mail_threads "
+			  " WHERE mailbox_id = $1 AND provider_thread_id = ANY ($2)",
+			  2, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = text_array(provider_ids, n);
+	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = col_text(i, 1);
+		bool		found,
+					isnull;
+		ThreadState *st;
+
+		check_key(key);
+		st = hash_search(h, key, HASH_ENTER, &found);
+		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
+		st->history_id = DatumGetInt64(col_datum(i, 3, &isnull));
+		st->has_history = !isnull;
+		st->synced_since = DatumGetTimestampTz(col_datum(i, 4, &isnull));
+		st->has_synced_since = !isnull;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return h;
+}
+
+void
+store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int n, int64 *ids)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		v[3];
+	HTAB	   *h;
+	uint64		i;
+	char	  **snips;
+
+	if (n == 0)
+		return;
+
+	/*
+	 * The sync holds the mailbox's lock, so no other session inserts these
+	 * threads; the DO UPDATE only keeps every write an upsert.
+	 */
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_threads AS t (mailbox_id, provider_thread_id, snippet) "
+			  "SELECT $1, u.tid, u.snip FROM unnest($2::text[], $3::text[]) AS u(tid, snip) "
+			  "ON CONFLICT (mailbox_id, provider_thread_id) DO UPDATE "
+			  "   SET snippet = EXCLUDED.snippet "
+			  " WHERE t.snippet IS DISTINCT FROM EXCLUDED.snippet "
+			  "RETURNING t.provider_thread_id, t.id",
+			  3, types);
+	snips = palloc(sizeof(char *) * n);
+	for (i = 0; i < (uint64) n; i++)
+		snips[i] = snippets[i] ? snippets[i] : "";
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = text_array(provider_ids, n);
+	v[2] = text_array(snips, n);
+	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+
+	h = make_hash("ensured threads", sizeof(ThreadState), n);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		found,
+					isnull;
+		ThreadState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
+
+		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (i = 0; i < (uint64) n; i++)
+	{
+		ThreadState *st = hash_search(h, provider_ids[i], HASH_FIND, NULL);
+
+		if (st == NULL)
+			elog(ERROR, "gmail_ingest: thread %s was not stored", provider_ids[i]);
+		ids[i] = st->id;
+	}
+	hash_destroy(h);
+	pfree(snips);
+}
+
+void
+store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
+					   ThreadReport report, void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		v[6];
+	int64	   *ids;
+	char	  **pids;
+	char	  **snips;
+	int64	   *hists;
+	TimestampTz *since;
+	bool	   *since_null;
+	HTAB	   *byid;
+	HASHCTL		ctl;
+	uint64		i;
+
+	if (n == 0)
+		return;
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_threads AS t (mailbox_id, provider_thread_id, snippet, history_id, "
+			  "       message_count, first_message_at, last_message_at, synced_since) "
+			  "SELECT $1, u.tid, u.snip, u.hist, s.c, s.first_at, s.last_at, u.since "
+			  "  FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[]) "
+			  "       AS u(id, tid, snip, hist, since) "
+			  "  CROSS JOIN LATERAL ( "
+			  "       SELECT count(*)::int AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at "
+			  "         FROM " SCHEMA "mail_messages m "
+			  "        WHERE m.mailbox_id = $1 AND m.thread_id = u.id AND m.deleted_at IS NULL) s "
+			  /* A NULL snippet or synced_since means: keep what is stored. */
+			  "ON CONFLICT (mailbox_id, provider_thread_id) DO UPDATE "
+			  "   SET snippet = COALESCE(EXCLUDED.snippet, t.snippet), history_id = EXCLUDED.history_id, "
+			  "       message_count = EXCLUDED.message_count, first_message_at = EXCLUDED.first_message_at, "
+			  "       last_message_at = EXCLUDED.last_message_at, "
+			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = now() "
+			  " WHERE (t.snippet, t.history_id, t.message_count, t.first_message_at, t.last_message_at, "
+			  "        t.synced_since) IS DISTINCT FROM "
+			  "       (COALESCE(EXCLUDED.snippet, t.snippet), EXCLUDED.history_id, EXCLUDED.message_count, "
+			  "        EXCLUDED.first_message_at, EXCLUDED.last_message_at, "
+			  "        COALESCE(EXCLUDED.synced_since, t.synced_since)) "
+			  "RETURNING t.id",
+			  6, types);
+
+	ids = palloc(sizeof(int64) * n);
+	pids = palloc(sizeof(char *) * n);
+	snips = palloc(sizeof(char *) * n);
+	hists = palloc(sizeof(int64) * n);
+	since = palloc(sizeof(TimestampTz) * n);
+	since_null = palloc(sizeof(bool) * n);
+	for (i = 0; i < (uint64) n; i++)
+	{
+		ids[i] = threads[i].id;
+		pids[i] = threads[i].provider_id;
+		snips[i] = threads[i].snippet;
+		hists[i] = threads[i].history_id;
+		since[i] = threads[i].synced_since;
+		since_null[i] = threads[i].synced_since == 0;
+	}
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = int8_array(ids, n);
+	v[2] = text_array(pids, n);
+	v[3] = text_array_nullable(snips, n);
+	v[4] = int8_array(hists, n);
+	v[5] = tstz_array(since, since_null, n);
+	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	byid = hash_create("written threads", Max(SPI_processed, 16), &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(col_datum(i, 1, &isnull));
+
+		hash_search(byid, &id, HASH_ENTER, NULL);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* Threads inserted earlier in the run count as inserted, once. */
+	for (i = 0; i < (uint64) n; i++)
+	{
+		bool		written = hash_search(byid, &threads[i].id, HASH_FIND, NULL) != NULL;
+
+		if (threads[i].was_new)
+			report(arg, &threads[i], SA_INSERTED);
+		else
+			report(arg, &threads[i], written ? SA_UPDATED : SA_UNCHANGED);
+	}
+	hash_destroy(byid);
+	pfree(ids);
+	pfree(pids);
+	pfree(snips);
+	pfree(hists);
+	pfree(since);
+	pfree(since_null);
+}
+
+/* --------------------------------------------------------------- messages */
+
+HTAB *
+store_message_states(int64 mailbox_id, char **provider_ids, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTARRAYOID};
+	Datum		v[2];
+	HTAB	   *h = make_hash("message states", sizeof(MessageState), n);
+	uint64		i;
+
+	plan_once(&plan,
+			  "SELECT provider_message_id, id, thread_id, deleted_at IS NOT NULL FROM " SCHEMA "mail_messages "
+			  " WHERE mailbox_id = $1 AND provider_message_id = ANY ($2)",
+			  2, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = text_array(provider_ids, n);
+	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = col_text(i, 1);
+		bool		found,
+					isnull;
+		MessageState *st;
+
+		check_key(key);
+		st = hash_search(h, key, HASH_ENTER, &found);
+		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
+		st->thread_id = DatumGetInt64(col_datum(i, 3, &isnull));
+		st->deleted = DatumGetBool(col_datum(i, 4, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return h;
+}
+
+StoredMessageRef *
+store_messages_of_threads(int64 mailbox_id, char **thread_ids, int n, TimestampTz since,
+						  int *count)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZOID};
+	Datum		v[3];
+	StoredMessageRef *out;
+	uint64		i;
+
+	*count = 0;
+	if (n == 0)
+		return NULL;
+	plan_once(&plan,
+			  "SELECT provider_message_id, provider_thread_id, thread_id, internal_date "
+			  "  FROM " SCHEMA "mail_messages "
+			  " WHERE mailbox_id = $1 AND provider_thread_id = ANY ($2) AND internal_date >= $3 "
+			  "   AND deleted_at IS NULL",
+			  3, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = text_array(thread_ids, n);
+	v[2] = TimestampTzGetDatum(since);
+	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	out = palloc0(sizeof(StoredMessageRef) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		out[i].provider_id = col_text(i, 1);
+		out[i].provider_thread_id = col_text(i, 2);
+		out[i].thread_id = DatumGetInt64(col_datum(i, 3, &isnull));
+		out[i].internal_date = DatumGetTimestampTz(col_datum(i, 4, &isnull));
+	}
+	*count = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return out;
+}
+
+#define MSG_NARGS 30
+
+StoreAction
+store_upsert_message(const MessageRow *r, int64 *id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[MSG_NARGS] = {
+		INT8OID, TEXTOID, INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTARRAYOID,	/* 1-7 */
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,	/* 8-13 */
+		TEXTOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID,	/* 14-19 */
+		TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,	/* 20-26 */
+		INT4OID, TEXTOID, TEXTOID, TEXTOID	/* 27-30 */
+	};
+	Datum		v[MSG_NARGS];
+	char		n[MSG_NARGS];
+	StoreAction a;
+
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_messages AS m (mailbox_id, provider_message_id, thread_id, "
+			  "  provider_thread_id, history_id, internal_date, label_ids, subject, from_address, "
+			  "  to_addresses, cc_addresses, bcc_addresses, reply_to, from_email, to_emails, cc_emails, "
+			  "  bcc_emails, reply_to_emails, addresses, sent_at, rfc822_message_id, in_reply_to, "
+			  "  \"references\", snippet, body_text, body_html, size_estimate, headers, raw_sha256, "
+			  "  parse_error) "
+			  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+			  "  $19::jsonb, $20, $21, $22, $23, $24, $25, $26, $27, $28::jsonb, $29, $30) "
+			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE SET "
+			  "  thread_id = EXCLUDED.thread_id, provider_thread_id = EXCLUDED.provider_thread_id, "
+			  "  label_ids = EXCLUDED.label_ids, subject = EXCLUDED.subject, "
+			  "  from_address = EXCLUDED.from_address, to_addresses = EXCLUDED.to_addresses, "
+			  "  cc_addresses = EXCLUDED.cc_addresses, bcc_addresses = EXCLUDED.bcc_addresses, "
+			  "  reply_to = EXCLUDED.reply_to, from_email = EXCLUDED.from_email, "
+			  "  to_emails = EXCLUDED.to_emails, cc_emails = EXCLUDED.cc_emails, "
+			  "  bcc_emails = EXCLUDED.bcc_emails, reply_to_emails = EXCLUDED.reply_to_emails, "
+			  "  addresses = EXCLUDED.addresses, sent_at = EXCLUDED.sent_at, "
+			  "  rfc822_message_id = EXCLUDED.rfc822_message_id, in_reply_to = EXCLUDED.in_reply_to, "
+			  "  \"references\" = EXCLUDED.\"references\", snippet = EXCLUDED.snippet, "
+			  "  body_text = EXCLUDED.body_text, body_html = EXCLUDED.body_html, "
+			  "  size_estimate = EXCLUDED.size_estimate, headers = EXCLUDED.headers, "
+			  "  raw_sha256 = EXCLUDED.raw_sha256, parse_error = EXCLUDED.parse_error, "
+			  "  history_id = EXCLUDED.history_id, internal_date = EXCLUDED.internal_date, "
+			  "  deleted_at = NULL, updated_at = now() "
+			  "WHERE (m.thread_id, m.label_ids, m.subject, m.from_address, m.to_addresses, m.cc_addresses, "
+			  "       m.bcc_addresses, m.reply_to, m.from_email, m.to_emails, m.cc_emails, m.bcc_emails, "
+			  "       m.reply_to_emails, m.addresses, m.sent_at, m.rfc822_message_id, m.in_reply_to, "
+			  "       m.\"references\", m.body_text, m.body_html, m.headers, m.raw_sha256, m.parse_error, "
+			  "       m.internal_date, m.deleted_at) "
+			  "  IS DISTINCT FROM "
+			  "      (EXCLUDED.thread_id, EXCLUDED.label_ids, EXCLUDED.subject, EXCLUDED.from_address, "
+			  "       EXCLUDED.to_addresses, EXCLUDED.cc_addresses, EXCLUDED.bcc_addresses, "
+			  "       EXCLUDED.reply_to, EXCLUDED.from_email, EXCLUDED.to_emails, EXCLUDED.cc_emails, "
+			  "       EXCLUDED.bcc_emails, EXCLUDED.reply_to_emails, EXCLUDED.addresses, EXCLUDED.sent_at, "
+			  "       EXCLUDED.rfc822_message_id, EXCLUDED.in_reply_to, EXCLUDED.\"references\", "
+			  "       EXCLUDED.body_text, EXCLUDED.body_html, EXCLUDED.headers, EXCLUDED.raw_sha256, "
+			  "       EXCLUDED.parse_error, EXCLUDED.internal_date, NULL::timestamptz) "
+			  "RETURNING m.id, (m.xmax = 0)",
+			  MSG_NARGS, types);
+
+	memset(n, ' ', sizeof(n));
+	v[0] = Int64GetDatum(r->mailbox_id);
+	v[1] = CStringGetTextDatum(r->provider_message_id);
+	v[2] = Int64GetDatum(r->thread_id);
+	v[3] = CStringGetTextDatum(r->provider_thread_id);
+	v[4] = Int64GetDatum(r->history_id);
+	v[5] = TimestampTzGetDatum(r->internal_date);
+	v[6] = text_array(r->labels, r->label_count);
+	v[7] = text_or_null(r->subject, &n[7]);
+	v[8] = text_or_null(r->from_address, &n[8]);
+	v[9] = text_or_null(r->to_addresses, &n[9]);
+	v[10] = text_or_null(r->cc_addresses, &n[10]);
+	v[11] = text_or_null(r->bcc_addresses, &n[11]);
+	v[12] = text_or_null(r->reply_to, &n[12]);
+	v[13] = text_or_null(r->from_email, &n[13]);
+	v[14] = text_array(r->to_emails, r->to_count);
+	v[15] = text_array(r->cc_emails, r->cc_count);
+	v[16] = text_array(r->bcc_emails, r->bcc_count);
+	v[17] = text_array(r->reply_to_emails, r->reply_to_count);
+	v[18] = text_or_null(r->addresses_json, &n[18]);
+	v[19] = TimestampTzGetDatum(r->sent_at);
+	if (!r->has_sent_at)
+		n[19] = 'n';
+	v[20] = text_or_null(r->rfc822_message_id, &n[20]);
+	v[21] = text_or_null(r->in_reply_to, &n[21]);
+	v[22] = text_or_null(r->references, &n[22]);
+	v[23] = text_or_null(r->snippet, &n[23]);
+	v[24] = text_or_null(r->body_text, &n[24]);
+	v[25] = text_or_null(r->body_html, &n[25]);
+	v[26] = Int32GetDatum(r->size_estimate);
+	v[27] = text_or_null(r->headers_json, &n[27]);
+	v[28] = text_or_null(r->raw_sha256, &n[28]);
+	v[29] = text_or_null(r->parse_error, &n[29]);
+	run_plan(plan, v, n, SPI_OK_INSERT_RETURNING);
+	a = returning_action(id);
+	if (a == SA_UNCHANGED && id)
+	{
+		HTAB	   *h = store_message_states(r->mailbox_id, (char **) &r->provider_message_id, 1);
+		MessageState *st = hash_search(h, r->provider_message_id, HASH_FIND, NULL);
+
+		*id = st ? st->id : 0;
+		hash_destroy(h);
+	}
+	return a;
+}
+
+/*
+ * The label and deletion upserts carry the stored row's own key values:
+ * they are only called for messages already stored, under the mailbox's
+ * lock, so the insert arm never fires and the conflict arm does the work.
+ */
+StoreAction
+store_update_labels(int64 mailbox_id, const char *provider_message_id, int64 thread_id,
+					const char *provider_thread_id, TimestampTz internal_date,
+					char **labels, int label_count, int64 history_id, int64 *id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, INT8OID};
+	Datum		v[7];
+
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_messages AS m (mailbox_id, provider_message_id, thread_id, "
+			  "  provider_thread_id, internal_date, label_ids, history_id) "
+			  "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE "
+			  "   SET label_ids = EXCLUDED.label_ids, history_id = EXCLUDED.history_id, updated_at = now() "
+			  " WHERE m.label_ids IS DISTINCT FROM EXCLUDED.label_ids "
+			  "RETURNING m.id, (m.xmax = 0)",
+			  7, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = CStringGetTextDatum(provider_message_id);
+	v[2] = Int64GetDatum(thread_id);
+	v[3] = CStringGetTextDatum(provider_thread_id);
+	v[4] = TimestampTzGetDatum(internal_date);
+	v[5] = text_array(labels, label_count);
+	v[6] = Int64GetDatum(history_id);
+	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+	return returning_action(id);
+}
+
+StoreAction
+store_mark_deleted(int64 mailbox_id, const char *provider_message_id, int64 thread_id,
+				   const char *provider_thread_id, TimestampTz internal_date, int64 *id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		v[5];
+
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_messages AS m (mailbox_id, provider_message_id, thread_id, "
+			  "  provider_thread_id, internal_date, deleted_at) "
+			  "VALUES ($1, $2, $3, $4, $5, now()) "
+			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE "
+			  "   SET deleted_at = EXCLUDED.deleted_at, updated_at = now() "
+			  " WHERE m.deleted_at IS NULL "
+			  "RETURNING m.id, (m.xmax = 0)",
+			  5, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = CStringGetTextDatum(provider_message_id);
+	v[2] = Int64GetDatum(thread_id);
+	v[3] = CStringGetTextDatum(provider_thread_id);
+	v[4] = TimestampTzGetDatum(internal_date);
+	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+	return returning_action(id);
+}
+
+/* ------------------------------------------------------ blobs, attachments */
+
+bool
+store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len)
+{
+	static SPIPlanPtr probe = NULL;
+	static SPIPlanPtr plan = NULL;
+	static const Oid probe_types[] = {TEXTOID};
+	static const Oid types[] = {TEXTOID, INT8OID, BYTEAOID};
+	Datum		v[3];
+	bytea	   *b;
+	bool		inserted;
+
+	/* Known content is not even handed to the executor again. */
+	plan_once(&probe, "SELECT 1 FROM " SCHEMA "blobs WHERE sha256 = $1", 1, probe_types);
+	v[0] = CStringGetTextDatum(sha256_hex);
+	run_plan(probe, v, NULL, SPI_OK_SELECT);
+	inserted = SPI_processed > 0;
+	SPI_freetuptable(SPI_tuptable);
+	if (inserted)
+		return false;
+
+	if (len > MaxAllocSize - VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("content of %zu bytes is too large to store", len)));
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data) VALUES ($1, $2, $3) "
+			  "ON CONFLICT (sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes "
+			  " WHERE b.size_bytes IS DISTINCT FROM EXCLUDED.size_bytes "
+			  "RETURNING (b.xmax = 0)",
+			  3, types);
+	b = palloc(len + VARHDRSZ);
+	SET_VARSIZE(b, len + VARHDRSZ);
+	if (len > 0)
+		memcpy(VARDATA(b), data, len);
+	v[1] = Int64GetDatum((int64) len);
+	v[2] = PointerGetDatum(b);
+	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+	inserted = SPI_processed == 1;
+	SPI_freetuptable(SPI_tuptable);
+	pfree(b);
+	return inserted;
+}
+
+StoreAction
+store_upsert_attachment(const AttachmentRow *r, int64 *id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT8OID,
+	TEXTOID, BOOLOID, TEXTOID, TEXTOID};
+	Datum		v[11];
+	char		n[11];
+
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_attachments AS a (mailbox_id, message_id, part_id, filename, "
+			  "  filename_derived, mime_type, size_bytes, content_id, is_inline, sha256, storage_path) "
+			  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+			  "ON CONFLICT (mailbox_id, message_id, part_id) DO UPDATE SET "
+			  "  filename = EXCLUDED.filename, filename_derived = EXCLUDED.filename_derived, "
+			  "  mime_type = EXCLUDED.mime_type, size_bytes = EXCLUDED.size_bytes, "
+			  "  content_id = EXCLUDED.content_id, is_inline = EXCLUDED.is_inline, "
+			  "  sha256 = EXCLUDED.sha256, storage_path = EXCLUDED.storage_path, updated_at = now() "
+			  "WHERE (a.filename, a.filename_derived, a.mime_type, a.size_bytes, a.content_id, "
+			  "       a.is_inline, a.sha256, a.storage_path) IS DISTINCT FROM "
+			  "      (EXCLUDED.filename, EXCLUDED.filename_derived, EXCLUDED.mime_type, "
+			  "       EXCLUDED.size_bytes, EXCLUDED.content_id, EXCLUDED.is_inline, EXCLUDED.sha256, "
+			  "       EXCLUDED.storage_path) "
+			  "RETURNING a.id, (a.xmax = 0)",
+			  11, types);
+	memset(n, ' ', sizeof(n));
+	v[0] = Int64GetDatum(r->mailbox_id);
+	v[1] = Int64GetDatum(r->message_id);
+	v[2] = CStringGetTextDatum(r->part_id);
+	v[3] = CStringGetTextDatum(r->filename);
+	v[4] = BoolGetDatum(r->filename_derived);
+	v[5] = CStringGetTextDatum(r->mime_type);
+	v[6] = Int64GetDatum(r->size_bytes);
+	v[7] = text_or_null(r->content_id, &n[7]);
+	v[8] = BoolGetDatum(r->is_inline);
+	v[9] = CStringGetTextDatum(r->sha256_hex);
+	v[10] = CStringGetTextDatum(r->storage_path);
+	run_plan(plan, v, n, SPI_OK_INSERT_RETURNING);
+	return returning_action(id);
+}

@@ -1,0 +1,212 @@
+/*-------------------------------------------------------------------------
+ * store.h
+ *	  Everything gmail_ingest writes or reads in its tables, through SPI.
+ *
+ * Every data write is INSERT ... ON CONFLICT (natural key) DO UPDATE ...
+ * WHERE <row differs>, so a re-run can neither duplicate a row nor write a
+ * tuple when nothing changed.  Callers must be connected to SPI.
+ *-------------------------------------------------------------------------
+ */
+#ifndef GMAIL_INGEST_STORE_H
+#define GMAIL_INGEST_STORE_H
+
+#include "datatype/timestamp.h"
+#include "utils/hsearch.h"
+
+typedef enum StoreAction
+{
+	SA_UNCHANGED,
+	SA_INSERTED,
+	SA_UPDATED
+} StoreAction;
+
+extern const char *store_action_name(StoreAction a);
+
+typedef struct MailboxInfo
+{
+	int64		id;
+	char	   *org_id;
+	char	   *email;
+	bool		has_history;
+	int64		history_id;
+	char	   *auth_state;
+	bool		has_credentials;
+	char	   *refresh_token;
+	char	   *access_token;	/* NULL if none cached */
+	TimestampTz access_expires_at;
+} MailboxInfo;
+
+extern bool store_load_mailbox(int64 mailbox_id, MailboxInfo *out);
+extern void store_save_access_token(int64 mailbox_id, const char *token, TimestampTz expires_at);
+extern void store_set_auth_state(int64 mailbox_id, const char *state);
+extern void store_set_history(int64 mailbox_id, int64 history_id);
+
+/* ---- the run record ---- */
+typedef struct RunCounters
+{
+	int64		threads_inserted;
+	int64		threads_updated;
+	int64		threads_unchanged;
+	int64		messages_inserted;
+	int64		messages_updated;
+	int64		messages_unchanged;
+	int64		messages_deleted;
+	int64		messages_vanished;
+	int64		messages_parse_errors;
+	int64		attachments_inserted;
+	int64		attachments_updated;
+	int64		attachments_unchanged;
+	int64		blobs_inserted;
+	int64		http_requests;
+	int64		quota_units;
+	int64		retries;
+	int64		bytes_downloaded;
+} RunCounters;
+
+extern int64 store_start_run(int64 mailbox_id, const char *mode, int days,
+							 bool has_history, int64 history_id);
+extern void store_finish_run(int64 mailbox_id, int64 run_id, const char *mode,
+							 const char *status, const char *error,
+							 bool has_history_after, int64 history_after,
+							 const RunCounters *counters);
+/* The run's row as a composite Datum, allocated outside SPI's memory. */
+extern Datum store_run_row(int64 mailbox_id, int64 run_id);
+
+/* detail_json may be NULL; entity_id <= 0 and provider_id NULL mean none. */
+extern void store_ledger(int64 run_id, int64 mailbox_id, const char *event,
+						 int64 entity_id, const char *provider_id, const char *detail_json);
+
+/* ---- threads ---- */
+typedef struct ThreadState
+{
+	char		key[256];		/* provider_thread_id (hash key) */
+	int64		id;
+	bool		has_history;
+	int64		history_id;
+	bool		has_synced_since;
+	TimestampTz synced_since;
+} ThreadState;
+
+/* Stored state of the given threads, as a hash keyed by provider id. */
+extern HTAB *store_thread_states(int64 mailbox_id, char **provider_ids, int n);
+
+/* Insert rows for threads not stored yet; fills ids[i]. */
+extern void store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets,
+								 int n, int64 *ids);
+
+typedef struct ThreadFinal
+{
+	int64		id;
+	char	   *provider_id;
+	char	   *snippet;		/* NULL: keep the stored one */
+	bool		has_history;
+	int64		history_id;
+	TimestampTz synced_since;	/* 0: keep the stored one */
+	bool		was_new;		/* inserted earlier in this run */
+} ThreadFinal;
+
+/*
+ * Upsert the threads' snippet, history id and counts/dates over their
+ * stored messages; calls report(thread, action) for each one written.
+ */
+typedef void (*ThreadReport) (void *arg, const ThreadFinal *t, StoreAction action);
+extern void store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
+								   ThreadReport report, void *arg);
+
+/* ---- messages ---- */
+typedef struct MessageState
+{
+	char		key[256];		/* provider_message_id */
+	int64		id;
+	int64		thread_id;
+	bool		deleted;
+} MessageState;
+
+extern HTAB *store_message_states(int64 mailbox_id, char **provider_ids, int n);
+
+typedef struct StoredMessageRef
+{
+	char	   *provider_id;
+	char	   *provider_thread_id;
+	int64		thread_id;
+	TimestampTz internal_date;
+} StoredMessageRef;
+
+/* Non-deleted stored messages of the threads with internal_date >= since. */
+extern StoredMessageRef *store_messages_of_threads(int64 mailbox_id, char **thread_ids, int n,
+												   TimestampTz since, int *count);
+
+typedef struct MessageRow
+{
+	int64		mailbox_id;
+	const char *provider_message_id;
+	int64		thread_id;
+	const char *provider_thread_id;
+	int64		history_id;
+	TimestampTz internal_date;
+	char	  **labels;
+	int			label_count;
+	const char *subject;
+	const char *from_address;
+	const char *to_addresses;
+	const char *cc_addresses;
+	const char *bcc_addresses;
+	const char *reply_to;
+	const char *from_email;
+	char	  **to_emails;
+	int			to_count;
+	char	  **cc_emails;
+	int			cc_count;
+	char	  **bcc_emails;
+	int			bcc_count;
+	char	  **reply_to_emails;
+	int			reply_to_count;
+	const char *addresses_json;
+	bool		has_sent_at;
+	TimestampTz sent_at;
+	const char *rfc822_message_id;
+	const char *in_reply_to;
+	const char *references;
+	const char *snippet;
+	const char *body_text;
+	const char *body_html;
+	int			size_estimate;
+	const char *headers_json;
+	const char *raw_sha256;
+	const char *parse_error;
+} MessageRow;
+
+extern StoreAction store_upsert_message(const MessageRow *row, int64 *id);
+
+/* Labels (sorted) of a stored message; writes only when they differ. */
+extern StoreAction store_update_labels(int64 mailbox_id, const char *provider_message_id,
+									   int64 thread_id, const char *provider_thread_id,
+									   TimestampTz internal_date, char **labels, int label_count,
+									   int64 history_id, int64 *id);
+
+/* Mark a stored message deleted; writes only the first time. */
+extern StoreAction store_mark_deleted(int64 mailbox_id, const char *provider_message_id,
+									  int64 thread_id, const char *provider_thread_id,
+									  TimestampTz internal_date, int64 *id);
+
+/* ---- blobs and attachments ---- */
+extern bool store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len);
+
+typedef struct AttachmentRow
+{
+	int64		mailbox_id;
+	int64		message_id;
+	const char *part_id;
+	const char *filename;
+	bool		filename_derived;
+	const char *mime_type;
+	int64		size_bytes;
+	const char *content_id;
+	bool		is_inline;
+	const char *sha256_hex;
+	const char *storage_path;
+} AttachmentRow;
+
+extern StoreAction store_upsert_attachment(const AttachmentRow *row, int64 *id);
+
+#endif
