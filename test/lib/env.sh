@@ -1,0 +1,108 @@
+# test/lib/env.sh: shared by the test runner, the demo and the benchmarks.
+# Installs what is missing from Debian's packages, builds and installs the
+# extension, and starts a throw-away PostgreSQL cluster plus the Gmail API
+# double on loopback.  Everything lives under $GI_WORK and is stopped by
+# gi_stop_all (registered as an EXIT trap by gi_start_all).
+
+GI_ROOT=${GI_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+GI_PGBIN=/usr/lib/postgresql/15/bin
+GI_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libssl-dev
+ libgmime-3.0-dev pkg-config make gcc python3 openssl ca-certificates libpython3.11-testsuite"
+
+gi_log() { printf '== %s\n' "$*" >&2; }
+
+gi_ensure_packages() {
+	local missing=()
+	for p in $GI_PACKAGES; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		gi_log "installing Debian packages: ${missing[*]}"
+		if [ "$(id -u)" != 0 ]; then
+			echo "run as root (or install: ${missing[*]})" >&2
+			return 1
+		fi
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+}
+
+gi_build_install() {
+	gi_log "building and installing the extension"
+	make -C "$GI_ROOT" -s clean >/dev/null
+	make -C "$GI_ROOT" -s all
+	make -C "$GI_ROOT" -s install >/dev/null
+}
+
+gi_free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Start the double; sets DOUBLE_URL.  Extra arguments go to the double.
+gi_start_double() {
+	local portfile="$GI_WORK/double.port"
+	rm -f "$portfile"
+	python3 "$GI_ROOT/test/gmail_double.py" --port 0 --port-file "$portfile" "$@" \
+		>"$GI_WORK/double.log" 2>&1 &
+	echo $! >"$GI_WORK/double.pid"
+	for _ in $(seq 1 100); do
+		[ -s "$portfile" ] && break
+		sleep 0.1
+	done
+	[ -s "$portfile" ] || { cat "$GI_WORK/double.log" >&2; return 1; }
+	export DOUBLE_URL="http://127.0.0.1:$(cat "$portfile")"
+	gi_log "Gmail API double at $DOUBLE_URL"
+}
+
+# Start a cluster owned by the postgres OS user; sets PGHOST/PGPORT/PGUSER.
+gi_start_cluster() {
+	local data="$GI_WORK/data"
+	export PGPORT=${PGPORT_OVERRIDE:-$(gi_free_port)}
+	export PGHOST="$GI_WORK"
+	export PGUSER=postgres
+	export PGDATABASE=postgres
+	mkdir -p "$data"
+	chown -R postgres:postgres "$GI_WORK"
+	chmod 755 "$GI_WORK"
+	su postgres -c "$GI_PGBIN/initdb -D '$data' --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null"
+	cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$GI_WORK'
+port = $PGPORT
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 32
+fsync = off
+log_line_prefix = '%m [%p] '
+gmail_ingest.api_base_url = '$DOUBLE_URL'
+gmail_ingest.oauth_token_url = '$DOUBLE_URL/token'
+gmail_ingest.client_id = 'test-client-id'
+gmail_ingest.client_secret = 'test-client-secret'
+CONF
+	su postgres -c "$GI_PGBIN/pg_ctl -D '$data' -l '$GI_WORK/postgres.log' -w start >/dev/null"
+	gi_log "PostgreSQL on socket $PGHOST port $PGPORT"
+}
+
+gi_stop_all() {
+	if [ -n "${GI_WORK:-}" ] && [ -d "$GI_WORK/data" ]; then
+		su postgres -c "$GI_PGBIN/pg_ctl -D '$GI_WORK/data' -m immediate stop >/dev/null 2>&1" || true
+	fi
+	if [ -n "${GI_WORK:-}" ] && [ -f "$GI_WORK/double.pid" ]; then
+		kill "$(cat "$GI_WORK/double.pid")" 2>/dev/null || true
+	fi
+	if [ -n "${GI_WORK:-}" ] && [ -z "${GI_KEEP:-}" ]; then
+		rm -rf "$GI_WORK"
+	fi
+}
+
+gi_start_all() {
+	GI_WORK=$(mktemp -d /tmp/gmail_ingest.XXXXXX)
+	export GI_WORK
+	trap gi_stop_all EXIT
+	gi_start_double "$@"
+	gi_start_cluster
+}
+
+# The double's admin API.
+gi_double() { python3 "$GI_ROOT/test/double_client.py" "$DOUBLE_URL" "$@"; }

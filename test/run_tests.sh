@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# test/run_tests.sh: the whole test suite, the README's second command and
+# what .ci/run calls.  Installs missing Debian packages, builds and installs
+# the extension, starts a throw-away cluster and the Gmail API double, then
+# runs: the double's self-test, the MIME parser tests, pg_regress and the
+# isolation specs (make installcheck), and the scripts in test/scripts/.
+set -uo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/lib/env.sh"
+
+gi_ensure_packages || exit 1
+gi_build_install || exit 1
+gi_start_all
+
+passed=0
+failed=0
+failures=()
+
+run_step() {
+	local name=$1
+	shift
+	local started=$SECONDS
+	gi_log "test: $name"
+	if (cd "$GI_ROOT" && "$@") >"$GI_WORK/$name.log" 2>&1; then
+		passed=$((passed + 1))
+		gi_log "ok: $name ($((SECONDS - started)) s)"
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+		gi_log "FAILED: $name ($((SECONDS - started)) s)"
+		tail -n 60 "$GI_WORK/$name.log" >&2
+		for diffs in "$GI_ROOT/regression.diffs" "$GI_ROOT/output_iso/regression.diffs"; do
+			[ -s "$diffs" ] && head -n 200 "$diffs" >&2
+		done
+	fi
+}
+
+run_step double_selftest python3 test/double_selftest.py
+[ -f test/mime/run.sh ] && run_step mime_parser bash test/mime/run.sh
+run_step installcheck make -s installcheck
+for script in "$GI_ROOT"/test/scripts/*.sh; do
+	[ -e "$script" ] || continue
+	run_step "$(basename "$script" .sh)" bash "$script"
+done
+
+[ ${#failures[@]} -gt 0 ] && gi_log "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
