@@ -60,6 +60,9 @@ safe_text(const char *s)
 	initStringInfo(&buf);
 	for (; s && *s && buf.len < 200; s++)
 		appendStringInfoChar(&buf, (*s >= 32 && *s < 127) ? *s : '?');
+	/* Google's descriptions end with a period; the message adds its own. */
+	while (buf.len > 0 && buf.data[buf.len - 1] == '.')
+		buf.data[--buf.len] = '\0';
 	return buf.data;
 }
 

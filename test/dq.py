@@ -8,6 +8,9 @@ holds, instead of hard-coding counts:
   dq.py window-attachments EMAIL DAYS  attachment parts of those messages
   dq.py requests EMAIL ENDPOINT     requests the double served (e.g. messages.get)
   dq.py units EMAIL                 quota units charged
+  dq.py token-requests EMAIL        token endpoint calls for the mailbox
+  dq.py errors-sent EMAIL STATUS    error answers of that HTTP status sent
+  dq.py unauthenticated             401s sent for tokens the double no longer knows
   dq.py reset-stats                 zero every counter
   dq.py labels EMAIL ID ADD REMOVE  change labels (comma lists, '-' for none)
   dq.py add EMAIL [THREAD_ID]       add a message now; prints its id
@@ -50,6 +53,14 @@ def main(argv):
     elif cmd == "requests":
         st = call(base(), "GET", "/admin/stats?email=" + argv[2])
         print(st["mailboxes"].get(argv[2], {}).get("requests", {}).get(argv[3], 0))
+    elif cmd == "token-requests":
+        st = call(base(), "GET", "/admin/stats?email=" + argv[2])
+        print(st["mailboxes"].get(argv[2], {}).get("requests", {}).get("token", 0))
+    elif cmd == "unauthenticated":
+        print(call(base(), "GET", "/admin/stats").get("unauthenticated", 0))
+    elif cmd == "errors-sent":
+        st = call(base(), "GET", "/admin/stats?email=" + argv[2])
+        print(st["mailboxes"].get(argv[2], {}).get("errors_sent", {}).get(argv[3], 0))
     elif cmd == "units":
         st = call(base(), "GET", "/admin/stats?email=" + argv[2])
         print(st["mailboxes"].get(argv[2], {}).get("units", 0))
