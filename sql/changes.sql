@@ -25,9 +25,11 @@ SELECT (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb) 
 SELECT count(*) AS new_ones_stored, count(DISTINCT thread_id) AS in_threads,
        bool_or(provider_thread_id = :'some_thread') AS reply_joined_its_thread
   FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb AND provider_message_id IN (:'new1', :'new2');
--- Only the new messages were downloaded.
+-- Only the new messages were downloaded; the thread that got a reply had its
+-- stored messages' labels checked with one threads.get.
 \set gets `python3 test/dq.py requests proof@example.com messages.get`
-SELECT :gets AS messages_get;
+\set tgets `python3 test/dq.py requests proof@example.com threads.get`
+SELECT :gets AS messages_get, :tgets AS threads_get;
 SELECT l.event, l.detail->>'action' AS action, count(*)
   FROM gmail_ingest.ledger l, before2 b
  WHERE l.mailbox_id = :mb AND l.id > b.last_event

@@ -649,7 +649,8 @@ store_messages_of_threads(int64 mailbox_id, char **thread_ids, int n, TimestampT
 			  "SELECT provider_message_id, provider_thread_id, thread_id, internal_date "
 			  "  FROM " SCHEMA "mail_messages "
 			  " WHERE mailbox_id = $1 AND provider_thread_id = ANY ($2) AND internal_date >= $3 "
-			  "   AND deleted_at IS NULL",
+			  "   AND deleted_at IS NULL "
+			  " ORDER BY provider_thread_id",
 			  3, types);
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(thread_ids, n);

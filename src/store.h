@@ -132,7 +132,7 @@ typedef struct StoredMessageRef
 	TimestampTz internal_date;
 } StoredMessageRef;
 
-/* Non-deleted stored messages of the threads with internal_date >= since. */
+/* Non-deleted stored messages of the threads with internal_date >= since, grouped by thread. */
 extern StoredMessageRef *store_messages_of_threads(int64 mailbox_id, char **thread_ids, int n,
 												   TimestampTz since, int *count);
 

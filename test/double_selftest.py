@@ -1,0 +1,806 @@
+#!/usr/bin/env python3
+"""
+double_selftest: checks that gmail_double.py behaves like Gmail where
+gmail_ingest depends on it.  Starts the double on a free port, exercises
+every endpoint, quirk, admin call and fault kind, and prints
+"N passed, M failed"; exits non-zero on any failure.  Runs in well under 20 s.
+
+    python3 test/double_selftest.py [-v]
+"""
+
+import base64
+import email
+import email.policy
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gmail_mailgen  # noqa: E402
+from double_client import DoubleError, call, get_token, request, start_double  # noqa: E402
+
+OWNER = "owner@example.com"
+BIG = "big@example.com"
+NOW_MS = 1_790_000_040_000
+WINDOW_MS = 7 * gmail_mailgen.DAY_MS
+G = "/gmail/v1/users/me"
+NOT_FOUND_BODY = {"error": {"code": 404, "message": "Requested entity was not found.",
+                            "errors": [{"message": "Requested entity was not found.",
+                                        "domain": "global", "reason": "notFound"}],
+                            "status": "NOT_FOUND"}}
+VERBOSE = "-v" in sys.argv
+passed = failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        if VERBOSE:
+            print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def error_of(fn):
+    """The DoubleError fn raises, or None."""
+    try:
+        fn()
+    except DoubleError as e:
+        return e
+    return None
+
+
+class Ctx:
+    """Server under test plus handy per-mailbox state."""
+
+    def __init__(self, base):
+        self.base = base
+        self.token = None
+
+    def admin(self, method, path, body=None):
+        return call(self.base, method, "/admin" + path, body)
+
+    def gmail(self, path, token=None, **params):
+        query = urllib.parse.urlencode(params, doseq=True)
+        return call(self.base, "GET", f"{G}/{path}" + (f"?{query}" if query else ""),
+                    token=token or self.token)
+
+    def gmail_error(self, path, token=None, **params):
+        return error_of(lambda: self.gmail(path, token, **params))
+
+    def messages(self, address=OWNER):
+        return self.admin("GET", f"/mailboxes/{address}/messages")
+
+    def all_pages(self, path, key, token=None, **params):
+        items, pages, token_ = [], [], None
+        while True:
+            page = self.gmail(path, token, **params, **({"pageToken": token_} if token_ else {}))
+            pages.append(page)
+            items += page.get(key, [])
+            token_ = page.get("nextPageToken")
+            if not token_:
+                return items, pages
+
+
+def hidden(m, include_spam_trash=False):
+    labels = set(m["labelIds"])
+    return "DRAFT" in labels or (not include_spam_trash and labels & {"SPAM", "TRASH"})
+
+
+def newest_first(msgs):
+    return sorted(msgs, key=lambda m: (int(m["internalDate"]), m["id"]), reverse=True)
+
+
+# ---------------------------------------------------------------- tests
+
+def test_setup(c):
+    c.admin("POST", "/reset")
+    created = c.admin("POST", "/mailboxes", {"email": OWNER, "now_ms": NOW_MS})
+    check("create mailbox counts", created["messages"] == 240 and created["threads"] == 60, created)
+    check("create returns string history_id", isinstance(created["history_id"], str))
+    big = c.admin("POST", "/mailboxes", {"email": BIG, "now_ms": NOW_MS, "messages": 700,
+                                         "threads": 150, "attachments": 0, "seed": 2})
+    check("create big mailbox", big["messages"] == 700)
+    check("duplicate mailbox is 409",
+          getattr(error_of(lambda: c.admin("POST", "/mailboxes", {"email": OWNER})), "status", 0) == 409)
+    c.created = created
+    c.token = get_token(c.base, "refresh-" + OWNER)
+    c.big_token = get_token(c.base, "refresh-" + BIG)
+
+
+def test_oauth(c):
+    def grant(**fields):
+        form = {"client_id": "test-client-id", "client_secret": "test-client-secret",
+                "refresh_token": "refresh-" + OWNER, "grant_type": "refresh_token"}
+        form.update(fields)
+        return request(c.base, "POST", "/token", urllib.parse.urlencode(form))
+    r = grant(client_secret="wrong")
+    check("token wrong client 401 invalid_client", r.status == 401 and r.json() == {
+        "error": "invalid_client", "error_description": "The OAuth client was not found."}, r.data)
+    r = grant(refresh_token="nope")
+    check("token unknown refresh 400 invalid_grant", r.status == 400 and r.json() == {
+        "error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+    r = grant()
+    body = r.json()
+    check("token grant shape", r.status == 200 and set(body) == {
+        "access_token", "expires_in", "scope", "token_type"} and body["token_type"] == "Bearer"
+        and body["access_token"].startswith("ya29.") and body["expires_in"] == 3599
+        and body["scope"] == "https://www.googleapis.com/auth/gmail.readonly", body)
+
+
+def test_auth_errors(c):
+    r = request(c.base, "GET", f"{G}/profile")
+    err = r.json()["error"]
+    check("no token 401 Google shape", r.status == 401 and err["code"] == 401
+          and err["status"] == "UNAUTHENTICATED"
+          and err["message"].startswith("Request had invalid authentication credentials")
+          and err["errors"][0]["reason"] == "authError"
+          and err["errors"][0]["location"] == "Authorization", err)
+    check("401 has WWW-Authenticate", "invalid_token" in r.headers.get("www-authenticate", ""))
+    e = c.gmail_error("profile", token="ya29.bogus")
+    check("unknown token 401", e is not None and e.status == 401)
+    e = c.gmail_error("messages/0123456789abcdef")
+    check("unknown message 404 notFound", e and e.status == 404 and e.body == NOT_FOUND_BODY)
+    e = c.gmail_error("messages", maxResults="abc")
+    check("bad maxResults 400 invalidArgument",
+          e and e.status == 400 and e.body["error"]["errors"][0]["reason"] == "invalidArgument")
+
+
+def test_profile_labels(c):
+    p = c.gmail("profile")
+    check("profile", p == {"emailAddress": OWNER, "messagesTotal": 240, "threadsTotal": 60,
+                           "historyId": c.created["history_id"]}, p)
+    labels = {lb["id"]: lb for lb in c.gmail("labels")["labels"]}
+    check("labels.list has system and user labels",
+          "INBOX" in labels and labels.get("Label_1", {}).get("type") == "user", list(labels))
+
+
+def test_messages_list(c):
+    msgs = c.messages()
+    visible = newest_first([m for m in msgs if not hidden(m)])
+    items, pages = c.all_pages("messages", "messages")
+    check("list pages of 100", len(pages[0]["messages"]) == 100 and "nextPageToken" in pages[0])
+    check("last page has no nextPageToken", "nextPageToken" not in pages[-1])
+    check("list = visible messages, newest first",
+          [m["id"] for m in items] == [m["id"] for m in visible])
+    check("list items are id+threadId only", all(set(m) == {"id", "threadId"} for m in items))
+    check("resultSizeEstimate", pages[0]["resultSizeEstimate"] == len(visible))
+    drafts = {m["id"] for m in msgs if "DRAFT" in m["labelIds"]}
+    spam_trash = {m["id"] for m in msgs if {"SPAM", "TRASH"} & set(m["labelIds"])}
+    check("mailbox has drafts, spam, trash", drafts and len(spam_trash) >= 2)
+    everything, _ = c.all_pages("messages", "messages", includeSpamTrash="true", maxResults=500)
+    ids = {m["id"] for m in everything}
+    check("includeSpamTrash adds spam+trash, never drafts",
+          spam_trash <= ids and not drafts & ids and len(ids) == 240 - len(drafts))
+    check("spam/trash excluded by default", not spam_trash & {m["id"] for m in items})
+    spam = c.gmail("messages", labelIds="SPAM")
+    check("labelIds=SPAM lists spam", {m["id"] for m in spam["messages"]}
+          == {m["id"] for m in msgs if "SPAM" in m["labelIds"]})
+
+    big = c.gmail("messages", token=c.big_token, maxResults=1000)
+    check("maxResults clamps to 500", len(big["messages"]) == 500 and "nextPageToken" in big)
+
+    # after:/before: against internalDate, exactly.
+    pivot = visible[len(visible) // 3]
+    n = int(pivot["internalDate"]) // 1000
+    after = [m["id"] for m in visible if int(m["internalDate"]) >= n * 1000]
+    got, _ = c.all_pages("messages", "messages", q=f"after:{n}")
+    check("q=after:N is internalDate >= N*1000", [m["id"] for m in got] == after
+          and pivot["id"] in after)
+    got, _ = c.all_pages("messages", "messages", q=f"before:{n}")
+    check("q=before:N is internalDate < N*1000", pivot["id"] not in {m["id"] for m in got}
+          and len(got) == len(visible) - len(after))
+    lo = (NOW_MS - WINDOW_MS) // 1000
+    got, _ = c.all_pages("messages", "messages", q=f"after:{lo} before:{n}")
+    check("q=after: before: combined", [m["id"] for m in got] == [
+        m["id"] for m in visible if lo * 1000 <= int(m["internalDate"]) < n * 1000])
+    empty = c.gmail("messages", q=f"after:{NOW_MS // 1000 + 86400}")
+    check("empty list: messages key absent", empty == {"resultSizeEstimate": 0}, empty)
+    for q in ("after:2026/01/01", "from:alice", "newer_than:7d"):
+        e = c.gmail_error("messages", q=q)
+        check(f"unsupported q {q} -> 400", e and e.status == 400
+              and e.body["error"]["errors"][0]["reason"] == "invalidArgument")
+    e = c.gmail_error("messages", pageToken="garbage!")
+    check("bad pageToken -> 400", e and e.status == 400)
+
+
+def test_threads(c):
+    msgs = c.messages()
+    lo = NOW_MS - WINDOW_MS
+    matching = newest_first([m for m in msgs if not hidden(m) and int(m["internalDate"]) >= lo])
+    expected = list(dict.fromkeys(m["threadId"] for m in matching))
+    got, pages = c.all_pages("threads", "threads", q=f"after:{lo // 1000}", maxResults=7)
+    check("threads.list: threads with a matching message, by newest match",
+          [t["id"] for t in got] == expected, (len(got), len(expected)))
+    check("threads.list items", all(set(t) == {"id", "snippet", "historyId"}
+                                    and isinstance(t["historyId"], str) for t in got))
+    by_thread = {}
+    for m in msgs:
+        by_thread.setdefault(m["threadId"], []).append(m)
+    straddling = [t for t in expected if any(int(m["internalDate"]) < lo for m in by_thread[t])]
+    check("some listed thread has messages outside the window", straddling)
+
+    # threads.get returns every message, including SPAM/TRASH/DRAFT, oldest first.
+    special = next(t for t, ms in by_thread.items()
+                   if len(ms) > 1 and any({"TRASH", "DRAFT"} & set(m["labelIds"]) for m in ms))
+    th = c.gmail(f"threads/{special}")
+    want = sorted(by_thread[special], key=lambda m: (int(m["internalDate"]), m["id"]))
+    check("threads.get has all messages oldest first",
+          [m["id"] for m in th["messages"]] == [m["id"] for m in want])
+    check("thread historyId = max of its messages",
+          th["historyId"] == str(max(int(m["historyId"]) for m in want)))
+    check("threads.get full has payloads", all("payload" in m for m in th["messages"]))
+    mini = c.gmail(f"threads/{special}", format="minimal")
+    check("threads.get minimal shape", all(
+        set(m) - {"labelIds"} == {"id", "threadId", "snippet", "historyId", "internalDate",
+                                  "sizeEstimate"} for m in mini["messages"]), mini["messages"][0])
+    e = c.gmail_error(f"threads/{special}", format="raw")
+    check("threads.get format=raw -> 400", e and e.status == 400)
+    e = c.gmail_error("threads/00000000000000aa")
+    check("unknown thread -> 404", e and e.status == 404)
+
+
+def test_message_get(c):
+    msgs = c.messages()
+    padded = unpadded = False
+    for m in msgs[:60]:
+        got = c.gmail(f"messages/{m['id']}", format="raw")
+        raw = c.admin("GET", f"/mailboxes/{OWNER}/messages/{m['id']}/raw")
+        b64 = got["raw"]
+        ok = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)) == raw
+        check(f"raw of {m['id']} is the exact bytes", ok and "+" not in b64 and "/" not in b64)
+        if len(raw) % 3:
+            padded |= b64.endswith("=")
+            unpadded |= not b64.endswith("=")
+        check("raw shape", got["internalDate"] == m["internalDate"]
+              and got["historyId"] == m["historyId"] and got["sizeEstimate"] == len(raw)
+              and got["threadId"] == m["threadId"] and isinstance(got["snippet"], str)
+              and ("labelIds" in got) == bool(m["labelIds"]), got.keys())
+    check("raw base64url both padded and unpadded", padded and unpadded)
+    bare = next(m for m in msgs if not m["labelIds"])
+    got = c.gmail(f"messages/{bare['id']}", format="minimal")
+    check("labelIds absent on a label-less message", "labelIds" not in got, got)
+    check("minimal shape", set(got) == {"id", "threadId", "snippet", "sizeEstimate",
+                                        "historyId", "internalDate"}, got)
+    meta = c.gmail(f"messages/{msgs[0]['id']}", format="metadata", metadataHeaders=["Subject", "From"])
+    check("metadata honours metadataHeaders", {h["name"] for h in meta["payload"]["headers"]}
+          <= {"Subject", "From"} and meta["payload"]["headers"])
+    e = c.gmail_error(f"messages/{msgs[0]['id']}", format="bogus")
+    check("bad format -> 400", e and e.status == 400)
+
+
+def _parts(node):
+    yield node
+    for child in node.get("parts", ()):
+        yield from _parts(child)
+
+
+def test_full_payload(c):
+    msgs = c.messages()
+    raws = {m["id"]: c.admin("GET", f"/mailboxes/{OWNER}/messages/{m['id']}/raw")
+            for m in msgs if m["attachment_count"]}
+    nested = next(mid for mid, raw in raws.items() if b"multipart/related" in raw
+                  and b"multipart/mixed" in raw)
+    first = c.gmail(f"messages/{nested}", format="full")
+    again = c.gmail(f"messages/{nested}", format="full")
+    parts = list(_parts(first["payload"]))
+    check("payload root partId ''", first["payload"]["partId"] == "" and "raw" not in first)
+    check("payload nested partIds", {"0", "0.0", "0.0.0", "0.1"} <= {p["partId"] for p in parts},
+          [p["partId"] for p in parts])
+    inline = [p for p in parts if any(h["name"].lower() == "content-id" for h in p["headers"])]
+    check("inline image part has Content-ID and attachmentId",
+          inline and "attachmentId" in inline[0]["body"] and inline[0]["filename"] == "logo.png")
+    ids1 = [p["body"].get("attachmentId") for p in parts if p["filename"]]
+    ids2 = [p["body"].get("attachmentId") for p in _parts(again["payload"]) if p["filename"]]
+    check("attachment ids present", ids1 and all(ids1))
+    check("attachment ids ephemeral", all(a != b for a, b in zip(ids1, ids2)))
+    decoded = [p.get_payload(decode=True) for p in
+               email.message_from_bytes(raws[nested], policy=email.policy.default).walk()
+               if not p.is_multipart() and p.get_filename()]
+    for n, (a, b) in enumerate(zip(ids1, ids2)):
+        d1 = c.gmail(f"messages/{nested}/attachments/{a}")
+        d2 = c.gmail(f"messages/{nested}/attachments/{b}")
+        data = base64.urlsafe_b64decode(d1["data"] + "=" * (-len(d1["data"]) % 4))
+        check(f"attachment {n} bytes via either id", d1 == d2 and data == decoded[n]
+              and d1["size"] == len(data) and set(d1) == {"size", "data"})
+    other = next(mid for mid in raws if mid != nested)
+    e = c.gmail_error(f"messages/{other}/attachments/{ids1[0]}")
+    check("attachment id of another message -> 400", e and e.status == 400)
+    text = next(p for p in parts if p["mimeType"] == "text/plain")
+    check("text part has inline data", "data" in text["body"] and text["body"]["size"] > 0)
+
+    names = set()
+    for mid, raw in raws.items():
+        if b"filename*" in raw or b'filename="=?' in raw:
+            names |= {p["filename"] for p in _parts(c.gmail(f"messages/{mid}")["payload"])}
+    check("RFC 2231 / 2047 filenames decoded",
+          {"Übersicht 2026.xlsx", "Отчёт.docx", "résumé.pdf"} <= names, names)
+
+
+def test_fields(c):
+    r = c.gmail("messages", fields="messages(id),nextPageToken", maxResults=5)
+    check("fields on messages.list", set(r) == {"messages", "nextPageToken"}
+          and all(set(m) == {"id"} for m in r["messages"]), r)
+    r = c.gmail("threads", fields="threads(id,historyId,snippet),nextPageToken", maxResults=3)
+    check("fields on threads.list", set(r) == {"threads", "nextPageToken"})
+    mid = r["threads"][0]["id"]
+    r = c.gmail(f"messages/{mid}", format="full", fields="id,payload/headers")
+    check("fields with a/b path", set(r) == {"id", "payload"} and set(r["payload"]) == {"headers"})
+    e = c.gmail_error("messages", fields="messages(id")
+    check("malformed fields -> 400", e and e.status == 400)
+
+
+def test_gzip(c):
+    def get(headers):
+        return request(c.base, "GET", f"{G}/messages?maxResults=50", headers=headers, token=c.token)
+    both = get({"Accept-Encoding": "gzip", "User-Agent": "gmail_ingest/1.0 (gzip)"})
+    check("gzip with Accept-Encoding and UA", both.headers.get("content-encoding") == "gzip"
+          and json.loads(gzip.decompress(both.data))["messages"])
+    only_ae = get({"Accept-Encoding": "gzip", "User-Agent": "gmail_ingest/1.0"})
+    only_ua = get({"User-Agent": "gmail_ingest/1.0 (gzip)"})
+    check("no gzip without gzip in UA", "content-encoding" not in only_ae.headers)
+    check("no gzip without Accept-Encoding", "content-encoding" not in only_ua.headers)
+
+
+def test_keepalive(c):
+    host, port = c.base.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    sock = None
+    for _ in range(3):
+        conn.request("GET", f"{G}/profile", headers={"Authorization": f"Bearer {c.token}"})
+        resp = conn.getresponse()
+        resp.read()
+        check("keep-alive response has Content-Length", resp.getheader("Content-Length") is not None)
+        sock = sock or conn.sock
+        check("connection reused", conn.sock is sock)
+    conn.close()
+
+
+def test_history(c):
+    h0 = c.gmail("profile")["historyId"]
+    check("quiet mailbox: only historyId", c.gmail("history", startHistoryId=h0) == {"historyId": h0})
+    msgs = c.messages()
+    by_thread = {}
+    for m in msgs:
+        by_thread.setdefault(m["threadId"], []).append(m)
+    x = next(m for m in msgs if "INBOX" in m["labelIds"] and len(by_thread[m["threadId"]]) > 2)
+    tid = x["threadId"]
+    thread_h0 = int(c.gmail(f"threads/{tid}", format="minimal")["historyId"])
+    res = c.admin("POST", f"/mailboxes/{OWNER}/messages/{x['id']}/labels",
+                  {"add": ["TRASH"], "remove": ["INBOX"]})
+    check("relabel result", "TRASH" in res["labelIds"] and "INBOX" not in res["labelIds"])
+    got = c.gmail(f"messages/{x['id']}", format="minimal")
+    check("message historyId moves on label change", int(got["historyId"]) > int(x["historyId"]))
+    check("thread historyId moves on label change",
+          int(c.gmail(f"threads/{tid}", format="minimal")["historyId"]) > thread_h0)
+    listed = {t["id"]: t for t in c.gmail("threads", includeSpamTrash="true", maxResults=500)["threads"]}
+    check("threads.list historyId moves too", int(listed[tid]["historyId"]) > thread_h0)
+    check("trashed message leaves messages.list",
+          x["id"] not in {m["id"] for m in c.all_pages("messages", "messages")[0]})
+
+    first = c.gmail("history", startHistoryId=h0)
+    check("empty history page quirk", "history" not in first and first.get("nextPageToken"), first)
+    second = c.gmail("history", startHistoryId=h0, pageToken=first["nextPageToken"])
+    recs = second.get("history", [])
+    check("history records after label change", len(recs) == 2 and "nextPageToken" not in second)
+    check("labelsAdded TRASH record", recs and recs[0]["labelsAdded"][0]["labelIds"] == ["TRASH"]
+          and recs[0]["labelsAdded"][0]["message"]["id"] == x["id"]
+          and "TRASH" in recs[0]["labelsAdded"][0]["message"]["labelIds"], recs)
+    check("labelsRemoved INBOX record", len(recs) > 1
+          and recs[1]["labelsRemoved"][0]["labelIds"] == ["INBOX"])
+    check("records ascending, > start, with messages[]", all(
+        int(r["id"]) > int(h0) and r["messages"] == [{"id": x["id"], "threadId": tid}] for r in recs)
+        and [r["id"] for r in recs] == sorted((r["id"] for r in recs), key=int))
+    check("absent change lists are absent", all(
+        set(r) <= {"id", "messages", "labelsAdded", "labelsRemoved"} for r in recs))
+    check("history ids have gaps from 1..5", all(
+        1 <= int(b["id"]) - int(a["id"]) <= 5 for a, b in zip(recs, recs[1:])))
+
+    # Delete, then add a reply and a raw message.
+    y = next(m for m in by_thread[tid] if m["id"] != x["id"])
+    before_delete = int(c.gmail(f"threads/{tid}", format="minimal")["historyId"])
+    c.admin("DELETE", f"/mailboxes/{OWNER}/messages/{y['id']}")
+    e = c.gmail_error(f"messages/{y['id']}")
+    check("deleted message 404", e and e.status == 404)
+    check("delete bumps thread historyId",
+          int(c.gmail(f"threads/{tid}", format="minimal")["historyId"]) > before_delete)
+    added = c.admin("POST", f"/mailboxes/{OWNER}/messages", {"thread_id": tid})
+    reply_raw = c.admin("GET", f"/mailboxes/{OWNER}/messages/{added['id']}/raw")
+    check("composed reply threads on the parent", added["threadId"] == tid
+          and b"In-Reply-To: <" in reply_raw and b"\r\nSubject: Re: " in reply_raw)
+    raw = (b"From: a@example.com\r\nTo: owner@example.com\r\nSubject: exact\r\n"
+           b"Message-ID: <exact@example.com>\r\n\r\nexact bytes \xff\r\n")
+    added2 = c.admin("POST", f"/mailboxes/{OWNER}/messages",
+                     {"raw_b64": base64.b64encode(raw).decode(), "labels": ["INBOX"],
+                      "internal_date_ms": NOW_MS})
+    got = c.gmail(f"messages/{added2['id']}", format="raw")
+    check("added raw message served byte-exact", base64.urlsafe_b64decode(
+        got["raw"] + "=" * (-len(got["raw"]) % 4)) == raw and got["internalDate"] == str(NOW_MS)
+        and got["threadId"] == added2["id"])
+
+    recs, pages = c.all_pages("history", "history", startHistoryId=h0, maxResults=1)
+    kinds = [next(k for k in r if k not in ("id", "messages")) for r in recs]
+    check("history paging, one record per page", kinds == [
+        "labelsAdded", "labelsRemoved", "messagesDeleted", "messagesAdded", "messagesAdded"], kinds)
+    check("empty page before the last page", "history" not in pages[-2] and "history" in pages[-1]
+          and sum("history" not in p for p in pages) == 1)
+    check("messagesDeleted carries id+threadId only",
+          recs[2]["messagesDeleted"] == [{"message": {"id": y["id"], "threadId": tid}}])
+    check("messagesAdded carries labelIds",
+          recs[4]["messagesAdded"][0]["message"]["labelIds"] == ["INBOX"])
+    last = c.gmail("history", startHistoryId=h0, historyTypes="labelAdded")
+    last = c.gmail("history", startHistoryId=h0, historyTypes="labelAdded",
+                   pageToken=last["nextPageToken"]) if "history" not in last else last
+    check("historyTypes filter", [list(r)[2] for r in last["history"]] == ["labelsAdded"])
+    c.admin("POST", "/config", {"empty_history_pages": False})
+    direct = c.gmail("history", startHistoryId=h0)
+    check("empty_history_pages=false: records on the first page", len(direct.get("history", [])) == 5
+          and direct["historyId"] == c.gmail("profile")["historyId"])
+    c.admin("POST", "/config", {"empty_history_pages": True})
+
+    for bad in ("abc", "", "-5"):
+        e = c.gmail_error("history", startHistoryId=bad)
+        check(f"startHistoryId {bad!r} -> 400 invalidArgument", e and e.status == 400
+              and e.body["error"]["errors"][0]["reason"] == "invalidArgument")
+    e = c.gmail_error("history")
+    check("missing startHistoryId -> 400", e and e.status == 400)
+    e = c.gmail_error("history", startHistoryId="0")
+    check("startHistoryId 0 -> 404", e and e.status == 404 and e.body == NOT_FOUND_BODY)
+    expired = c.admin("POST", f"/mailboxes/{OWNER}/expire_history")
+    e = c.gmail_error("history", startHistoryId=h0)
+    check("expired history -> exact 404 body", e and e.status == 404 and e.body == NOT_FOUND_BODY,
+          e and e.body)
+    check("current id still valid after expiry",
+          c.gmail("history", startHistoryId=expired["history_id"]) == {"historyId": expired["history_id"]})
+
+
+def test_token_expiry(c):
+    c.admin("POST", "/config", {"token_ttl": 1})
+    tok = get_token(c.base, "refresh-" + OWNER)
+    check("short-lived token works", c.gmail("profile", token=tok)["emailAddress"] == OWNER)
+    time.sleep(1.1)
+    e = c.gmail_error("profile", token=tok)
+    check("token 401 after token_ttl", e and e.status == 401)
+    c.admin("POST", "/config", {"token_ttl": 3599})
+    tok = get_token(c.base, "refresh-" + OWNER)
+    c.admin("POST", "/expire_tokens")
+    e = c.gmail_error("profile", token=tok)
+    check("expire_tokens -> 401", e and e.status == 401)
+    tok = get_token(c.base, "refresh-" + OWNER)
+    c.admin("POST", f"/mailboxes/{OWNER}/revoke")
+    e = error_of(lambda: get_token(c.base, "refresh-" + OWNER))
+    check("revoked refresh token -> invalid_grant", e and e.status == 400
+          and e.body["error"] == "invalid_grant")
+    check("revoking kills access tokens", getattr(c.gmail_error("profile", token=tok), "status", 0) == 401)
+    c.admin("POST", f"/mailboxes/{OWNER}/revoke", {"revoked": False})
+    c.token = get_token(c.base, "refresh-" + OWNER)
+    check("re-authorised after un-revoke", c.gmail("profile")["emailAddress"] == OWNER)
+    c.big_token = get_token(c.base, "refresh-" + BIG)
+
+
+def test_quota_and_stats(c):
+    c.admin("POST", "/stats/reset")
+    mid = c.messages()[0]["id"]
+    c.gmail("profile")
+    c.gmail("messages", maxResults=1)
+    c.gmail(f"messages/{mid}", format="minimal")
+    c.gmail(f"threads/{c.messages()[0]['threadId']}", format="minimal")
+    c.gmail("history", startHistoryId=c.gmail("profile")["historyId"])
+    st = c.admin("GET", f"/stats?email={OWNER}")["mailboxes"][OWNER]
+    check("units by cost table", st["units"] == 1 + 5 + 5 + 10 + 2 + 1, st)
+    check("requests per endpoint", st["requests"] == {"profile": 2, "messages.list": 1,
+                                                      "messages.get": 1, "threads.get": 1,
+                                                      "history.list": 1}, st["requests"])
+    check("bytes_sent counted", st["bytes_sent"] > 0)
+    check("stats filter by email", list(c.admin("GET", f"/stats?email={OWNER}")["mailboxes"]) == [OWNER])
+
+    c.admin("POST", "/stats/reset")
+    c.admin("POST", "/config", {"quota_units_per_minute": 12})
+    c.gmail(f"messages/{mid}", format="minimal")
+    c.gmail(f"messages/{mid}", format="minimal")
+    e = c.gmail_error(f"messages/{mid}", format="minimal")
+    err = e.body["error"] if e else {}
+    m = re.fullmatch(r"User-rate limit exceeded\.  Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)",
+                     err.get("message", ""))
+    check("quota 429 shape", e and e.status == 429 and err["status"] == "RESOURCE_EXHAUSTED"
+          and err["errors"][0]["reason"] == "rateLimitExceeded"
+          and err["errors"][0]["domain"] == "usageLimits" and m, err)
+    if m:
+        retry = time.mktime(time.strptime(m[1][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        check("Retry after is within the next minute", time.time() < retry + 1 <= time.time() + 62)
+    check("cheap call still fits the window", c.gmail("profile")["emailAddress"] == OWNER)
+    check("other mailbox unaffected", c.gmail("profile", token=c.big_token)["emailAddress"] == BIG)
+    st = c.admin("GET", "/stats")["mailboxes"][OWNER]
+    check("429 counted", st["errors_sent"] == {"429": 1} and st["units"] == 11
+          and st["requests"]["messages.get"] == 3, st)
+    c.admin("POST", "/config", {"quota_units_per_minute": 0, "costs": {"messages.get": 20}})
+    c.admin("POST", "/stats/reset")
+    c.gmail(f"messages/{mid}", format="minimal")
+    check("configurable costs", c.admin("GET", "/stats")["mailboxes"][OWNER]["units"] == 20)
+    c.admin("POST", "/config", {"costs": {"messages.get": 5}})
+    check("bad config key -> 400",
+          getattr(error_of(lambda: c.admin("POST", "/config", {"nope": 1})), "status", 0) == 400)
+
+
+def _parallel(n, fn):
+    results = [None] * n
+
+    def run(i):
+        start = time.monotonic()
+        try:
+            results[i] = (fn(), time.monotonic() - start)
+        except Exception as e:  # noqa: BLE001 - the caller inspects it
+            results[i] = (e, time.monotonic() - start)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrency_and_latency(c):
+    c.admin("POST", "/stats/reset")
+    c.admin("POST", "/config", {"max_concurrent_per_user": 2, "latency_ms": 400})
+    results = _parallel(4, lambda: request(c.base, "GET", f"{G}/profile", token=c.token))
+    statuses = sorted(r.status for r, _ in results)
+    check("concurrency cap: 2 served, 2 rejected", statuses == [200, 200, 429, 429], statuses)
+    rejected = next(r for r, _ in results if r.status == 429).json()["error"]
+    check("concurrency 429 body", rejected["message"] == "Too many concurrent requests for user"
+          and rejected["errors"][0]["reason"] == "rateLimitExceeded")
+    check("latency applied", all(t >= 0.39 for _, t in results))
+    st = c.admin("GET", "/stats")["mailboxes"][OWNER]
+    check("peak concurrency recorded", st["peak_concurrency"] == 4 and st["in_flight"] == 0, st)
+    c.admin("POST", "/config", {"max_concurrent_per_user": 0, "latency_ms": 0})
+
+
+def test_faults(c):
+    mids = [m["id"] for m in c.messages()[:3]]
+
+    def faults(*rules):
+        c.admin("DELETE", "/faults")
+        c.admin("POST", "/faults", list(rules))
+
+    faults({"endpoint": "messages.get", "kind": "status", "status": 503, "retry_after": 7})
+    r = request(c.base, "GET", f"{G}/messages/{mids[0]}", token=c.token)
+    check("status fault", r.status == 503 and r.headers.get("retry-after") == "7"
+          and r.json()["error"]["errors"][0]["reason"] == "backendError", r.data[:200])
+    check("status fault count=1", c.gmail(f"messages/{mids[0]}")["id"] == mids[0])
+
+    faults({"endpoint": "profile", "kind": "status", "status": 403,
+            "reason": "userRateLimitExceeded", "after": 1})
+    first, second = c.gmail_error("profile"), c.gmail_error("profile")
+    check("after=1 skips the first request", first is None and second and second.status == 403
+          and second.body["error"]["errors"][0]["domain"] == "usageLimits")
+    fired = c.admin("GET", "/faults")[0]
+    check("GET /admin/faults reports hits", fired["fired"] == 1 and fired["seen"] == 2, fired)
+
+    faults({"endpoint": "messages.get", "kind": "gone", "message_id": mids[1], "count": -1})
+    e = c.gmail_error(f"messages/{mids[1]}")
+    check("gone fault -> 404 for that message only", e and e.body == NOT_FOUND_BODY
+          and c.gmail(f"messages/{mids[2]}")["id"] == mids[2])
+
+    for kind in ("delay", "slow_body"):
+        faults({"endpoint": "messages.get", "kind": kind, "ms": 300})
+        start = time.monotonic()
+        got = c.gmail(f"messages/{mids[0]}", format="raw")
+        check(f"{kind} fault", time.monotonic() - start >= 0.29 and got["id"] == mids[0])
+
+    faults({"endpoint": "messages.list", "kind": "truncate"})
+    check("truncate fault -> incomplete body", isinstance(
+        _exception(lambda: c.gmail("messages")), http.client.IncompleteRead))
+    faults({"endpoint": "*", "kind": "invalid_json"})
+    r = request(c.base, "GET", f"{G}/profile", token=c.token)
+    check("invalid_json fault", r.status == 200 and isinstance(_exception(r.json), ValueError))
+    faults({"endpoint": "profile", "kind": "reset"})
+    check("reset fault -> connection error", isinstance(
+        _exception(lambda: c.gmail("profile")), (ConnectionError, http.client.HTTPException)))
+
+    faults({"endpoint": "messages.get", "kind": "hang"})
+    host, port = c.base.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=0.5)
+    conn.request("GET", f"{G}/messages/{mids[0]}", headers={"Authorization": f"Bearer {c.token}"})
+    check("hang fault never answers", isinstance(_exception(conn.getresponse), TimeoutError))
+    conn.close()
+    deadline = time.monotonic() + 3
+    while c.admin("GET", "/stats")["mailboxes"][OWNER]["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check("hung request ends when the client leaves",
+          c.admin("GET", "/stats")["mailboxes"][OWNER]["in_flight"] == 0)
+
+    faults({"endpoint": "token", "kind": "status", "status": 500})
+    e = error_of(lambda: get_token(c.base, "refresh-" + OWNER))
+    check("token fault in OAuth shape", e and e.status == 500 and "error" in e.body
+          and isinstance(e.body["error"], str))
+
+    def sequence():
+        faults({"endpoint": "profile", "kind": "status", "status": 500, "count": -1,
+                "probability": 0.5})
+        return [c.gmail_error("profile") is None for _ in range(16)]
+    s1, s2 = sequence(), sequence()
+    check("probabilistic faults are seeded", s1 == s2 and 2 <= sum(s1) <= 14, s1)
+    c.admin("DELETE", "/faults")
+    check("DELETE /admin/faults clears", c.admin("GET", "/faults") == []
+          and c.gmail("profile")["emailAddress"] == OWNER)
+    e = error_of(lambda: c.admin("POST", "/faults", [{"endpoint": "nope", "kind": "status"}]))
+    check("bad fault rule -> 400", e and e.status == 400)
+
+
+def _exception(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - returned for inspection
+        return e
+    return None
+
+
+def test_robustness(c):
+    host, port = c.base.split("//")[1].split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"GET /gmail/v1/users/me/prof")          # half a request, then gone
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"NONSENSE\r\n\r\n")
+        s.recv(100)
+    check("server survives broken clients", c.gmail("profile")["emailAddress"] == OWNER)
+    e = error_of(lambda: call(c.base, "GET", "/gmail/v1/users/me/nope", token=c.token))
+    check("unknown Gmail path -> 404", e and e.status == 404)
+
+
+def test_generation(c):
+    msgs = gmail_mailgen.generate_mailbox(OWNER, now_ms=NOW_MS)
+    again = gmail_mailgen.generate_mailbox(OWNER, now_ms=NOW_MS)
+    check("generation deterministic (bytes, ids, dates, labels)",
+          [(m.id, m.raw, m.internal_date, m.labels) for m in msgs]
+          == [(m.id, m.raw, m.internal_date, m.labels) for m in again])
+    other = gmail_mailgen.generate_mailbox("someone@example.com", now_ms=NOW_MS)
+    check("same seed, other mailbox: other ids", not {m.id for m in msgs} & {m.id for m in other})
+    check("ids are 16 hex chars, thread id = first message id",
+          all(re.fullmatch(r"[0-9a-f]{16}", m.id) for m in msgs)
+          and all(m.thread_id == min((x for x in msgs if x.thread_id == m.thread_id),
+                                     key=lambda x: (x.internal_date, x.id)).id for m in msgs))
+    blob = b"\n".join(m.raw for m in msgs)
+    for needle in [b"=?UTF-8?B?", b"=?UTF-8?Q?", b"=?ISO-8859-1?Q?", b"=?KOI8-R?B?",
+                   b"=?ISO-2022-JP?B?", b'charset="WINDOWS-1252"', b"quoted-printable",
+                   b"multipart/alternative", b"multipart/related", b"Content-ID: <ii_",
+                   b"Content-Disposition: inline", b"filename*=UTF-8''", b"filename*0*=UTF-8''",
+                   b"filename*=iso-8859-1''", b'filename="=?UTF-8?B?', b"\r\nSubject: Re: ",
+                   b"\r\nIn-Reply-To: <", b"\r\nReferences: <"]:
+        check(f"corpus contains {needle.decode()}", needle in blob)
+    labels = {lb for m in msgs for lb in m.labels}
+    check("corpus labels", {"INBOX", "UNREAD", "IMPORTANT", "SENT", "DRAFT", "SPAM", "TRASH",
+                            "Label_1", "CATEGORY_PERSONAL"} <= labels, labels)
+
+    def attachments(m):
+        e = email.message_from_bytes(m.raw, policy=email.policy.default)
+        return [(p.get_filename(), hashlib.sha256(p.get_payload(decode=True)).hexdigest(), m.id)
+                for p in e.walk() if not p.is_multipart() and p.get_filename()]
+    atts = [a for m in msgs for a in attachments(m)]
+    check("about `attachments` attachment parts", 40 <= len(atts) <= 60, len(atts))
+    by_hash = {}
+    by_name = {}
+    for name, digest, mid in atts:
+        by_hash.setdefault(digest, set()).add(mid)
+        by_name.setdefault(name, set()).add(digest)
+    check("identical attachment bytes in different messages", any(len(v) > 1 for v in by_hash.values()))
+    check("same filename, different bytes", len(by_name.get("report.pdf", ())) > 1)
+    lo = NOW_MS - WINDOW_MS
+    inside = sum(m.internal_date >= lo for m in msgs)
+    check("about window/days of messages inside the window", 0.16 <= inside / 240 <= 0.30, inside)
+    threads = {}
+    for m in msgs:
+        threads.setdefault(m.thread_id, []).append(m.internal_date >= lo)
+    check("threads straddle the window edge", any(len(set(v)) == 2 for v in threads.values()))
+    start = time.monotonic()
+    gmail_mailgen.generate_mailbox("perf@example.com", now_ms=NOW_MS, messages=10_000,
+                                   threads=2_500, attachments=500)
+    check("10,000 messages generate in < 10 s", time.monotonic() - start < 10,
+          time.monotonic() - start)
+
+    # Through the server: same parameters after a reset give the same mailbox.
+    params = {"email": "det@example.com", "seed": 7, "messages": 50, "threads": 15,
+              "now_ms": NOW_MS}
+
+    def snapshot():
+        c.admin("POST", "/mailboxes", params)
+        listing = c.admin("GET", "/mailboxes/det@example.com/messages")
+        raws = [c.admin("GET", f"/mailboxes/det@example.com/messages/{m['id']}/raw") for m in listing]
+        return listing, raws
+    one_ = snapshot()
+    c.admin("POST", "/reset")
+    check("server generation deterministic across reset", snapshot() == one_)
+    check("reset forgot other mailboxes", [m["email"] for m in c.admin("GET", "/mailboxes")]
+          == ["det@example.com"])
+
+
+def test_empty_mailbox_and_cli(c):
+    c.admin("POST", "/mailboxes", {"email": "empty@example.com", "messages": 0, "threads": 0,
+                                   "refresh_token": "rt-empty"})
+    tok = get_token(c.base, "rt-empty")
+    check("empty mailbox: no messages key", c.gmail("messages", token=tok) == {"resultSizeEstimate": 0})
+    check("empty mailbox: no threads key", c.gmail("threads", token=tok) == {"resultSizeEstimate": 0})
+    h = c.gmail("profile", token=tok)["historyId"]
+    check("empty mailbox: quiet history", c.gmail("history", token=tok, startHistoryId=h) == {"historyId": h})
+    added = c.admin("POST", "/mailboxes/empty@example.com/messages", {"labels": []})
+    got = c.gmail(f"messages/{added['id']}", token=tok, format="minimal")
+    check("added message without labels has no labelIds", "labelIds" not in got
+          and added["threadId"] == added["id"])
+
+    cli = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "double_client.py"),
+           c.base]
+    out = subprocess.run(cli + ["GET", "/admin/mailboxes/empty@example.com", "--get", "messages"],
+                         capture_output=True, text=True)
+    check("CLI --get prints one value", out.returncode == 0 and out.stdout.strip() == "1", out)
+    out = subprocess.run(cli + ["POST", "/admin/config", '{"latency_ms": 0}'], capture_output=True, text=True)
+    check("CLI prints JSON", out.returncode == 0 and json.loads(out.stdout)["latency_ms"] == 0, out)
+    out = subprocess.run(cli + ["GET", f"{G}/profile"], capture_output=True, text=True)
+    check("CLI exits 1 on HTTP errors, still printing the body",
+          out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == 401, out)
+
+
+def test_tls():
+    if not shutil.which("openssl"):
+        print("skip TLS test: no openssl binary")
+        return
+    tmp = tempfile.mkdtemp(prefix="gmail_double_tls.")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    proc, base = start_double("--tls-cert", cert, "--tls-key", key, scheme="https")
+    try:
+        call(base, "POST", "/admin/mailboxes", {"email": "tls@example.com", "messages": 3,
+                                                "threads": 2, "attachments": 0})
+        tok = get_token(base, "refresh-tls@example.com")
+        p = call(base, "GET", f"{G}/profile", token=tok)
+        check("HTTPS serving", p["messagesTotal"] == 3)
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    started = time.monotonic()
+    proc, base = start_double()
+    c = Ctx(base)
+    tests = [test_setup, test_oauth, test_auth_errors, test_profile_labels, test_messages_list,
+             test_threads, test_message_get, test_full_payload, test_fields, test_gzip,
+             test_keepalive, test_history, test_token_expiry, test_quota_and_stats,
+             test_concurrency_and_latency, test_faults, test_robustness,
+             test_empty_mailbox_and_cli, test_generation]
+    try:
+        for test in tests:
+            try:
+                test(c)
+            except Exception:  # noqa: BLE001 - report and go on
+                check(f"{test.__name__} raised", False, traceback.format_exc())
+        try:
+            test_tls()
+        except Exception:  # noqa: BLE001
+            check("test_tls raised", False, traceback.format_exc())
+        check("double still running", proc.poll() is None)
+    finally:
+        proc.terminate()
+        proc.wait()
+    if VERBOSE:
+        print(f"{time.monotonic() - started:.1f} s")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
