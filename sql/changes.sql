@@ -13,11 +13,16 @@ SELECT (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb) 
        (SELECT max(id) FROM gmail_ingest.ledger WHERE mailbox_id = :mb) AS last_event;
 
 BEGIN;
+CREATE TEMP TABLE xact0 AS
+SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables WHERE schemaname = 'gmail_ingest';
 SELECT status, messages_inserted, messages_updated, messages_deleted, threads_inserted, threads_updated
   FROM gmail_ingest.gmail_sync(:mb, 7, force_full => true);
-SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables
- WHERE schemaname = 'gmail_ingest' AND relname IN ('mail_threads', 'mail_messages')
- ORDER BY relname;
+SELECT s.relname, s.n_tup_ins - x.n_tup_ins AS inserted, s.n_tup_upd - x.n_tup_upd AS updated,
+       s.n_tup_del - x.n_tup_del AS deleted
+  FROM pg_stat_xact_user_tables s JOIN xact0 x USING (relname)
+ WHERE s.schemaname = 'gmail_ingest' AND s.relname IN ('mail_threads', 'mail_messages')
+ ORDER BY 1;
+DROP TABLE xact0;
 COMMIT;
 SELECT (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb) - messages AS new_messages,
        (SELECT count(*) FROM gmail_ingest.mail_threads WHERE mailbox_id = :mb) - threads AS new_threads

@@ -34,14 +34,19 @@ SELECT (SELECT count(*) FROM gmail_ingest.mail_threads WHERE mailbox_id = :mb) A
 
 -- The re-run, forced full, inside one transaction so its own writes can be counted.
 BEGIN;
+-- PostgreSQL 15 flushes table statistics at most once a second, so the
+-- transaction's own writes are the difference from a snapshot taken in it.
+CREATE TEMP TABLE xact0 AS
+SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables WHERE schemaname = 'gmail_ingest';
 SELECT mode, status, messages_inserted, messages_updated, threads_inserted, threads_updated,
        attachments_inserted, blobs_inserted
   FROM gmail_ingest.gmail_sync(:mb, 7, force_full => true);
-SELECT relname, n_tup_ins, n_tup_upd, n_tup_del
-  FROM pg_stat_xact_user_tables
- WHERE schemaname = 'gmail_ingest'
-   AND relname IN ('mail_threads', 'mail_messages', 'mail_attachments', 'blobs')
- ORDER BY relname;
+SELECT s.relname, s.n_tup_ins - x.n_tup_ins AS inserted, s.n_tup_upd - x.n_tup_upd AS updated,
+       s.n_tup_del - x.n_tup_del AS deleted
+  FROM pg_stat_xact_user_tables s JOIN xact0 x USING (relname)
+ WHERE s.schemaname = 'gmail_ingest' AND s.relname IN ('mail_threads', 'mail_messages', 'mail_attachments', 'blobs')
+ ORDER BY 1;
+DROP TABLE xact0;
 COMMIT;
 
 SELECT (SELECT count(*) FROM gmail_ingest.mail_threads WHERE mailbox_id = :mb) - threads AS new_threads,
