@@ -1,0 +1,57 @@
+/*-------------------------------------------------------------------------
+ * sync_internal.h
+ *	  Pieces shared by the full, incremental and backfill plans.
+ *-------------------------------------------------------------------------
+ */
+#ifndef GMAIL_INGEST_SYNC_INTERNAL_H
+#define GMAIL_INGEST_SYNC_INTERNAL_H
+
+#include "sync.h"
+
+#define PROGRESS_EVERY_MESSAGES 500
+#define PROGRESS_EVERY_MS 5000
+
+typedef struct ChangedThread
+{
+	char		key[256];		/* provider_thread_id */
+	int			index;			/* into the ThreadFinal array */
+} ChangedThread;
+
+/*
+ * Something to fetch: a new message (raw), a stored message's labels
+ * (messages.get minimal), or the labels of several stored messages of one
+ * thread at once (threads.get minimal: 10 units instead of 5 per message).
+ */
+typedef struct FetchItem
+{
+	char	   *id;				/* message id, or thread id for a thread item */
+	bool		stored;
+	bool		whole_thread;
+	int			thread_index;
+	int64		thread_id;
+	char	   *provider_thread_id;
+	TimestampTz internal_date;	/* stored messages only */
+	StoredMessageRef *refs;		/* whole_thread: the stored messages to check */
+	int			nrefs;
+} FetchItem;
+
+/* sync_fetch.c: the fetch pipeline and what is stored for each answer */
+extern char *action_detail(StoreAction a, const char *extra_key, const char *extra_json);
+extern char *labels_json(char **labels, int n);
+extern void report_progress(SyncState *s, bool force);
+extern void refresh_labels(SyncState *s, const FetchItem *item, GmailMessage *gm);
+extern void mark_deleted(SyncState *s, const FetchItem *item);
+extern FetchItem item_for_ref(const StoredMessageRef *ref);
+extern void fetch_and_store(SyncState *s, FetchItem *items, int n);
+extern void thread_report(void *arg, const ThreadFinal *t, StoreAction action);
+
+/* sync_full.c */
+extern char *window_query(SyncState *s);
+extern void read_profile(SyncState *s);
+extern ThreadFinal *list_threads(SyncState *s, const char *query, int *count);
+extern void full_sync(SyncState *s);
+
+/* sync_incremental.c: false when Gmail no longer has the start history id */
+extern bool incremental_sync(SyncState *s);
+
+#endif
