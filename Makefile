@@ -14,9 +14,13 @@ SHLIB_LINK  = -lcurl -lcrypto $(GMIME_LIBS)
 
 # pg_regress (sql/, expected/) and isolation (specs/) run against the server
 # and Gmail API double that test/run_tests.sh starts; DOUBLE_URL names it.
-REGRESS   = setup bad_input idempotency changes cancel oauth verify
+REGRESS   = setup bad_input idempotency changes cancel oauth incremental verify
 ISOLATION = concurrent_sync
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track header dependencies; a changed struct must rebuild
+# every object that sees it.
+$(OBJS): $(wildcard src/*.h)

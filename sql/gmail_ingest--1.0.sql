@@ -13,11 +13,16 @@ CREATE TABLE @extschema@.mailboxes (
 	history_id      bigint,
 	last_synced_at  timestamptz,
 	auth_state      text NOT NULL DEFAULT 'ok' CHECK (auth_state IN ('ok', 'reauthorize')),
+	backfill_history_id    bigint,
+	backfill_window_start  timestamptz,
+	backfill_days          integer,
 	created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	UNIQUE (org_id, provider_email)
 );
 COMMENT ON TABLE @extschema@.mailboxes IS
   'One row per Gmail mailbox; history_id is the Gmail historyId reached by the last completed sync';
+COMMENT ON COLUMN @extschema@.mailboxes.backfill_history_id IS
+  'historyId read before a gmail_backfill in progress began listing; becomes history_id when it completes';
 
 CREATE TABLE @extschema@.mailbox_credentials (
 	mailbox_id               bigint PRIMARY KEY REFERENCES @extschema@.mailboxes (id) ON DELETE CASCADE,
@@ -144,6 +149,7 @@ CREATE TABLE @extschema@.sync_runs (
 	finished_at            timestamptz,
 	status                 text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
 	error                  text,
+	fallback               text CHECK (fallback IN ('history_expired')),
 	history_id_before      bigint,
 	history_id_after       bigint,
 	threads_inserted       integer NOT NULL DEFAULT 0,
@@ -187,6 +193,25 @@ COMMENT ON TABLE @extschema@.ledger IS
   'Append-only change feed: one event per item inserted or changed, plus sync.started/completed/failed';
 CREATE INDEX ON @extschema@.ledger (mailbox_id, sync_run_id);
 
+-- What a gmail_backfill in progress still has to fetch: the window's
+-- listing, staged by its first step so later steps (and a resumed call)
+-- neither list again nor fetch a stored message again.
+CREATE TABLE @extschema@.backfill_threads (
+	mailbox_id          bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	provider_thread_id  text NOT NULL,
+	history_id          bigint,
+	snippet             text,
+	PRIMARY KEY (mailbox_id, provider_thread_id)
+);
+CREATE TABLE @extschema@.backfill_queue (
+	mailbox_id           bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	provider_message_id  text NOT NULL,
+	provider_thread_id   text NOT NULL,
+	PRIMARY KEY (mailbox_id, provider_message_id)
+);
+COMMENT ON TABLE @extschema@.backfill_queue IS
+  'Messages a gmail_backfill in progress listed and has not fetched yet';
+
 -- The ledger is append-only for every role, the owner included: rows are
 -- the change feed downstream consumers read exactly once.
 CREATE FUNCTION @extschema@._ledger_refuse_change() RETURNS trigger
@@ -211,6 +236,8 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_attachments', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.sync_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.ledger', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.backfill_threads', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.backfill_queue', '');
 
 ------------------------------------------------------------------------
 -- SQL API
@@ -271,6 +298,40 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.gmail_sync(bigint, integer, boolean) IS
   'Sync one mailbox over the last DAYS days in the caller''s transaction; returns the run''s sync_runs row';
+
+CREATE FUNCTION @extschema@._backfill_step(mailbox_id bigint, days integer, batch_size integer)
+RETURNS @extschema@.sync_runs
+AS 'MODULE_PATHNAME', 'gmail_backfill_step'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@._backfill_step(bigint, integer, integer) IS
+  'One transaction of gmail_backfill: fetches up to batch_size staged messages';
+
+-- A procedure that commits cannot be SECURITY DEFINER or carry SET
+-- clauses, so every name in it is schema-qualified; the work is done by
+-- the definer function above, one transaction per batch.
+CREATE PROCEDURE @extschema@.gmail_backfill(mailbox_id bigint, days integer, batch_size integer DEFAULT 500)
+LANGUAGE plpgsql AS $$
+DECLARE
+	run gmail_ingest.sync_runs;
+BEGIN
+	IF mailbox_id IS NULL OR days IS NULL OR batch_size IS NULL THEN
+		RAISE EXCEPTION 'gmail_backfill arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF batch_size < 1 OR batch_size > 100000 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 100000, got %', batch_size
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	LOOP
+		run := gmail_ingest._backfill_step(mailbox_id, days, batch_size);
+		COMMIT;
+		EXIT WHEN run.status OPERATOR(pg_catalog.<>) 'succeeded' OR run.history_id_after IS NOT NULL;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.gmail_backfill(bigint, integer, integer) IS
+  'The result of a full gmail_sync, committed batch by batch; resumable, moves history_id only when complete';
 
 CREATE FUNCTION @extschema@.verify(mailbox_id bigint)
 RETURNS TABLE (check_name text, ok boolean, detail text)
@@ -392,6 +453,13 @@ SELECT m.id AS mailbox_id,
        r.finished_at - r.started_at AS last_run_duration,
        r.messages_inserted AS last_run_messages_inserted,
        r.quota_units AS last_run_quota_units,
+       (SELECT count(*) FROM @extschema@.sync_runs f
+         WHERE f.mailbox_id = m.id AND f.fallback IS NOT NULL
+           AND f.id > coalesce((SELECT max(g.id) FROM @extschema@.sync_runs g
+                                 WHERE g.mailbox_id = m.id AND g.status = 'succeeded'
+                                   AND g.fallback IS NULL), 0)) AS consecutive_history_fallbacks,
+       m.backfill_history_id IS NOT NULL AS backfill_in_progress,
+       (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.mailbox_id = m.id) AS backfill_queued,
        (SELECT count(*) FROM @extschema@.mail_threads t WHERE t.mailbox_id = m.id) AS threads,
        (SELECT count(*) FROM @extschema@.mail_messages x WHERE x.mailbox_id = m.id) AS messages,
        (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments
@@ -403,7 +471,74 @@ SELECT m.id AS mailbox_id,
 COMMENT ON VIEW @extschema@.mailbox_status IS
   'One row per mailbox: auth state, last run''s outcome, stored counts and history id';
 
+-- pg_cron lives in one database (cron.database_name); these work there.
+-- They run with the caller's rights, so the job runs as the caller.
+CREATE FUNCTION @extschema@._cron_job_name(mailbox_id bigint) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'gmail_ingest_sync_' || mailbox_id $$;
+
+CREATE FUNCTION @extschema@._require_pg_cron() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'undefined_object',
+			      HINT = 'Add pg_cron to shared_preload_libraries, restart, and run CREATE EXTENSION pg_cron '
+			             'in the database named by cron.database_name; schedule syncs from that database.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@.schedule_sync(mailbox_id bigint, schedule text DEFAULT '*/15 * * * *',
+                                          days integer DEFAULT 7)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_job bigint;
+BEGIN
+	IF mailbox_id IS NULL OR schedule IS NULL OR days IS NULL THEN
+		RAISE EXCEPTION 'schedule_sync arguments must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF days < 1 OR days > 3650 THEN
+		RAISE EXCEPTION 'days must be between 1 and 3650, got %', days USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM gmail_ingest.mailboxes m WHERE m.id = schedule_sync.mailbox_id) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mailbox_id USING ERRCODE = 'no_data_found';
+	END IF;
+	PERFORM gmail_ingest._require_pg_cron();
+	-- cron.schedule replaces the caller's job of the same name: calling twice is harmless.
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO v_job
+		USING gmail_ingest._cron_job_name(mailbox_id), schedule,
+		      format('SELECT status FROM gmail_ingest.gmail_sync(%s, %s)', mailbox_id, days);
+	RETURN v_job;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.schedule_sync(bigint, text, integer) IS
+  'Create or replace the pg_cron job that syncs the mailbox on a schedule; returns the job id';
+
+CREATE FUNCTION @extschema@.unschedule_sync(mailbox_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_exists boolean;
+BEGIN
+	IF mailbox_id IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM gmail_ingest._require_pg_cron();
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
+		INTO v_exists USING gmail_ingest._cron_job_name(mailbox_id);
+	IF v_exists THEN
+		EXECUTE 'SELECT cron.unschedule($1)' USING gmail_ingest._cron_job_name(mailbox_id);
+	END IF;
+	RETURN v_exists;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.unschedule_sync(bigint) IS
+  'Drop the mailbox''s pg_cron job; false when there was none';
+
 -- Nothing is granted to PUBLIC: the owner grants what each role needs.
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON SCHEMA @extschema@ FROM PUBLIC;

@@ -626,8 +626,10 @@ handle_completion(GmailClient *c, GmailCall *call)
 
 	c->stats.http_requests++;
 	c->stats.requests_by_method[call->method]++;
-	c->stats.quota_units += method_cost(call->method);
 	c->stats.bytes_downloaded += r->bytes_downloaded;
+	/* Gmail charges what it admits: not a 401, nor a request it refused as over the limit. */
+	if (r->transport_failed || (r->status != 401 && r->status != 429))
+		c->stats.quota_units += method_cost(call->method);
 
 	if (r->transport_failed)
 	{

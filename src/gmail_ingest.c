@@ -81,14 +81,14 @@ lock_mailbox(int64 mailbox_id)
 }
 
 static void
-check_arguments(FunctionCallInfo fcinfo)
+check_arguments(FunctionCallInfo fcinfo, const char *fname)
 {
 	int32		days;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("gmail_sync arguments must not be null")));
+				 errmsg("%s arguments must not be null", fname)));
 	days = PG_GETARG_INT32(1);
 	if (days < 1 || days > 3650)
 		ereport(ERROR,
@@ -138,10 +138,12 @@ copy_stats(SyncState *s)
 	s->counters.bytes_downloaded = g->bytes_downloaded;
 }
 
-PG_FUNCTION_INFO_V1(gmail_sync);
-
-Datum
-gmail_sync(PG_FUNCTION_ARGS)
+/*
+ * One sync, or one backfill step when backfill_batch > 0, in the caller's
+ * transaction; returns the run's sync_runs row.
+ */
+static Datum
+run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 {
 	int64		mailbox_id;
 	SyncState  *s;
@@ -152,7 +154,7 @@ gmail_sync(PG_FUNCTION_ARGS)
 	volatile RemoteFailure failure_kind = RF_NONE;
 	Datum		result;
 
-	check_arguments(fcinfo);
+	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_backfill" : "gmail_sync");
 	mailbox_id = PG_GETARG_INT64(0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -166,7 +168,8 @@ gmail_sync(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(sync_cxt);
 	s = palloc0(sizeof(SyncState));
 	s->days = PG_GETARG_INT32(1);
-	s->force_full = PG_GETARG_BOOL(2);
+	s->force_full = backfill_batch > 0 || PG_GETARG_BOOL(2);
+	s->backfill_batch = backfill_batch;
 
 	if (!store_load_mailbox(mailbox_id, &s->mb))
 		ereport(ERROR,
@@ -227,7 +230,7 @@ gmail_sync(PG_FUNCTION_ARGS)
 		if (failure_kind == RF_REVOKED)
 			store_set_auth_state(mailbox_id, "reauthorize");
 		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
-						 false, 0, &s->counters);
+						 false, 0, NULL, &s->counters);
 		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
 					 psprintf("{\"sqlstate\":\"%s\"}", unpack_sql_state(failure->sqlerrcode)));
 		if (gi_raise_on_failure)
@@ -242,7 +245,8 @@ gmail_sync(PG_FUNCTION_ARGS)
 	else
 	{
 		store_finish_run(mailbox_id, s->run_id, s->mode, "succeeded", NULL,
-						 s->has_new_history, s->new_history_id, &s->counters);
+						 s->has_new_history, s->new_history_id,
+						 s->fell_back ? "history_expired" : NULL, &s->counters);
 		store_ledger(s->run_id, mailbox_id, "sync.completed", 0, NULL,
 					 psprintf("{\"mode\":\"%s\",\"fallback\":%s,\"messages_inserted\":" INT64_FORMAT
 							  ",\"quota_units\":" INT64_FORMAT "}",
@@ -259,4 +263,26 @@ gmail_sync(PG_FUNCTION_ARGS)
 	SPI_finish();
 	MemoryContextDelete(sync_cxt);
 	PG_RETURN_DATUM(result);
+}
+
+PG_FUNCTION_INFO_V1(gmail_sync);
+
+Datum
+gmail_sync(PG_FUNCTION_ARGS)
+{
+	return run_sync(fcinfo, 0);
+}
+
+PG_FUNCTION_INFO_V1(gmail_backfill_step);
+
+Datum
+gmail_backfill_step(PG_FUNCTION_ARGS)
+{
+	int32		batch = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+
+	if (!PG_ARGISNULL(2) && (batch < 1 || batch > 100000))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be between 1 and 100000, got %d", batch)));
+	return run_sync(fcinfo, batch);
 }

@@ -20,8 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "store.h"
-
-#define SCHEMA "gmail_ingest."
+#include "store_spi.h"
 
 const char *
 store_action_name(StoreAction a)
@@ -39,7 +38,7 @@ store_action_name(StoreAction a)
 
 /* ---------------------------------------------------------------- helpers */
 
-static SPIPlanPtr
+SPIPlanPtr
 plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 {
 	if (*slot == NULL)
@@ -56,7 +55,7 @@ plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 	return *slot;
 }
 
-static void
+void
 run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
 	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
@@ -77,7 +76,7 @@ text_or_null(const char *s, char *null_flag)
 	return CStringGetTextDatum(s);
 }
 
-static Datum
+Datum
 text_array(char **items, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
@@ -92,7 +91,7 @@ text_array(char **items, int n)
 }
 
 /* Like text_array, but NULL items become SQL NULLs. */
-static Datum
+Datum
 text_array_nullable(char **items, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
@@ -127,6 +126,23 @@ int8_array(const int64 *items, int n)
 	return PointerGetDatum(arr);
 }
 
+Datum
+int8_array_nullable(const int64 *items, const bool *nulls, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i;
+	ArrayType  *arr;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(items[i]);
+	arr = construct_md_array(d, (bool *) nulls, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL,
+							 TYPALIGN_DOUBLE);
+	pfree(d);
+	return PointerGetDatum(arr);
+}
+
 static Datum
 tstz_array(const TimestampTz *items, const bool *nulls, int n)
 {
@@ -144,13 +160,13 @@ tstz_array(const TimestampTz *items, const bool *nulls, int n)
 	return PointerGetDatum(arr);
 }
 
-static char *
+char *
 col_text(int row, int col)
 {
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 }
 
-static Datum
+Datum
 col_datum(int row, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
@@ -292,12 +308,12 @@ store_start_run(int64 mailbox_id, const char *mode, int days, bool has_history, 
 void
 store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *status,
 				 const char *error, bool has_history_after, int64 history_after,
-				 const RunCounters *c)
+				 const char *fallback, const RunCounters *c)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID};
-	Datum		v[7];
-	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID, TEXTOID};
+	Datum		v[8];
+	char		n[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int64		counters[17];
 
 	plan_once(&plan,
@@ -308,9 +324,9 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 			  "  messages_deleted = $7[7], messages_vanished = $7[8], messages_parse_errors = $7[9], "
 			  "  attachments_inserted = $7[10], attachments_updated = $7[11], "
 			  "  attachments_unchanged = $7[12], blobs_inserted = $7[13], http_requests = $7[14], "
-			  "  quota_units = $7[15], retries = $7[16], bytes_downloaded = $7[17] "
+			  "  quota_units = $7[15], retries = $7[16], bytes_downloaded = $7[17], fallback = $8 "
 			  " WHERE mailbox_id = $1 AND id = $2",
-			  7, types);
+			  8, types);
 	counters[0] = c->threads_inserted;
 	counters[1] = c->threads_updated;
 	counters[2] = c->threads_unchanged;
@@ -337,7 +353,30 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 	if (!has_history_after)
 		n[5] = 'n';
 	v[6] = int8_array(counters, 17);
+	v[7] = text_or_null(fallback, &n[7]);
 	run_plan(plan, v, n, SPI_OK_UPDATE);
+}
+
+bool
+store_previous_run_fell_back(int64 mailbox_id, int64 run_id)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid types[] = {INT8OID, INT8OID};
+	Datum		v[2];
+	bool		fell_back = false;
+	bool		isnull;
+
+	plan_once(&plan,
+			  "SELECT fallback IS NOT NULL FROM " SCHEMA "sync_runs "
+			  " WHERE mailbox_id = $1 AND id < $2 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+			  2, types);
+	v[0] = Int64GetDatum(mailbox_id);
+	v[1] = Int64GetDatum(run_id);
+	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+		fell_back = DatumGetBool(col_datum(0, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return fell_back;
 }
 
 Datum
@@ -508,6 +547,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	char	  **pids;
 	char	  **snips;
 	int64	   *hists;
+	bool	   *hist_null;
 	TimestampTz *since;
 	bool	   *since_null;
 	HTAB	   *byid;
@@ -544,6 +584,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	pids = palloc(sizeof(char *) * n);
 	snips = palloc(sizeof(char *) * n);
 	hists = palloc(sizeof(int64) * n);
+	hist_null = palloc(sizeof(bool) * n);
 	since = palloc(sizeof(TimestampTz) * n);
 	since_null = palloc(sizeof(bool) * n);
 	for (i = 0; i < (uint64) n; i++)
@@ -552,6 +593,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 		pids[i] = threads[i].provider_id;
 		snips[i] = threads[i].snippet;
 		hists[i] = threads[i].history_id;
+		hist_null[i] = !threads[i].has_history;
 		since[i] = threads[i].synced_since;
 		since_null[i] = threads[i].synced_since == 0;
 	}
@@ -559,7 +601,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	v[1] = int8_array(ids, n);
 	v[2] = text_array(pids, n);
 	v[3] = text_array_nullable(snips, n);
-	v[4] = int8_array(hists, n);
+	v[4] = int8_array_nullable(hists, hist_null, n);
 	v[5] = tstz_array(since, since_null, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 
@@ -593,6 +635,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	pfree(pids);
 	pfree(snips);
 	pfree(hists);
+	pfree(hist_null);
 	pfree(since);
 	pfree(since_null);
 }

@@ -68,7 +68,9 @@ extern int64 store_start_run(int64 mailbox_id, const char *mode, int days,
 extern void store_finish_run(int64 mailbox_id, int64 run_id, const char *mode,
 							 const char *status, const char *error,
 							 bool has_history_after, int64 history_after,
-							 const RunCounters *counters);
+							 const char *fallback, const RunCounters *counters);
+/* Whether the mailbox's last successful run before run_id fell back to full. */
+extern bool store_previous_run_fell_back(int64 mailbox_id, int64 run_id);
 /* The run's row as a composite Datum, allocated outside SPI's memory. */
 extern Datum store_run_row(int64 mailbox_id, int64 run_id);
 
@@ -99,7 +101,7 @@ typedef struct ThreadFinal
 	int64		id;
 	char	   *provider_id;
 	char	   *snippet;		/* NULL: keep the stored one */
-	bool		has_history;
+	bool		has_history;	/* false: history_id becomes NULL (thread not fully read) */
 	int64		history_id;
 	TimestampTz synced_since;	/* 0: keep the stored one */
 	bool		was_new;		/* inserted earlier in this run */
@@ -208,5 +210,26 @@ typedef struct AttachmentRow
 } AttachmentRow;
 
 extern StoreAction store_upsert_attachment(const AttachmentRow *row, int64 *id);
+
+/* ---- gmail_backfill's staged listing (store_backfill.c) ---- */
+typedef struct BackfillState
+{
+	bool		active;
+	int64		history_id;
+	TimestampTz window_start;
+	int			days;
+} BackfillState;
+
+extern void store_backfill_state(int64 mailbox_id, BackfillState *out);
+extern void store_backfill_begin(int64 mailbox_id, int64 history_id, TimestampTz window_start, int days);
+extern void store_backfill_stage_threads(int64 mailbox_id, const ThreadFinal *threads, int n);
+extern void store_backfill_stage_messages(int64 mailbox_id, char **ids, char **thread_ids, int n);
+/* Up to limit staged messages not stored yet; *remaining counts them all. */
+extern int	store_backfill_next(int64 mailbox_id, int limit, char ***ids, char ***thread_ids,
+								int64 *remaining);
+extern void store_backfill_forget(int64 mailbox_id, char **ids, int n);
+/* Every staged thread that has a row, with its staged history id and snippet. */
+extern ThreadFinal *store_backfill_threads(int64 mailbox_id, TimestampTz window_start, int *count);
+extern void store_backfill_clear(int64 mailbox_id);
 
 #endif

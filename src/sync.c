@@ -16,12 +16,30 @@ sync_execute(SyncState *s)
 	s->last_progress = GetCurrentTimestamp();
 	s->window_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												  -(int64) s->days * 86400 * 1000);
+	if (s->backfill_batch > 0)
+	{
+		backfill_step(s, s->backfill_batch);
+		if (s->has_new_history)
+			store_set_history(s->mb.id, s->new_history_id);
+		return;
+	}
 	if (strcmp(s->mode, "incremental") == 0 && !incremental_sync(s))
 	{
-		/* Gmail forgot our history id (404): the cure is a full sync. */
-		ereport(NOTICE,
-				(errmsg("gmail_sync: history of mailbox " INT64_FORMAT " expired at Gmail; running a full sync of %d days",
-						s->mb.id, s->days)));
+		/*
+		 * Gmail forgot our history id (404): the cure is a full sync.  Twice
+		 * in a row means syncs are further apart than Gmail keeps history,
+		 * which peers loop on silently; say it loudly.
+		 */
+		if (store_previous_run_fell_back(s->mb.id, s->run_id))
+			ereport(WARNING,
+					(errmsg("gmail_sync: history of mailbox " INT64_FORMAT " expired at Gmail again; running a full sync of %d days",
+							s->mb.id, s->days),
+					 errdetail("The previous sync of this mailbox also had to fall back to a full sync."),
+					 errhint("Sync more often than Gmail keeps history (typically a week, sometimes hours).")));
+		else
+			ereport(NOTICE,
+					(errmsg("gmail_sync: history of mailbox " INT64_FORMAT " expired at Gmail; running a full sync of %d days",
+							s->mb.id, s->days)));
 		s->fell_back = true;
 		s->mode = "full";
 		s->has_new_history = false;

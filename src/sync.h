@@ -15,6 +15,7 @@ typedef struct SyncState
 	MailboxInfo mb;
 	int			days;
 	bool		force_full;
+	int			backfill_batch;	/* > 0: one gmail_backfill step of this size */
 	const char *mode;			/* "full" or "incremental" */
 	int64		run_id;
 	TimestampTz window_start;

@@ -54,4 +54,7 @@ extern void full_sync(SyncState *s);
 /* sync_incremental.c: false when Gmail no longer has the start history id */
 extern bool incremental_sync(SyncState *s);
 
+/* sync_backfill.c: true when the backfill completed */
+extern bool backfill_step(SyncState *s, int batch);
+
 #endif

@@ -15,6 +15,8 @@ holds, instead of hard-coding counts:
   dq.py labels EMAIL ID ADD REMOVE  change labels (comma lists, '-' for none)
   dq.py add EMAIL [THREAD_ID]       add a message now; prints its id
   dq.py nth-id EMAIL DAYS N         id of the N-th newest listed message (0 = newest)
+  dq.py delete EMAIL ID             delete a message for good
+  dq.py expire-history EMAIL        make Gmail forget the mailbox's history so far
   dq.py faults JSON | clear-faults  set or clear fault rules
 """
 import json
@@ -76,6 +78,10 @@ def main(argv):
         if len(argv) > 3:
             body["thread_id"] = argv[3]
         print(call(base(), "POST", "/admin/mailboxes/%s/messages" % argv[2], body)["id"])
+    elif cmd == "delete":
+        call(base(), "DELETE", "/admin/mailboxes/%s/messages/%s" % (argv[2], argv[3]))
+    elif cmd == "expire-history":
+        call(base(), "POST", "/admin/mailboxes/%s/expire_history" % argv[2], {})
     elif cmd == "faults":
         call(base(), "POST", "/admin/faults", json.loads(argv[2]))
     elif cmd == "clear-faults":

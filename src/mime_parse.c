@@ -1,0 +1,2277 @@
+/*-------------------------------------------------------------------------
+ * mime_parse.c
+ *	  Raw RFC 822 bytes -> mp_message, with GMime 3.
+ *
+ * No PostgreSQL header is included: this file is built into the extension
+ * and, unchanged, into the standalone test driver (test/mime/) and fuzzers.
+ *
+ * Design, in short:
+ *
+ * - The input is parsed in place: the caller's buffer is lent to a GMime
+ *   memory stream (never copied, never written), and the parser keeps
+ *   persistent substreams into it, so a part's content is read exactly once,
+ *   when it is decoded into the record.
+ *
+ * - message/rfc822 (and rfc2822, global, news) parts are registered as plain
+ *   leaf parts, so GMime does not parse forwarded messages at all: they
+ *   become attachments whose data are the embedded message's exact bytes.
+ *
+ * - Bodies are chosen as a mail reader does (see find_body()); every other
+ *   leaf part is an attachment, except the alternatives a reader would not
+ *   show (the text/plain or text/html of a multipart/alternative that lost).
+ *
+ * - Text is converted to UTF-8 with iconv, with our own replacement of
+ *   invalid input by U+FFFD, our own windows-1252 table for the fallback,
+ *   and a final pass that guarantees valid UTF-8 without NUL bytes for every
+ *   string in the record.
+ *
+ * - Everything in the record is malloc'd (never g_malloc'd) and released by
+ *   mp_message_free() with free().
+ *-------------------------------------------------------------------------
+ */
+#include "mime_parse.h"
+#include "sha256_hex.h"
+
+#include <errno.h>
+#include <iconv.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gmime/gmime.h>
+
+/* Deepest multipart nesting we walk; deeper parts are ignored. */
+#define MP_MAX_DEPTH		64
+/* Inputs larger than this are not handed to GMime (GByteArray is 32-bit). */
+#define MP_MAX_INPUT		((size_t) 1 << 30)
+/* Longest filename we keep, in bytes (an object key component). */
+#define MP_MAX_FILENAME		255
+/* Read chunk for transfer decoding. */
+#define MP_CHUNK			32768
+
+/* parse_error bits, in the order they are reported */
+#define PE_TOO_LARGE		(1u << 0)
+#define PE_EMPTY			(1u << 1)
+#define PE_NO_MESSAGE		(1u << 2)
+#define PE_BAD_HEADER		(1u << 3)
+#define PE_8BIT_HEADER		(1u << 4)
+#define PE_CONTENT_TYPE		(1u << 5)
+#define PE_NO_BOUNDARY		(1u << 6)
+#define PE_EMPTY_MULTIPART	(1u << 7)
+#define PE_TRUNCATED		(1u << 8)
+#define PE_NESTING			(1u << 9)
+#define PE_EMPTY_PART		(1u << 10)
+#define PE_MALFORMED		(1u << 11)
+#define PE_BAD_BASE64		(1u << 12)
+#define PE_UNREADABLE		(1u << 13)
+
+static const struct
+{
+	unsigned int bit;
+	const char *text;
+}			pe_texts[] =
+{
+	{PE_TOO_LARGE, "message too large to parse"},
+	{PE_EMPTY, "empty message"},
+	{PE_NO_MESSAGE, "no header block found; the whole message is kept as text"},
+	{PE_BAD_HEADER, "malformed header line ignored"},
+	{PE_8BIT_HEADER, "header with 8-bit bytes that are not UTF-8"},
+	{PE_CONTENT_TYPE, "invalid Content-Type"},
+	{PE_NO_BOUNDARY, "multipart without boundary"},
+	{PE_EMPTY_MULTIPART, "multipart without parts"},
+	{PE_TRUNCATED, "message truncated (a multipart without its closing boundary, or an unterminated header block)"},
+	{PE_NESTING, "MIME nesting deeper than 64 levels; deeper parts ignored"},
+	{PE_EMPTY_PART, "MIME part without headers or content"},
+	{PE_MALFORMED, "malformed message"},
+	{PE_BAD_BASE64, "invalid base64 content"},
+	{PE_UNREADABLE, "part content could not be read"},
+};
+
+typedef struct parse_ctx
+{
+	mp_message *out;
+	GMimeParserOptions *opts;
+	unsigned int errors;		/* PE_* bits */
+	bool		oom;
+	GMimeObject *text_part;		/* chosen bodies (borrowed) */
+	GMimeObject *html_part;
+	size_t		att_cap;
+} parse_ctx;
+
+static bool mp_initialized = false;
+
+void
+mp_init(void)
+{
+	if (mp_initialized)
+		return;
+	g_mime_init();
+
+	/*
+	 * Forwarded messages are leaves for us: we store their exact bytes as an
+	 * attachment and never look inside for bodies, so let GMime scan them as
+	 * opaque content instead of parsing them (which would also cost time and
+	 * nesting depth).
+	 */
+	g_mime_object_register_type("message", "rfc822", GMIME_TYPE_PART);
+	g_mime_object_register_type("message", "rfc2822", GMIME_TYPE_PART);
+	g_mime_object_register_type("message", "global", GMIME_TYPE_PART);
+	g_mime_object_register_type("message", "news", GMIME_TYPE_PART);
+	mp_initialized = true;
+}
+
+/* ------------------------------------------------------------------------
+ * UTF-8
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Length of the well-formed UTF-8 sequence at s (n bytes available), or 0
+ * when it is ill-formed; then *bad is the length of its maximal subpart
+ * (Unicode 3.9, "U+FFFD substitution of maximal subparts"), at least 1.
+ */
+static size_t
+utf8_seq(const unsigned char *s, size_t n, size_t *bad)
+{
+	unsigned char c = s[0];
+	size_t		need;
+	unsigned char lo = 0x80,
+				hi = 0xBF;
+	size_t		i;
+
+	if (c < 0x80)
+		return 1;
+	if (c < 0xC2 || c > 0xF4)
+	{
+		*bad = 1;
+		return 0;
+	}
+	if (c < 0xE0)
+		need = 1;
+	else if (c < 0xF0)
+	{
+		need = 2;
+		if (c == 0xE0)
+			lo = 0xA0;
+		else if (c == 0xED)
+			hi = 0x9F;
+	}
+	else
+	{
+		need = 3;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F;
+	}
+	for (i = 1; i <= need; i++)
+	{
+		if (i >= n || s[i] < lo || s[i] > hi)
+		{
+			*bad = i;
+			return 0;
+		}
+		lo = 0x80;
+		hi = 0xBF;
+	}
+	return need + 1;
+}
+
+/* True if s[0..len) is valid UTF-8 without NUL bytes. */
+static bool
+utf8_is_clean(const unsigned char *s, size_t len)
+{
+	size_t		i = 0;
+	size_t		bad;
+
+	while (i < len)
+	{
+		size_t		k;
+
+		if (s[i] >= 0x01 && s[i] < 0x80)
+		{
+			i++;
+			continue;
+		}
+		if (s[i] == 0)
+			return false;
+		k = utf8_seq(s + i, len - i, &bad);
+		if (k == 0)
+			return false;
+		i += k;
+	}
+	return true;
+}
+
+/*
+ * Copy s[0..len) to out (if not NULL), replacing ill-formed sequences and NUL
+ * bytes by U+FFFD.  Returns the output length (no terminator written).
+ */
+static size_t
+utf8_clean_into(const unsigned char *s, size_t len, unsigned char *out)
+{
+	size_t		i = 0;
+	size_t		o = 0;
+
+	while (i < len)
+	{
+		size_t		k;
+		size_t		bad = 1;
+
+		if (s[i] >= 0x01 && s[i] < 0x80)
+		{
+			if (out)
+				out[o] = s[i];
+			o++;
+			i++;
+			continue;
+		}
+		k = (s[i] == 0) ? 0 : utf8_seq(s + i, len - i, &bad);
+		if (k > 0)
+		{
+			if (out)
+				memcpy(out + o, s + i, k);
+			o += k;
+			i += k;
+		}
+		else
+		{
+			if (out)
+			{
+				out[o] = 0xEF;
+				out[o + 1] = 0xBF;
+				out[o + 2] = 0xBD;
+			}
+			o += 3;
+			i += bad;
+		}
+	}
+	return o;
+}
+
+/* malloc'd clean UTF-8 copy of s[0..len); NULL only on OOM. */
+static char *
+utf8_dup_len(parse_ctx *ctx, const char *s, size_t len)
+{
+	size_t		n;
+	char	   *out;
+
+	if (s == NULL)
+		len = 0;
+	n = utf8_clean_into((const unsigned char *) s, len, NULL);
+	out = malloc(n + 1);
+	if (out == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+	utf8_clean_into((const unsigned char *) s, len, (unsigned char *) out);
+	out[n] = '\0';
+	return out;
+}
+
+/* Clean UTF-8 copy of a C string; NULL stays NULL. */
+static char *
+utf8_dup(parse_ctx *ctx, const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	return utf8_dup_len(ctx, s, strlen(s));
+}
+
+/*
+ * Turn a malloc'd buffer of len bytes (with room for at least one more byte)
+ * into a clean NUL-terminated UTF-8 string, reusing the buffer when it is
+ * already clean.  Frees buf.  NULL on OOM.
+ */
+static char *
+utf8_finish(parse_ctx *ctx, unsigned char *buf, size_t len)
+{
+	char	   *out;
+
+	if (utf8_is_clean(buf, len))
+	{
+		buf[len] = '\0';
+		return (char *) buf;
+	}
+	out = utf8_dup_len(ctx, (const char *) buf, len);
+	free(buf);
+	return out;
+}
+
+/* base64: rank + 1 of each alphabet character, 0 for anything else */
+static const unsigned char b64_rank[256] = {
+	['A'] = 1,['B'] = 2,['C'] = 3,['D'] = 4,['E'] = 5,['F'] = 6,['G'] = 7,['H'] = 8,
+	['I'] = 9,['J'] = 10,['K'] = 11,['L'] = 12,['M'] = 13,['N'] = 14,['O'] = 15,['P'] = 16,
+	['Q'] = 17,['R'] = 18,['S'] = 19,['T'] = 20,['U'] = 21,['V'] = 22,['W'] = 23,['X'] = 24,
+	['Y'] = 25,['Z'] = 26,
+	['a'] = 27,['b'] = 28,['c'] = 29,['d'] = 30,['e'] = 31,['f'] = 32,['g'] = 33,['h'] = 34,
+	['i'] = 35,['j'] = 36,['k'] = 37,['l'] = 38,['m'] = 39,['n'] = 40,['o'] = 41,['p'] = 42,
+	['q'] = 43,['r'] = 44,['s'] = 45,['t'] = 46,['u'] = 47,['v'] = 48,['w'] = 49,['x'] = 50,
+	['y'] = 51,['z'] = 52,
+	['0'] = 53,['1'] = 54,['2'] = 55,['3'] = 56,['4'] = 57,['5'] = 58,['6'] = 59,['7'] = 60,
+	['8'] = 61,['9'] = 62,['+'] = 63,['/'] = 64
+};
+
+/*
+ * A lenient base64 decoder.  White space is skipped; other characters are
+ * skipped and remembered as an error.  Padding ends a quantum and decoding
+ * goes on after it ("chunked" base64, which GMime 3.2.13's decoder cuts off
+ * at the first '=').
+ */
+typedef struct b64_state
+{
+	unsigned int acc;
+	int			n;
+	bool		bad;
+} b64_state;
+
+/* Writes at most len * 3 / 4 + 3 bytes. */
+static size_t
+b64_step(b64_state *st, const unsigned char *in, size_t len, unsigned char *out)
+{
+	/* locals, so that stores through out cannot alias the state */
+	unsigned int acc = st->acc;
+	int			n = st->n;
+	bool		bad = st->bad;
+	unsigned char *o = out;
+	const unsigned char *end = in + len;
+
+	while (in < end)
+	{
+		unsigned char c = *in++;
+		unsigned char r = b64_rank[c];
+
+		if (r != 0)
+		{
+			acc = (acc << 6) | (unsigned int) (r - 1);
+			if (++n == 4)
+			{
+				o[0] = (unsigned char) (acc >> 16);
+				o[1] = (unsigned char) (acc >> 8);
+				o[2] = (unsigned char) acc;
+				o += 3;
+				acc = 0;
+				n = 0;
+			}
+		}
+		else if (c == '=')
+		{
+			if (n == 2)
+				*o++ = (unsigned char) (acc >> 4);
+			else if (n == 3)
+			{
+				o[0] = (unsigned char) (acc >> 10);
+				o[1] = (unsigned char) (acc >> 2);
+				o += 2;
+			}
+			else if (n == 1)
+				bad = true;
+			acc = 0;
+			n = 0;
+		}
+		else if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
+			bad = true;
+	}
+	st->acc = acc;
+	st->n = n;
+	st->bad = bad;
+	return (size_t) (o - out);
+}
+
+/* Flush a final quantum that lacks its padding; at most 2 bytes. */
+static size_t
+b64_finish(b64_state *st, unsigned char *out)
+{
+	static const unsigned char pad = '=';
+	size_t		o = 0;
+
+	if (st->n == 1)
+		st->bad = true;
+	if (st->n > 1)
+		o = b64_step(st, &pad, 1, out);
+	st->acc = 0;
+	st->n = 0;
+	return o;
+}
+
+/* ------------------------------------------------------------------------
+ * Charsets
+ * ------------------------------------------------------------------------
+ */
+
+/* windows-1252 0x80..0x9F; undefined bytes map to the C1 controls (WHATWG) */
+static const unsigned short cp1252_high[32] = {
+	0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021,
+	0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D, 0x017D, 0x008F,
+	0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+	0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178
+};
+
+/* windows-1252 -> clean UTF-8 (total: every byte maps).  Frees nothing. */
+static char *
+cp1252_to_utf8(parse_ctx *ctx, const unsigned char *s, size_t len)
+{
+	size_t		n = 0;
+	size_t		i;
+	char	   *out;
+	unsigned char *o;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned int cp = s[i];
+
+		if (cp >= 0x80 && cp < 0xA0)
+			cp = cp1252_high[cp - 0x80];
+		n += (cp == 0) ? 3 : (cp < 0x80) ? 1 : (cp < 0x800) ? 2 : 3;
+	}
+	out = malloc(n + 1);
+	if (out == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+	o = (unsigned char *) out;
+	for (i = 0; i < len; i++)
+	{
+		unsigned int cp = s[i];
+
+		if (cp >= 0x80 && cp < 0xA0)
+			cp = cp1252_high[cp - 0x80];
+		if (cp == 0)
+			cp = 0xFFFD;
+		if (cp < 0x80)
+			*o++ = (unsigned char) cp;
+		else if (cp < 0x800)
+		{
+			*o++ = (unsigned char) (0xC0 | (cp >> 6));
+			*o++ = (unsigned char) (0x80 | (cp & 0x3F));
+		}
+		else
+		{
+			*o++ = (unsigned char) (0xE0 | (cp >> 12));
+			*o++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
+			*o++ = (unsigned char) (0x80 | (cp & 0x3F));
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+typedef enum
+{
+	CS_AUTO,					/* UTF-8 if it is valid, else windows-1252 */
+	CS_UTF8,					/* UTF-8, invalid bytes -> U+FFFD */
+	CS_CP1252,					/* our own table */
+	CS_ICONV					/* iconv with the name in buf */
+} cs_kind;
+
+static const struct
+{
+	const char *alias;
+	cs_kind		kind;
+	const char *iconv;
+}			cs_aliases[] =
+{
+	/* UTF-8 */
+	{"utf-8", CS_UTF8, NULL},
+	{"utf8", CS_UTF8, NULL},
+	{"unicode-1-1-utf-8", CS_UTF8, NULL},
+	{"x-unicode20utf8", CS_UTF8, NULL},
+	/* "no idea": ASCII labels are routinely wrong; try UTF-8 first */
+	{"us-ascii", CS_AUTO, NULL},
+	{"ascii", CS_AUTO, NULL},
+	{"ansi_x3.4-1968", CS_AUTO, NULL},
+	{"iso646-us", CS_AUTO, NULL},
+	{"us", CS_AUTO, NULL},
+	{"unknown", CS_AUTO, NULL},
+	{"x-unknown", CS_AUTO, NULL},
+	{"unknown-8bit", CS_AUTO, NULL},
+	{"x-user-defined", CS_AUTO, NULL},
+	{"default", CS_AUTO, NULL},
+	{"none", CS_AUTO, NULL},
+	/* Latin-1 labels decode as windows-1252 (as browsers and readers do) */
+	{"iso-8859-1", CS_CP1252, NULL},
+	{"iso8859-1", CS_CP1252, NULL},
+	{"iso_8859-1", CS_CP1252, NULL},
+	{"iso_8859-1:1987", CS_CP1252, NULL},
+	{"iso8859_1", CS_CP1252, NULL},
+	{"latin1", CS_CP1252, NULL},
+	{"latin-1", CS_CP1252, NULL},
+	{"l1", CS_CP1252, NULL},
+	{"cp819", CS_CP1252, NULL},
+	{"ibm819", CS_CP1252, NULL},
+	{"iso-ir-100", CS_CP1252, NULL},
+	{"csisolatin1", CS_CP1252, NULL},
+	{"windows-1252", CS_CP1252, NULL},
+	{"cp1252", CS_CP1252, NULL},
+	{"x-cp1252", CS_CP1252, NULL},
+	/* supersets that are what senders actually mean */
+	{"gb2312", CS_ICONV, "GB18030"},
+	{"gb_2312-80", CS_ICONV, "GB18030"},
+	{"gb2312-80", CS_ICONV, "GB18030"},
+	{"gb-2312", CS_ICONV, "GB18030"},
+	{"csgb2312", CS_ICONV, "GB18030"},
+	{"euc-cn", CS_ICONV, "GB18030"},
+	{"x-euc-cn", CS_ICONV, "GB18030"},
+	{"gbk", CS_ICONV, "GB18030"},
+	{"x-gbk", CS_ICONV, "GB18030"},
+	{"cp936", CS_ICONV, "GB18030"},
+	{"ms936", CS_ICONV, "GB18030"},
+	{"windows-936", CS_ICONV, "GB18030"},
+	{"chinese", CS_ICONV, "GB18030"},
+	{"shift_jis", CS_ICONV, "CP932"},
+	{"shift-jis", CS_ICONV, "CP932"},
+	{"sjis", CS_ICONV, "CP932"},
+	{"x-sjis", CS_ICONV, "CP932"},
+	{"ms_kanji", CS_ICONV, "CP932"},
+	{"csshiftjis", CS_ICONV, "CP932"},
+	{"windows-31j", CS_ICONV, "CP932"},
+	{"cp932", CS_ICONV, "CP932"},
+	{"ms932", CS_ICONV, "CP932"},
+	{"euc-kr", CS_ICONV, "CP949"},
+	{"cseuckr", CS_ICONV, "CP949"},
+	{"ks_c_5601-1987", CS_ICONV, "CP949"},
+	{"ks_c_5601-1989", CS_ICONV, "CP949"},
+	{"ks_c_5601", CS_ICONV, "CP949"},
+	{"ksc5601", CS_ICONV, "CP949"},
+	{"ksc_5601", CS_ICONV, "CP949"},
+	{"ksc-5601", CS_ICONV, "CP949"},
+	{"5601", CS_ICONV, "CP949"},
+	{"korean", CS_ICONV, "CP949"},
+	{"iso-ir-149", CS_ICONV, "CP949"},
+	{"windows-949", CS_ICONV, "CP949"},
+	{"cp949", CS_ICONV, "CP949"},
+	{"uhc", CS_ICONV, "CP949"},
+	{"big5", CS_ICONV, "BIG5-HKSCS"},
+	{"big-5", CS_ICONV, "BIG5-HKSCS"},
+	{"cn-big5", CS_ICONV, "BIG5-HKSCS"},
+	{"csbig5", CS_ICONV, "BIG5-HKSCS"},
+	{"x-x-big5", CS_ICONV, "BIG5-HKSCS"},
+	{"x-big5", CS_ICONV, "BIG5-HKSCS"},
+	{"big5-hkscs", CS_ICONV, "BIG5-HKSCS"},
+	{"iso-8859-9", CS_ICONV, "CP1254"},
+	{"iso8859-9", CS_ICONV, "CP1254"},
+	{"iso_8859-9", CS_ICONV, "CP1254"},
+	{"latin5", CS_ICONV, "CP1254"},
+	{"tis-620", CS_ICONV, "CP874"},
+	{"iso-8859-11", CS_ICONV, "CP874"},
+	{"dos-874", CS_ICONV, "CP874"},
+	{"iso-2022-jp", CS_ICONV, "ISO-2022-JP-3"},
+	{"csiso2022jp", CS_ICONV, "ISO-2022-JP-3"},
+	{"iso-8859-8-i", CS_ICONV, "ISO-8859-8"},
+	{"iso-8859-8-e", CS_ICONV, "ISO-8859-8"},
+	{"iso-8859-6-i", CS_ICONV, "ISO-8859-6"},
+	{"iso-8859-6-e", CS_ICONV, "ISO-8859-6"},
+	{"x-mac-roman", CS_ICONV, "MACINTOSH"},
+	{"macintosh", CS_ICONV, "MACINTOSH"},
+	{"mac", CS_ICONV, "MACINTOSH"},
+};
+
+/*
+ * Resolve a charset label.  For CS_ICONV the iconv name is written to buf.
+ * Labels with characters outside [A-Za-z0-9._:+-] (or too long) are not
+ * handed to iconv_open at all.
+ */
+static cs_kind
+charset_resolve(const char *label, char *buf, size_t bufsz)
+{
+	char		name[48];
+	size_t		n = 0;
+	size_t		i;
+	const char *p;
+
+	if (label == NULL)
+		return CS_AUTO;
+	p = label;
+	while (*p == ' ' || *p == '\t' || *p == '"' || *p == '\'')
+		p++;
+	for (; *p && *p != '"' && *p != '\'' && *p != ' ' && *p != '\t'; p++)
+	{
+		char		c = *p;
+
+		if (n + 1 >= sizeof(name))
+			return CS_AUTO;
+		if (c >= 'A' && c <= 'Z')
+			c = (char) (c - 'A' + 'a');
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			  c == '-' || c == '_' || c == '.' || c == ':' || c == '+'))
+			return CS_AUTO;
+		name[n++] = c;
+	}
+	name[n] = '\0';
+	if (n == 0)
+		return CS_AUTO;
+
+	for (i = 0; i < sizeof(cs_aliases) / sizeof(cs_aliases[0]); i++)
+	{
+		if (strcmp(name, cs_aliases[i].alias) == 0)
+		{
+			if (cs_aliases[i].kind == CS_ICONV)
+				snprintf(buf, bufsz, "%s", cs_aliases[i].iconv);
+			return cs_aliases[i].kind;
+		}
+	}
+	/* "windows-125x" and friends are known to glibc under these names too */
+	snprintf(buf, bufsz, "%s", name);
+	return CS_ICONV;
+}
+
+/*
+ * iconv conversion to UTF-8 with U+FFFD for undecodable input.  unit is the
+ * input code unit size skipped on an invalid sequence (2 for UTF-16/UCS-2,
+ * 4 for UTF-32/UCS-4, 1 otherwise).  Returns a malloc'd buffer with *outlen
+ * bytes and room for a terminator, or NULL on OOM.
+ */
+static unsigned char *
+iconv_to_utf8(parse_ctx *ctx, iconv_t cd, const unsigned char *in, size_t len,
+			  size_t unit, size_t *outlen)
+{
+	size_t		cap = len + len / 2 + 64;
+	unsigned char *out = malloc(cap);
+	char	   *inp = (char *) in;
+	size_t		inleft = len;
+	char	   *outp;
+	size_t		outleft;
+	bool		flushing = false;
+
+	if (out == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+	outp = (char *) out;
+	outleft = cap - 1;			/* keep room for a terminator */
+
+	for (;;)
+	{
+		size_t		rc;
+
+		if (outleft < 8)
+			errno = E2BIG;		/* always keep room for a U+FFFD */
+		else
+		{
+			if (!flushing)
+				rc = iconv(cd, &inp, &inleft, &outp, &outleft);
+			else
+				rc = iconv(cd, NULL, NULL, &outp, &outleft);
+			if (rc != (size_t) -1)
+			{
+				if (flushing || inleft == 0)
+				{
+					if (flushing)
+						break;
+					flushing = true;	/* emit any shift-state reset */
+				}
+				continue;
+			}
+		}
+		if (errno == E2BIG)
+		{
+			size_t		used = (size_t) ((unsigned char *) outp - out);
+			unsigned char *n2 = realloc(out, cap * 2);
+
+			if (n2 == NULL)
+			{
+				free(out);
+				ctx->oom = true;
+				return NULL;
+			}
+			out = n2;
+			cap *= 2;
+			outp = (char *) out + used;
+			outleft = cap - used - 1;
+			continue;
+		}
+		if (flushing)
+			break;
+		/* EILSEQ, or EINVAL (truncated at the end): U+FFFD, then skip */
+		memcpy(outp, "\xEF\xBF\xBD", 3);
+		outp += 3;
+		outleft -= 3;
+		if (errno == EILSEQ && inleft > unit)
+		{
+			inp += unit;
+			inleft -= unit;
+		}
+		else
+		{
+			inp += inleft;
+			inleft = 0;
+		}
+		if (inleft == 0)
+			flushing = true;
+	}
+	*outlen = (size_t) ((unsigned char *) outp - out);
+	return out;
+}
+
+/*
+ * Case-insensitive search for "<meta ... charset=NAME" in the first bytes of
+ * an HTML body; writes NAME to buf.
+ */
+static bool
+sniff_html_charset(const unsigned char *s, size_t len, char *buf, size_t bufsz)
+{
+	size_t		lim = len < 4096 ? len : 4096;
+	size_t		i;
+
+	for (i = 0; i + 5 < lim; i++)
+	{
+		size_t		j;
+
+		if (s[i] != '<' || g_ascii_strncasecmp((const char *) s + i + 1, "meta", 4) != 0)
+			continue;
+		for (j = i + 5; j + 7 < lim && s[j] != '>'; j++)
+		{
+			size_t		k;
+			size_t		n = 0;
+
+			if (g_ascii_strncasecmp((const char *) s + j, "charset", 7) != 0)
+				continue;
+			k = j + 7;
+			while (k < lim && (s[k] == ' ' || s[k] == '\t'))
+				k++;
+			if (k >= lim || s[k] != '=')
+				continue;
+			k++;
+			while (k < lim && (s[k] == ' ' || s[k] == '\t' || s[k] == '"' || s[k] == '\''))
+				k++;
+			while (k < lim && n + 1 < bufsz &&
+				   (g_ascii_isalnum(s[k]) || s[k] == '-' || s[k] == '_' ||
+					s[k] == '.' || s[k] == ':'))
+				buf[n++] = (char) s[k++];
+			buf[n] = '\0';
+			if (n > 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Decoded bytes of a text part -> clean UTF-8.  Takes ownership of data
+ * (malloc'd, with room for one more byte).  NULL only on OOM.
+ */
+static char *
+text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
+			 const char *charset, bool is_html)
+{
+	char		name[64];
+	char		sniffed[48];
+	cs_kind		kind;
+
+	if ((charset == NULL || *charset == '\0') && is_html &&
+		sniff_html_charset(data, len, sniffed, sizeof(sniffed)))
+		charset = sniffed;
+
+	kind = charset_resolve(charset, name, sizeof(name));
+	if (kind == CS_ICONV)
+	{
+		iconv_t		cd = iconv_open("UTF-8", name);
+
+		if (cd == (iconv_t) -1 && g_ascii_strncasecmp(name, "x-", 2) == 0)
+			cd = iconv_open("UTF-8", name + 2);
+		if (cd != (iconv_t) -1)
+		{
+			size_t		unit = 1;
+			size_t		olen = 0;
+			unsigned char *conv;
+
+			if (g_ascii_strncasecmp(name, "utf-16", 6) == 0 ||
+				g_ascii_strncasecmp(name, "utf16", 5) == 0 ||
+				g_ascii_strncasecmp(name, "ucs-2", 5) == 0 ||
+				g_ascii_strncasecmp(name, "ucs2", 4) == 0)
+				unit = 2;
+			else if (g_ascii_strncasecmp(name, "utf-32", 6) == 0 ||
+					 g_ascii_strncasecmp(name, "utf32", 5) == 0 ||
+					 g_ascii_strncasecmp(name, "ucs-4", 5) == 0 ||
+					 g_ascii_strncasecmp(name, "ucs4", 4) == 0)
+				unit = 4;
+			conv = iconv_to_utf8(ctx, cd, data, len, unit, &olen);
+			iconv_close(cd);
+			free(data);
+			if (conv == NULL)
+				return NULL;
+			return utf8_finish(ctx, conv, olen);
+		}
+		kind = CS_AUTO;			/* unknown to iconv */
+	}
+
+	if (kind == CS_UTF8 || (kind == CS_AUTO && utf8_is_clean(data, len)))
+		return utf8_finish(ctx, data, len);
+
+	{
+		/* CS_CP1252, or CS_AUTO with bytes that are not UTF-8 */
+		char	   *out = cp1252_to_utf8(ctx, data, len);
+
+		free(data);
+		return out;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Part content
+ * ------------------------------------------------------------------------
+ */
+
+static bool
+grow(parse_ctx *ctx, unsigned char **buf, size_t *cap, size_t need)
+{
+	size_t		ncap;
+	unsigned char *n;
+
+	if (need <= *cap)
+		return true;
+	ncap = *cap ? *cap : 4096;
+	while (ncap < need)
+		ncap *= 2;
+	n = realloc(*buf, ncap);
+	if (n == NULL)
+	{
+		ctx->oom = true;
+		return false;
+	}
+	*buf = n;
+	*cap = ncap;
+	return true;
+}
+
+
+/*
+ * Read a stream to its end into a malloc'd buffer (always with room for one
+ * more byte).  When enc is base64 or quoted-printable, decode on the way.
+ */
+static unsigned char *
+read_stream(parse_ctx *ctx, GMimeStream *stream, GMimeContentEncoding enc,
+			size_t *lenp)
+{
+	gint64		slen;
+	size_t		cap;
+	size_t		len = 0;
+	unsigned char *buf;
+	bool		decode = (enc == GMIME_CONTENT_ENCODING_BASE64 ||
+						  enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE);
+	GMimeEncoding state;
+
+	*lenp = 0;
+	g_mime_stream_reset(stream);
+	slen = g_mime_stream_length(stream);
+	/* decoded size <= encoded size for base64 and quoted-printable */
+	cap = (slen > 0 && (guint64) slen < MP_MAX_INPUT) ? (size_t) slen + 8 : 4096;
+	buf = malloc(cap);
+	if (buf == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+
+	if (!decode)
+	{
+		for (;;)
+		{
+			ssize_t		n;
+
+			if (!grow(ctx, &buf, &cap, len + 2))
+				goto oom;
+			n = g_mime_stream_read(stream, (char *) buf + len, cap - len - 1);
+			if (n < 0)
+				ctx->errors |= PE_UNREADABLE;
+			if (n <= 0)
+				break;
+			len += (size_t) n;
+		}
+	}
+	else
+	{
+		char		chunk[MP_CHUNK];
+		b64_state	b64 = {0, 0, false};
+
+		g_mime_encoding_init_decode(&state, enc);
+		for (;;)
+		{
+			ssize_t		n = g_mime_stream_read(stream, chunk, sizeof(chunk));
+
+			if (n < 0)
+				ctx->errors |= PE_UNREADABLE;
+			if (n <= 0)
+				break;
+			/* both decoders write at most n + 3 bytes */
+			if (!grow(ctx, &buf, &cap, len + (size_t) n + 4))
+				goto oom;
+			if (enc == GMIME_CONTENT_ENCODING_BASE64)
+				len += b64_step(&b64, (const unsigned char *) chunk, (size_t) n, buf + len);
+			else
+				len += g_mime_encoding_step(&state, chunk, (size_t) n, (char *) buf + len);
+		}
+		if (!grow(ctx, &buf, &cap, len + 8))
+			goto oom;
+		if (enc == GMIME_CONTENT_ENCODING_BASE64)
+		{
+			len += b64_finish(&b64, buf + len);
+			if (b64.bad)
+				ctx->errors |= PE_BAD_BASE64;
+		}
+		else
+			len += g_mime_encoding_flush(&state, "", 0, (char *) buf + len);
+	}
+	g_mime_stream_reset(stream);
+
+	/* give back a large over-allocation (base64 decodes to 3/4) */
+	if (cap - len > 65536)
+	{
+		unsigned char *n = realloc(buf, len + 1);
+
+		if (n != NULL)
+			buf = n;
+	}
+	*lenp = len;
+	return buf;
+
+oom:
+	free(buf);
+	g_mime_stream_reset(stream);
+	return NULL;
+}
+
+/*
+ * The transfer-decoded content of a leaf part (exact bytes, no charset
+ * conversion), malloc'd with room for one more byte.  NULL only on OOM.
+ */
+static unsigned char *
+part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
+{
+	*lenp = 0;
+
+	if (GMIME_IS_PART(obj))
+	{
+		GMimeDataWrapper *w = g_mime_part_get_content((GMimePart *) obj);
+		GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
+		GMimeContentEncoding enc;
+
+		if (s == NULL)
+		{
+			unsigned char *empty = malloc(1);
+
+			if (empty == NULL)
+				ctx->oom = true;
+			return empty;
+		}
+		enc = g_mime_data_wrapper_get_encoding(w);
+		if (enc == GMIME_CONTENT_ENCODING_UUENCODE)
+		{
+			/* uuencode needs the begin/end line handling of the filter */
+			GMimeStream *fs = g_mime_stream_filter_new(s);
+			GMimeFilter *f = g_mime_filter_basic_new(enc, FALSE);
+			unsigned char *res;
+
+			g_mime_stream_reset(s);
+			g_mime_stream_filter_add(GMIME_STREAM_FILTER(fs), f);
+			g_object_unref(f);
+			res = read_stream(ctx, fs, GMIME_CONTENT_ENCODING_DEFAULT, lenp);
+			g_object_unref(fs);
+			g_mime_stream_reset(s);
+			return res;
+		}
+		return read_stream(ctx, s, enc, lenp);
+	}
+	if (GMIME_IS_MESSAGE_PART(obj))
+	{
+		/*
+		 * Only if the type registration in mp_init() was undone somehow:
+		 * serialise the parsed message (GMime preserves raw headers and
+		 * content, so this is close to the original bytes).
+		 */
+		GMimeMessage *m = g_mime_message_part_get_message((GMimeMessagePart *) obj);
+		GMimeStream *ms;
+		unsigned char *res;
+
+		if (m == NULL)
+		{
+			unsigned char *empty = malloc(1);
+
+			if (empty == NULL)
+				ctx->oom = true;
+			return empty;
+		}
+		ms = g_mime_stream_mem_new();
+		g_mime_object_write_to_stream((GMimeObject *) m, NULL, ms);
+		res = read_stream(ctx, ms, GMIME_CONTENT_ENCODING_DEFAULT, lenp);
+		g_object_unref(ms);
+		return res;
+	}
+	{
+		unsigned char *empty = malloc(1);
+
+		if (empty == NULL)
+			ctx->oom = true;
+		return empty;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Headers
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Unfold a raw header value: every line break together with the white space
+ * that follows it becomes one space; leading and trailing white space goes.
+ * g_malloc'd.
+ */
+static char *
+header_unfold(const char *raw)
+{
+	size_t		len = strlen(raw);
+	char	   *out = g_malloc(len + 1);
+	const char *p = raw;
+	size_t		o = 0;
+
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	while (*p)
+	{
+		if (*p == '\r' || *p == '\n')
+		{
+			while (*p == '\r' || *p == '\n')
+				p++;
+			if (*p == ' ' || *p == '\t')
+			{
+				while (*p == ' ' || *p == '\t')
+					p++;
+				out[o++] = ' ';
+			}
+			continue;
+		}
+		out[o++] = *p++;
+	}
+	while (o > 0 && (out[o - 1] == ' ' || out[o - 1] == '\t'))
+		o--;
+	out[o] = '\0';
+	return out;
+}
+
+/*
+ * Prepare header text for GMime's RFC 2047 decoder (g_malloc'd result):
+ *
+ * - GMime 3.2.13 drops every word after a padded B word when adjacent words
+ *   share a charset (upstream issue #133, fixed in 3.2.14), which is most
+ *   long encoded subjects, names and filenames.  So every well-formed B word
+ *   is rewritten as the equivalent Q word, which decodes to the same bytes
+ *   (runs of words are still joined before charset conversion).
+ * - GMime decodes a B word even when its text is not base64 at all, which
+ *   gives garbage.  Such words are to be left as written: their "=?" is
+ *   hidden as "=\x1a" and put back by unhide_words() after decoding.
+ */
+static char *
+rewrite_encoded_words(const char *in, bool *hid)
+{
+	GString    *out = g_string_sized_new(strlen(in) + 16);
+	const char *p = in;
+	const char *w;
+
+	*hid = false;
+	while ((w = strstr(p, "=?")) != NULL)
+	{
+		const char *cs = w + 2;
+		const char *cs_end = cs;
+		const char *text;
+		const char *end;
+		const char *q;
+		bool		ok = true;
+
+		while (*cs_end && *cs_end != '?' && *cs_end != ' ' && *cs_end != '\t')
+			cs_end++;
+		if (*cs_end != '?' || cs_end == cs ||
+			(cs_end[1] != 'B' && cs_end[1] != 'b') || cs_end[2] != '?')
+		{
+			g_string_append_len(out, p, (gssize) (cs - p));
+			p = cs;
+			continue;
+		}
+		text = cs_end + 3;
+		end = strstr(text, "?=");
+		if (end == NULL)
+			break;
+		for (q = text; q < end; q++)
+			if (b64_rank[(unsigned char) *q] == 0 && *q != '=')
+				ok = false;
+		g_string_append_len(out, p, (gssize) (w - p));
+		if (ok)
+		{
+			b64_state	st = {0, 0, false};
+			size_t		tlen = (size_t) (end - text);
+			unsigned char small[256];
+			unsigned char *bytes = tlen < sizeof(small) - 4 ? small : g_malloc(tlen + 4);
+			size_t		n = b64_step(&st, (const unsigned char *) text, tlen, bytes);
+			size_t		i;
+
+			n += b64_finish(&st, bytes + n);
+			if (st.bad)
+				ok = false;
+			else
+			{
+				g_string_append_len(out, w, (gssize) (cs_end - w));
+				g_string_append(out, "?Q?");
+				for (i = 0; i < n; i++)
+				{
+					static const char hex[] = "0123456789ABCDEF";
+
+					if (g_ascii_isalnum(bytes[i]))
+						g_string_append_c(out, (char) bytes[i]);
+					else
+					{
+						g_string_append_c(out, '=');
+						g_string_append_c(out, hex[bytes[i] >> 4]);
+						g_string_append_c(out, hex[bytes[i] & 15]);
+					}
+				}
+				g_string_append(out, "?=");
+			}
+			if (bytes != small)
+				g_free(bytes);
+		}
+		if (!ok)
+		{
+			g_string_append(out, "=\x1a");
+			g_string_append_len(out, w + 2, (gssize) (end + 2 - (w + 2)));
+			*hid = true;
+		}
+		p = end + 2;
+	}
+	g_string_append(out, p);
+	return g_string_free(out, FALSE);
+}
+
+/* Undo the hiding of rewrite_encoded_words(), in place. */
+static void
+unhide_words(char *s)
+{
+	while (s != NULL && (s = strstr(s, "=\x1a")) != NULL)
+		s[1] = '?';
+}
+
+/* Unfold + RFC 2047 decode a raw header value into clean UTF-8. */
+static char *
+header_decode(parse_ctx *ctx, const char *raw)
+{
+	char	   *unfolded;
+	char	   *text;
+	char	   *decoded;
+	char	   *res;
+	bool		hid;
+
+	if (raw == NULL)
+		return NULL;
+	unfolded = header_unfold(raw);
+	text = rewrite_encoded_words(unfolded, &hid);
+	g_free(unfolded);
+	decoded = g_mime_utils_header_decode_text(ctx->opts, text);
+	if (decoded == NULL)
+	{
+		decoded = text;
+		text = NULL;
+	}
+	if (hid)
+		unhide_words(decoded);
+	res = utf8_dup(ctx, decoded);
+	g_free(decoded);
+	g_free(text);
+	return res;
+}
+
+/* The first top-level header named name (case-insensitive), or NULL. */
+static GMimeHeader *
+first_header(GMimeHeaderList *list, const char *name)
+{
+	int			n = list ? g_mime_header_list_get_count(list) : 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		GMimeHeader *h = g_mime_header_list_get_header_at(list, i);
+
+		if (g_ascii_strcasecmp(g_mime_header_get_name(h), name) == 0)
+			return h;
+	}
+	return NULL;
+}
+
+static bool
+fill_headers(parse_ctx *ctx, GMimeMessage *message)
+{
+	GMimeHeaderList *a = g_mime_object_get_header_list((GMimeObject *) message);
+	GMimeHeaderList *b = message->mime_part ?
+		g_mime_object_get_header_list(message->mime_part) : NULL;
+	int			na = a ? g_mime_header_list_get_count(a) : 0;
+	int			nb = b ? g_mime_header_list_get_count(b) : 0;
+	int			ia = 0,
+				ib = 0;
+	mp_message *out = ctx->out;
+
+	if (na + nb == 0)
+		return true;
+	out->headers = calloc((size_t) (na + nb), sizeof(mp_header));
+	if (out->headers == NULL)
+	{
+		ctx->oom = true;
+		return false;
+	}
+	/* the parser split them: Content-* went to the top part; merge by offset */
+	while (ia < na || ib < nb)
+	{
+		GMimeHeader *h;
+		mp_header  *dst = &out->headers[out->header_count];
+
+		if (ib >= nb ||
+			(ia < na &&
+			 g_mime_header_get_offset(g_mime_header_list_get_header_at(a, ia)) <=
+			 g_mime_header_get_offset(g_mime_header_list_get_header_at(b, ib))))
+			h = g_mime_header_list_get_header_at(a, ia++);
+		else
+			h = g_mime_header_list_get_header_at(b, ib++);
+
+		dst->name = utf8_dup(ctx, g_mime_header_get_name(h));
+		dst->value = header_decode(ctx, g_mime_header_get_raw_value(h));
+		if (dst->value == NULL && !ctx->oom)
+			dst->value = utf8_dup(ctx, "");
+		out->header_count++;
+		if (ctx->oom)
+			return false;
+	}
+	return true;
+}
+
+/* Append one mailbox to an address list. */
+static bool
+addr_push(parse_ctx *ctx, mp_address_list *dst, size_t *cap,
+		  InternetAddress *ia)
+{
+	const char *name = internet_address_get_name(ia);
+	const char *addr = internet_address_mailbox_get_addr((InternetAddressMailbox *) ia);
+	mp_address *it;
+
+	if (dst->count == *cap)
+	{
+		size_t		ncap = *cap ? *cap * 2 : 4;
+		mp_address *n = realloc(dst->items, ncap * sizeof(mp_address));
+
+		if (n == NULL)
+		{
+			ctx->oom = true;
+			return false;
+		}
+		dst->items = n;
+		*cap = ncap;
+	}
+	it = &dst->items[dst->count++];
+	it->name = (name && *name) ? utf8_dup(ctx, name) : NULL;
+	it->address = (addr && *addr) ? utf8_dup(ctx, addr) : NULL;
+	unhide_words(it->name);
+	unhide_words(it->address);
+	return !ctx->oom;
+}
+
+static bool
+addr_flatten(parse_ctx *ctx, mp_address_list *dst, size_t *cap,
+			 InternetAddressList *list, int depth)
+{
+	int			n = list ? internet_address_list_length(list) : 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		InternetAddress *ia = internet_address_list_get_address(list, i);
+
+		if (INTERNET_ADDRESS_IS_MAILBOX(ia))
+		{
+			if (!addr_push(ctx, dst, cap, ia))
+				return false;
+		}
+		else if (INTERNET_ADDRESS_IS_GROUP(ia) && depth < 8)
+		{
+			if (!addr_flatten(ctx, dst, cap,
+							  internet_address_group_get_members((InternetAddressGroup *) ia),
+							  depth + 1))
+				return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * An address field: every occurrence of it, parsed and flattened, and all
+ * of them decoded and joined by ", " for display.
+ */
+static bool
+fill_addresses(parse_ctx *ctx, GMimeMessage *message, const char *hname,
+			   mp_address_list *dst)
+{
+	GMimeHeaderList *list = g_mime_object_get_header_list((GMimeObject *) message);
+	int			n = list ? g_mime_header_list_get_count(list) : 0;
+	int			i;
+	size_t		j;
+	size_t		cap = 0;
+	GString    *disp = NULL;
+	bool		ok = true;
+
+	for (i = 0; i < n && ok; i++)
+	{
+		GMimeHeader *h = g_mime_header_list_get_header_at(list, i);
+		const char *raw = g_mime_header_get_raw_value(h);
+		char	   *unfolded;
+		char	   *text;
+		bool		hid;
+		InternetAddressList *al;
+
+		if (raw == NULL || g_ascii_strcasecmp(g_mime_header_get_name(h), hname) != 0)
+			continue;
+		unfolded = header_unfold(raw);
+		text = rewrite_encoded_words(unfolded, &hid);
+		al = internet_address_list_parse(ctx->opts, text);
+		if (al != NULL)
+		{
+			ok = addr_flatten(ctx, dst, &cap, al, 0);
+			g_object_unref(al);
+		}
+		g_free(text);
+		g_free(unfolded);
+	}
+	if (!ok)
+		return false;
+
+	/* the display text: the decoded values, already in out->headers */
+	for (j = 0; j < ctx->out->header_count; j++)
+	{
+		const mp_header *mh = &ctx->out->headers[j];
+
+		if (g_ascii_strcasecmp(mh->name, hname) != 0)
+			continue;
+		if (disp == NULL)
+			disp = g_string_new(mh->value);
+		else if (*mh->value)
+		{
+			if (disp->len > 0)
+				g_string_append(disp, ", ");
+			g_string_append(disp, mh->value);
+		}
+	}
+	if (disp != NULL)
+	{
+		dst->display = utf8_dup_len(ctx, disp->str, disp->len);
+		g_string_free(disp, TRUE);
+	}
+	return !ctx->oom;
+}
+
+/* Strip surrounding white space and one pair of angle brackets. */
+static char *
+bare_id(parse_ctx *ctx, const char *s)
+{
+	const char *b;
+	const char *e;
+
+	if (s == NULL)
+		return NULL;
+	b = s;
+	while (*b == ' ' || *b == '\t')
+		b++;
+	e = b + strlen(b);
+	while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	if (e > b && *b == '<')
+	{
+		b++;
+		if (e > b && e[-1] == '>')
+			e--;
+	}
+	if (e == b)
+		return NULL;
+	return utf8_dup_len(ctx, b, (size_t) (e - b));
+}
+
+/* A message id header: GMime's decoding, or the trimmed value without <>. */
+static char *
+message_id_value(parse_ctx *ctx, GMimeHeader *h)
+{
+	char	   *unfolded;
+	char	   *id;
+	char	   *res;
+
+	if (h == NULL || g_mime_header_get_raw_value(h) == NULL)
+		return NULL;
+	unfolded = header_unfold(g_mime_header_get_raw_value(h));
+	id = g_mime_utils_decode_message_id(unfolded);
+	if (id != NULL && *id != '\0')
+		res = utf8_dup(ctx, id);
+	else
+		res = bare_id(ctx, unfolded);
+	g_free(id);
+	g_free(unfolded);
+	return res;
+}
+
+/* References: unfolded, runs of white space collapsed, trimmed. */
+static char *
+references_value(parse_ctx *ctx, GMimeHeader *h)
+{
+	const char *raw;
+	char	   *tmp;
+	size_t		o = 0;
+	const char *p;
+	char	   *res;
+
+	if (h == NULL || (raw = g_mime_header_get_raw_value(h)) == NULL)
+		return NULL;
+	tmp = malloc(strlen(raw) + 1);
+	if (tmp == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+	for (p = raw; *p; p++)
+	{
+		if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		{
+			if (o > 0 && tmp[o - 1] != ' ')
+				tmp[o++] = ' ';
+		}
+		else
+			tmp[o++] = *p;
+	}
+	if (o > 0 && tmp[o - 1] == ' ')
+		o--;
+	res = (o > 0) ? utf8_dup_len(ctx, tmp, o) : NULL;
+	free(tmp);
+	return res;
+}
+
+/* ------------------------------------------------------------------------
+ * Parts
+ * ------------------------------------------------------------------------
+ */
+
+static bool
+ct_is(GMimeObject *obj, const char *type, const char *subtype)
+{
+	GMimeContentType *ct = g_mime_object_get_content_type(obj);
+
+	return ct != NULL && g_mime_content_type_is_type(ct, type, subtype);
+}
+
+static bool
+is_blank_str(const char *s)
+{
+	if (s == NULL)
+		return true;
+	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+		s++;
+	return *s == '\0';
+}
+
+/* The filename parameter as GMime decoded it (disposition, else type). */
+static const char *
+gmime_filename(GMimeObject *obj, bool *from_type)
+{
+	const char *f = g_mime_object_get_content_disposition_parameter(obj, "filename");
+
+	*from_type = false;
+	if (is_blank_str(f))
+	{
+		f = g_mime_object_get_content_type_parameter(obj, "name");
+		*from_type = true;
+	}
+	return is_blank_str(f) ? NULL : f;
+}
+
+static bool
+is_explicit_attachment(GMimeObject *obj)
+{
+	const char *disp = g_mime_object_get_disposition(obj);
+	bool		from_type;
+
+	if (disp != NULL && g_ascii_strcasecmp(disp, "attachment") == 0)
+		return true;
+	return gmime_filename(obj, &from_type) != NULL;
+}
+
+/*
+ * The decoded filename (RFC 2231 or RFC 2047, disposition filename, else the
+ * type's name), g_malloc'd, or NULL.  When the header holds encoded words it
+ * is parsed again after rewrite_encoded_words(), since GMime decoded the
+ * parameter with its RFC 2047 bug.
+ */
+static char *
+part_filename(parse_ctx *ctx, GMimeObject *obj)
+{
+	bool		from_type;
+	const char *f = gmime_filename(obj, &from_type);
+	GMimeHeader *h;
+	const char *raw;
+	char	   *res = NULL;
+
+	if (f == NULL)
+		return NULL;
+	h = first_header(g_mime_object_get_header_list(obj),
+					 from_type ? "Content-Type" : "Content-Disposition");
+	raw = h ? g_mime_header_get_raw_value(h) : NULL;
+	if (raw != NULL && strstr(raw, "=?") != NULL)
+	{
+		char	   *unfolded = header_unfold(raw);
+		bool		hid;
+		char	   *text = rewrite_encoded_words(unfolded, &hid);
+		const char *v = NULL;
+
+		if (from_type)
+		{
+			GMimeContentType *ct = g_mime_content_type_parse(ctx->opts, text);
+
+			if (ct != NULL)
+			{
+				v = g_mime_content_type_get_parameter(ct, "name");
+				if (!is_blank_str(v))
+					res = g_strdup(v);
+				g_object_unref(ct);
+			}
+		}
+		else
+		{
+			GMimeContentDisposition *cd = g_mime_content_disposition_parse(ctx->opts, text);
+
+			if (cd != NULL)
+			{
+				v = g_mime_content_disposition_get_parameter(cd, "filename");
+				if (!is_blank_str(v))
+					res = g_strdup(v);
+				g_object_unref(cd);
+			}
+		}
+		unhide_words(res);
+		g_free(text);
+		g_free(unfolded);
+	}
+	return res ? res : g_strdup(f);
+}
+
+/* The root of a multipart/related: the part named by start=, else the first. */
+static GMimeObject *
+related_root(GMimeMultipart *mp)
+{
+	int			n = g_mime_multipart_get_count(mp);
+	const char *start = g_mime_object_get_content_type_parameter((GMimeObject *) mp, "start");
+
+	if (n <= 0)
+		return NULL;
+	if (start != NULL)
+	{
+		char	   *id = g_mime_utils_decode_message_id(start);
+		int			i;
+
+		if (id != NULL)
+		{
+			for (i = 0; i < n; i++)
+			{
+				GMimeObject *c = g_mime_multipart_get_part(mp, i);
+				const char *cid = g_mime_object_get_content_id(c);
+
+				if (cid != NULL && strcmp(cid, id) == 0)
+				{
+					g_free(id);
+					return c;
+				}
+			}
+			g_free(id);
+		}
+	}
+	return g_mime_multipart_get_part(mp, 0);
+}
+
+/*
+ * The part a mail reader would show as the text (want_html false) or HTML
+ * body, or NULL.
+ */
+static GMimeObject *
+find_body(parse_ctx *ctx, GMimeObject *obj, bool want_html, int depth)
+{
+	if (obj == NULL)
+		return NULL;
+	if (GMIME_IS_MULTIPART(obj))
+	{
+		GMimeMultipart *mp = (GMimeMultipart *) obj;
+		int			n = g_mime_multipart_get_count(mp);
+		int			i;
+
+		if (depth >= MP_MAX_DEPTH)
+		{
+			ctx->errors |= PE_NESTING;
+			return NULL;
+		}
+		if (ct_is(obj, "multipart", "alternative"))
+		{
+			/* HTML: the last (richest) alternative that has one; text: first */
+			for (i = 0; i < n; i++)
+			{
+				int			k = want_html ? n - 1 - i : i;
+				GMimeObject *r = find_body(ctx, g_mime_multipart_get_part(mp, k),
+										   want_html, depth + 1);
+
+				if (r != NULL)
+					return r;
+			}
+			return NULL;
+		}
+		if (ct_is(obj, "multipart", "related"))
+			return find_body(ctx, related_root(mp), want_html, depth + 1);
+		if (GMIME_IS_MULTIPART_ENCRYPTED(obj))
+			return NULL;
+		if (GMIME_IS_MULTIPART_SIGNED(obj))
+			return n > 0 ? find_body(ctx, g_mime_multipart_get_part(mp, 0),
+									 want_html, depth + 1) : NULL;
+		for (i = 0; i < n; i++)
+		{
+			GMimeObject *r = find_body(ctx, g_mime_multipart_get_part(mp, i),
+									   want_html, depth + 1);
+
+			if (r != NULL)
+				return r;
+		}
+		return NULL;
+	}
+	if (!GMIME_IS_PART(obj))
+		return NULL;
+	if (!ct_is(obj, "text", want_html ? "html" : "plain"))
+		return NULL;
+	if (is_explicit_attachment(obj))
+		return NULL;
+	return obj;
+}
+
+/* Extensions for derived filenames. */
+static const struct
+{
+	const char *type;
+	const char *ext;
+}			type_ext[] =
+{
+	{"application/pdf", ".pdf"},
+	{"application/zip", ".zip"},
+	{"application/x-zip-compressed", ".zip"},
+	{"application/gzip", ".gz"},
+	{"application/x-gzip", ".gz"},
+	{"application/x-tar", ".tar"},
+	{"application/x-7z-compressed", ".7z"},
+	{"application/x-rar-compressed", ".rar"},
+	{"application/vnd.rar", ".rar"},
+	{"application/msword", ".doc"},
+	{"application/vnd.openxmlformats-officedocument.wordprocessingml.document", ".docx"},
+	{"application/vnd.ms-excel", ".xls"},
+	{"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", ".xlsx"},
+	{"application/vnd.ms-powerpoint", ".ppt"},
+	{"application/vnd.openxmlformats-officedocument.presentationml.presentation", ".pptx"},
+	{"application/vnd.oasis.opendocument.text", ".odt"},
+	{"application/vnd.oasis.opendocument.spreadsheet", ".ods"},
+	{"application/rtf", ".rtf"},
+	{"application/json", ".json"},
+	{"application/xml", ".xml"},
+	{"application/ics", ".ics"},
+	{"application/pgp-signature", ".asc"},
+	{"application/pgp-encrypted", ".asc"},
+	{"application/pgp-keys", ".asc"},
+	{"application/pkcs7-signature", ".p7s"},
+	{"application/x-pkcs7-signature", ".p7s"},
+	{"application/pkcs7-mime", ".p7m"},
+	{"application/x-pkcs7-mime", ".p7m"},
+	{"application/ms-tnef", ".dat"},
+	{"application/vnd.ms-tnef", ".dat"},
+	{"application/octet-stream", ".bin"},
+	{"image/png", ".png"},
+	{"image/jpeg", ".jpg"},
+	{"image/jpg", ".jpg"},
+	{"image/pjpeg", ".jpg"},
+	{"image/gif", ".gif"},
+	{"image/bmp", ".bmp"},
+	{"image/webp", ".webp"},
+	{"image/tiff", ".tif"},
+	{"image/svg+xml", ".svg"},
+	{"image/heic", ".heic"},
+	{"image/x-icon", ".ico"},
+	{"image/vnd.microsoft.icon", ".ico"},
+	{"audio/mpeg", ".mp3"},
+	{"audio/mp4", ".m4a"},
+	{"audio/wav", ".wav"},
+	{"audio/x-wav", ".wav"},
+	{"audio/ogg", ".ogg"},
+	{"video/mp4", ".mp4"},
+	{"video/quicktime", ".mov"},
+	{"video/mpeg", ".mpg"},
+	{"text/plain", ".txt"},
+	{"text/html", ".html"},
+	{"text/csv", ".csv"},
+	{"text/calendar", ".ics"},
+	{"text/vcard", ".vcf"},
+	{"text/x-vcard", ".vcf"},
+	{"text/xml", ".xml"},
+	{"text/rtf", ".rtf"},
+	{"text/markdown", ".md"},
+	{"message/rfc822", ".eml"},
+	{"message/rfc2822", ".eml"},
+	{"message/global", ".eml"},
+	{"message/news", ".eml"},
+	{"message/delivery-status", ".txt"},
+	{"message/global-delivery-status", ".txt"},
+	{"message/disposition-notification", ".txt"},
+	{"message/global-disposition-notification", ".txt"},
+	{"message/global-headers", ".txt"},
+	{"text/rfc822-headers", ".txt"},
+};
+
+static const char *
+ext_for_type(const char *mime_type)
+{
+	size_t		i;
+
+	for (i = 0; i < sizeof(type_ext) / sizeof(type_ext[0]); i++)
+		if (strcmp(mime_type, type_ext[i].type) == 0)
+			return type_ext[i].ext;
+	if (strncmp(mime_type, "text/", 5) == 0)
+		return ".txt";
+	return ".bin";
+}
+
+/*
+ * A filename fit for a storage path: clean UTF-8, '/', '\' and control
+ * characters (C0, DEL, C1) replaced by '_', trimmed, "." and ".." made
+ * harmless, at most MP_MAX_FILENAME bytes (keeping a short extension).
+ * Returns NULL (without OOM) when nothing is left.
+ */
+static char *
+clean_filename(parse_ctx *ctx, const char *raw)
+{
+	char	   *u = utf8_dup(ctx, raw);
+	size_t		i = 0,
+				o = 0,
+				len;
+	char	   *b;
+
+	if (u == NULL)
+		return NULL;
+	len = strlen(u);
+	while (i < len)
+	{
+		unsigned char c = (unsigned char) u[i];
+
+		if (c < 0x20 || c == 0x7F || c == '/' || c == '\\')
+		{
+			u[o++] = '_';
+			i++;
+		}
+		else if (c == 0xC2 && i + 1 < len && (unsigned char) u[i + 1] < 0xA0)
+		{
+			u[o++] = '_';		/* U+0080..U+009F */
+			i += 2;
+		}
+		else
+			u[o++] = u[i++];
+	}
+	u[o] = '\0';
+	/* trim blanks */
+	b = u;
+	while (*b == ' ')
+		b++;
+	len = strlen(b);
+	while (len > 0 && b[len - 1] == ' ')
+		len--;
+	memmove(u, b, len);
+	u[len] = '\0';
+	if (len == 0)
+	{
+		free(u);
+		return NULL;
+	}
+	if (strcmp(u, ".") == 0 || strcmp(u, "..") == 0)
+		memset(u, '_', len);
+	if (len > MP_MAX_FILENAME)
+	{
+		const char *dot = strrchr(u, '.');
+		size_t		extlen = dot ? strlen(dot) : 0;
+		size_t		keep;
+
+		if (extlen > 16)
+			extlen = 0;
+		keep = MP_MAX_FILENAME - extlen;
+		/* back up to a UTF-8 character boundary */
+		while (keep > 0 && ((unsigned char) u[keep] & 0xC0) == 0x80)
+			keep--;
+		memmove(u + keep, u + len - extlen, extlen);
+		u[keep + extlen] = '\0';
+	}
+	return u;
+}
+
+static bool
+add_attachment(parse_ctx *ctx, GMimeObject *obj, const char *part_id)
+{
+	mp_message *out = ctx->out;
+	mp_attachment *a;
+	GMimeContentType *ct = g_mime_object_get_content_type(obj);
+	char	   *mt;
+	const char *cid;
+	const char *disp;
+	char	   *fname;
+	size_t		i;
+
+	if (out->attachment_count == ctx->att_cap)
+	{
+		size_t		ncap = ctx->att_cap ? ctx->att_cap * 2 : 4;
+		mp_attachment *n = realloc(out->attachments, ncap * sizeof(mp_attachment));
+
+		if (n == NULL)
+		{
+			ctx->oom = true;
+			return false;
+		}
+		out->attachments = n;
+		ctx->att_cap = ncap;
+	}
+	a = &out->attachments[out->attachment_count++];
+	memset(a, 0, sizeof(*a));
+
+	a->part_id = utf8_dup(ctx, part_id);
+
+	mt = ct ? g_mime_content_type_get_mime_type(ct) : NULL;
+	a->mime_type = utf8_dup(ctx, mt ? mt : "application/octet-stream");
+	g_free(mt);
+	if (a->mime_type == NULL)
+		return false;
+	for (i = 0; a->mime_type[i]; i++)
+		a->mime_type[i] = g_ascii_tolower(a->mime_type[i]);
+
+	fname = part_filename(ctx, obj);
+	if (fname != NULL)
+		a->filename = clean_filename(ctx, fname);
+	g_free(fname);
+	if (ctx->oom)
+		return false;
+	if (a->filename == NULL)
+	{
+		const char *ext = ext_for_type(a->mime_type);
+		bool		is_msg = strcmp(ext, ".eml") == 0;
+		GString    *s = g_string_new(is_msg ? "message-" : "attachment-");
+
+		g_string_append(s, part_id);
+		g_string_append(s, ext);
+		a->filename = utf8_dup_len(ctx, s->str, s->len);
+		g_string_free(s, TRUE);
+		a->filename_derived = true;
+	}
+
+	cid = g_mime_object_get_content_id(obj);
+	if (cid != NULL && *cid != '\0')
+		a->content_id = utf8_dup(ctx, cid);
+	else
+	{
+		GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+		GMimeHeader *h = first_header(hl, "Content-Id");
+
+		if (h != NULL && g_mime_header_get_raw_value(h) != NULL)
+		{
+			char	   *unfolded = header_unfold(g_mime_header_get_raw_value(h));
+
+			a->content_id = bare_id(ctx, unfolded);
+			g_free(unfolded);
+		}
+	}
+	disp = g_mime_object_get_disposition(obj);
+	if (disp != NULL && *disp != '\0')
+		a->is_inline = g_ascii_strcasecmp(disp, "inline") == 0;
+	else
+		a->is_inline = a->content_id != NULL;
+	if (ctx->oom)
+		return false;
+
+	a->data = part_content(ctx, obj, &a->size);
+	if (a->data == NULL)
+		return false;
+	if (a->size == 0)
+	{
+		free(a->data);
+		a->data = NULL;
+	}
+	if (!sha256_hex(a->data, a->size, a->sha256_hex))
+	{
+		ctx->oom = true;		/* OpenSSL fails only when out of memory */
+		return false;
+	}
+	return true;
+}
+
+/* Text leaves a reader hides when another alternative was chosen. */
+static bool
+is_renderable_text(GMimeObject *obj)
+{
+	return ct_is(obj, "text", "plain") || ct_is(obj, "text", "html") ||
+		ct_is(obj, "text", "enriched") || ct_is(obj, "text", "richtext");
+}
+
+/* Collect attachments; path holds the IMAP section of obj ("" at the top). */
+static bool
+walk(parse_ctx *ctx, GMimeObject *obj, char *path, size_t plen, int depth,
+	 bool in_alternative)
+{
+	if (obj == NULL)
+		return true;
+	if (GMIME_IS_MULTIPART(obj))
+	{
+		GMimeMultipart *mp = (GMimeMultipart *) obj;
+		int			n = g_mime_multipart_get_count(mp);
+		bool		alt = in_alternative || ct_is(obj, "multipart", "alternative");
+		int			i;
+
+		if (depth >= MP_MAX_DEPTH)
+		{
+			ctx->errors |= PE_NESTING;
+			return true;
+		}
+		for (i = 0; i < n; i++)
+		{
+			int			w = snprintf(path + plen, 16, "%s%d", plen ? "." : "", i + 1);
+
+			if (!walk(ctx, g_mime_multipart_get_part(mp, i), path, plen + (size_t) w,
+					  depth + 1, alt))
+				return false;
+			path[plen] = '\0';
+		}
+		return true;
+	}
+	if (plen == 0)
+	{
+		/* a single-part message: its body is section 1 */
+		strcpy(path, "1");
+		plen = 1;
+	}
+	if (obj == ctx->text_part || obj == ctx->html_part)
+		return true;
+	if (in_alternative && is_renderable_text(obj) && !is_explicit_attachment(obj) &&
+		g_mime_object_get_content_id(obj) == NULL)
+		return true;
+	return add_attachment(ctx, obj, path);
+}
+
+/* The body of a text part, converted to clean UTF-8. */
+static char *
+body_of(parse_ctx *ctx, GMimeObject *obj, bool is_html)
+{
+	size_t		len = 0;
+	unsigned char *data = part_content(ctx, obj, &len);
+
+	if (data == NULL)
+		return NULL;
+	return text_to_utf8(ctx, data, len,
+						g_mime_object_get_content_type_parameter(obj, "charset"),
+						is_html);
+}
+
+/* ------------------------------------------------------------------------
+ * Entry points
+ * ------------------------------------------------------------------------
+ */
+
+static void
+warning_cb(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer user_data)
+{
+	parse_ctx  *ctx = (parse_ctx *) user_data;
+
+	switch (code)
+	{
+		case GMIME_CRIT_INVALID_HEADER_NAME:
+			/* tolerate an mbox "From " separator on the first line */
+			if (offset == 0 && item != NULL && strncmp(item, "From ", 5) == 0)
+				break;
+			ctx->errors |= PE_BAD_HEADER;
+			break;
+		case GMIME_WARN_UNENCODED_8BIT_HEADER:
+			/* raw UTF-8 (RFC 6532) is fine; only other 8-bit bytes count */
+			ctx->errors |= PE_8BIT_HEADER;
+			break;
+		case GMIME_WARN_INVALID_CONTENT_TYPE:
+			ctx->errors |= PE_CONTENT_TYPE;
+			break;
+		case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY:
+			ctx->errors |= PE_NO_BOUNDARY;
+			break;
+		case GMIME_WARN_MALFORMED_MULTIPART:
+			ctx->errors |= PE_EMPTY_MULTIPART;
+			break;
+		case GMIME_WARN_TRUNCATED_MESSAGE:
+			ctx->errors |= PE_TRUNCATED;
+			break;
+		case GMIME_CRIT_NESTING_OVERFLOW:
+			ctx->errors |= PE_NESTING;
+			break;
+		case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT:
+			ctx->errors |= PE_EMPTY_PART;
+			break;
+		case GMIME_WARN_MALFORMED_MESSAGE:
+			ctx->errors |= PE_MALFORMED;
+			break;
+		default:
+			/* duplicates, conflicts, bad parameters, bad RFC 2047 words and
+			 * unparsable address lists are recovered from silently */
+			break;
+	}
+}
+
+static bool
+set_parse_error(parse_ctx *ctx)
+{
+	GString    *s;
+	size_t		i;
+
+	if (ctx->errors == 0)
+		return true;
+	s = g_string_new(NULL);
+	for (i = 0; i < sizeof(pe_texts) / sizeof(pe_texts[0]); i++)
+	{
+		if (ctx->errors & pe_texts[i].bit)
+		{
+			if (s->len)
+				g_string_append(s, "; ");
+			g_string_append(s, pe_texts[i].text);
+		}
+	}
+	ctx->out->parse_error = utf8_dup_len(ctx, s->str, s->len);
+	g_string_free(s, TRUE);
+	return !ctx->oom;
+}
+
+/* Everything once GMime built the message. */
+static bool
+fill_message(parse_ctx *ctx, GMimeMessage *message)
+{
+	mp_message *out = ctx->out;
+	GMimeHeaderList *hl = g_mime_object_get_header_list((GMimeObject *) message);
+	GMimeHeader *h;
+	size_t		i;
+	char		path[MP_MAX_DEPTH * 12 + 32];
+
+	if (!fill_headers(ctx, message))
+		return false;
+
+	for (i = 0; i < out->header_count; i++)
+	{
+		if (g_ascii_strcasecmp(out->headers[i].name, "Subject") == 0)
+		{
+			if ((out->subject = utf8_dup(ctx, out->headers[i].value)) == NULL)
+				return false;
+			break;
+		}
+	}
+	if (!fill_addresses(ctx, message, "From", &out->from) ||
+		!fill_addresses(ctx, message, "To", &out->to) ||
+		!fill_addresses(ctx, message, "Cc", &out->cc) ||
+		!fill_addresses(ctx, message, "Bcc", &out->bcc) ||
+		!fill_addresses(ctx, message, "Reply-To", &out->reply_to))
+		return false;
+
+	if ((h = first_header(hl, "Date")) != NULL && g_mime_header_get_raw_value(h) != NULL)
+	{
+		char	   *unfolded = header_unfold(g_mime_header_get_raw_value(h));
+		GDateTime  *dt = g_mime_utils_header_decode_date(unfolded);
+
+		if (dt != NULL)
+		{
+			out->has_date = true;
+			out->date_epoch = (int64_t) g_date_time_to_unix(dt);
+			g_date_time_unref(dt);
+		}
+		g_free(unfolded);
+	}
+
+	out->message_id = message_id_value(ctx, first_header(hl, "Message-Id"));
+	out->in_reply_to = message_id_value(ctx, first_header(hl, "In-Reply-To"));
+	out->references = references_value(ctx, first_header(hl, "References"));
+	if (ctx->oom)
+		return false;
+
+	/* bodies, then every other leaf as an attachment */
+	ctx->text_part = find_body(ctx, message->mime_part, false, 0);
+	ctx->html_part = find_body(ctx, message->mime_part, true, 0);
+	if (ctx->text_part != NULL &&
+		(out->body_text = body_of(ctx, ctx->text_part, false)) == NULL)
+		return false;
+	if (ctx->html_part != NULL &&
+		(out->body_html = body_of(ctx, ctx->html_part, true)) == NULL)
+		return false;
+
+	path[0] = '\0';
+	if (!walk(ctx, message->mime_part, path, 0, 0, false))
+		return false;
+
+	/*
+	 * A multipart whose boundary never shows up holds everything in its
+	 * prologue; show that as the text rather than nothing.
+	 */
+	if (out->body_text == NULL && out->body_html == NULL &&
+		message->mime_part != NULL && GMIME_IS_MULTIPART(message->mime_part) &&
+		g_mime_multipart_get_count((GMimeMultipart *) message->mime_part) == 0)
+	{
+		const char *pro = g_mime_multipart_get_prologue((GMimeMultipart *) message->mime_part);
+
+		if (pro != NULL && *pro != '\0')
+		{
+			size_t		len = strlen(pro);
+			unsigned char *copy = malloc(len + 1);
+
+			if (copy == NULL)
+			{
+				ctx->oom = true;
+				return false;
+			}
+			memcpy(copy, pro, len);
+			out->body_text = text_to_utf8(ctx, copy, len,
+										  g_mime_object_get_content_type_parameter(message->mime_part, "charset"),
+										  false);
+			if (out->body_text == NULL)
+				return false;
+		}
+	}
+	return true;
+}
+
+bool
+mp_parse(const unsigned char *raw, size_t len, mp_message *out)
+{
+	parse_ctx	ctx;
+	static const char *fallback[] = {"utf-8", "windows-1252", "iso-8859-1", NULL};
+	GByteArray *array;
+	GMimeStream *stream;
+	GMimeParser *parser;
+	GMimeMessage *message;
+	bool		ok;
+
+	memset(out, 0, sizeof(*out));
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.out = out;
+	mp_init();
+
+	if (raw == NULL || len == 0)
+	{
+		ctx.errors |= PE_EMPTY;
+		ok = set_parse_error(&ctx);
+		goto done;
+	}
+	if (len > MP_MAX_INPUT)
+	{
+		ctx.errors |= PE_TOO_LARGE;
+		ok = set_parse_error(&ctx);
+		goto done;
+	}
+
+	ctx.opts = g_mime_parser_options_new();
+	g_mime_parser_options_set_fallback_charsets(ctx.opts, fallback);
+	g_mime_parser_options_set_allow_addresses_without_domain(ctx.opts, TRUE);
+	g_mime_parser_options_set_warning_callback(ctx.opts, warning_cb, &ctx);
+
+	/*
+	 * Lend the caller's bytes to GMime without copying: the stream does not
+	 * own the array, GMime only reads, and the array wrapper is released
+	 * (not its data) once every substream is gone.
+	 */
+	array = g_byte_array_new_take((guint8 *) raw, len);
+	stream = g_mime_stream_mem_new_with_byte_array(array);
+	g_mime_stream_mem_set_owner(GMIME_STREAM_MEM(stream), FALSE);
+	parser = g_mime_parser_new_with_stream(stream);
+	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+	g_mime_parser_set_persist_stream(parser, TRUE);
+	message = g_mime_parser_construct_message(parser, ctx.opts);
+	g_object_unref(parser);
+
+	if (message == NULL)
+	{
+		/*
+		 * GMime gives up when the first line is not a header: keep the
+		 * whole input as the text, as other mail parsers do.
+		 */
+		unsigned char *copy = malloc(len + 1);
+
+		ctx.errors |= PE_NO_MESSAGE;
+		ctx.errors &= ~PE_BAD_HEADER;	/* that line is the reason */
+		if (copy == NULL)
+			ctx.oom = true;
+		else
+		{
+			memcpy(copy, raw, len);
+			out->body_text = text_to_utf8(&ctx, copy, len, NULL, false);
+		}
+		ok = !ctx.oom;
+	}
+	else
+	{
+		ok = fill_message(&ctx, message) && !ctx.oom;
+		g_object_unref(message);
+	}
+	g_object_unref(stream);
+	(void) g_byte_array_free(array, FALSE);
+	g_mime_parser_options_free(ctx.opts);
+
+	if (ok)
+		ok = set_parse_error(&ctx);
+
+done:
+	if (!ok || ctx.oom)
+	{
+		mp_message_free(out);
+		return false;
+	}
+	return true;
+}
+
+static void
+free_list(mp_address_list *l)
+{
+	size_t		i;
+
+	for (i = 0; i < l->count; i++)
+	{
+		free(l->items[i].name);
+		free(l->items[i].address);
+	}
+	free(l->items);
+	free(l->display);
+}
+
+void
+mp_message_free(mp_message *msg)
+{
+	size_t		i;
+
+	if (msg == NULL)
+		return;
+	for (i = 0; i < msg->header_count; i++)
+	{
+		free(msg->headers[i].name);
+		free(msg->headers[i].value);
+	}
+	free(msg->headers);
+	free(msg->subject);
+	free_list(&msg->from);
+	free_list(&msg->to);
+	free_list(&msg->cc);
+	free_list(&msg->bcc);
+	free_list(&msg->reply_to);
+	free(msg->message_id);
+	free(msg->in_reply_to);
+	free(msg->references);
+	free(msg->body_text);
+	free(msg->body_html);
+	for (i = 0; i < msg->attachment_count; i++)
+	{
+		free(msg->attachments[i].part_id);
+		free(msg->attachments[i].filename);
+		free(msg->attachments[i].mime_type);
+		free(msg->attachments[i].content_id);
+		free(msg->attachments[i].data);
+	}
+	free(msg->attachments);
+	free(msg->parse_error);
+	memset(msg, 0, sizeof(*msg));
+}
