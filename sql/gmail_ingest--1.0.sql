@@ -438,7 +438,7 @@ $$;
 COMMENT ON FUNCTION @extschema@.verify(bigint) IS
   'The idempotency proof as a query: every row says whether one invariant of the mailbox holds';
 
-CREATE VIEW @extschema@.mailbox_status AS
+CREATE VIEW @extschema@.mailbox_status WITH (security_invoker = true) AS
 SELECT m.id AS mailbox_id,
        m.org_id,
        m.provider_email,
@@ -470,6 +470,22 @@ SELECT m.id AS mailbox_id,
 	 ORDER BY s.id DESC LIMIT 1) r ON true;
 COMMENT ON VIEW @extschema@.mailbox_status IS
   'One row per mailbox: auth state, last run''s outcome, stored counts and history id';
+
+-- Row-level security on every table holding a tenant's data: a role the
+-- owner grants SELECT to sees only what the owner's policies allow (none
+-- until a policy is created; README shows one keyed on mailboxes.org_id).
+-- The SECURITY DEFINER functions run as the owner, so syncs need no table
+-- grant and no policy.  mailbox_status runs with the reader's rights.
+ALTER TABLE @extschema@.mailboxes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mailbox_credentials ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mail_threads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mail_messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mail_attachments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.blobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.sync_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.ledger ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.backfill_threads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.backfill_queue ENABLE ROW LEVEL SECURITY;
 
 -- pg_cron lives in one database (cron.database_name); these work there.
 -- They run with the caller's rights, so the job runs as the caller.

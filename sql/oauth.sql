@@ -46,7 +46,7 @@ RESET gmail_ingest.raise_on_failure;
 
 -- Re-consent: the grant works again and add_mailbox clears the state.
 \! python3 test/double_client.py "$DOUBLE_URL" POST /admin/mailboxes/other@example.com/revoke '{"revoked": false}' > /dev/null
-SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000a', 'other@example.com', 'rt-other') = :mb AS same_mailbox;
+SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000b', 'other@example.com', 'rt-other') = :mb AS same_mailbox;
 SELECT auth_state FROM gmail_ingest.mailboxes WHERE id = :mb;
 SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);
 

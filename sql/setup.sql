@@ -5,7 +5,7 @@ CREATE EXTENSION gmail_ingest;
 \! python3 test/double_client.py "$DOUBLE_URL" POST /admin/mailboxes '{"email":"other@example.com","refresh_token":"rt-other","seed":8,"threads":10,"messages":30,"days":10,"window_days":7,"attachments":8}' > /dev/null
 
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000a', 'proof@example.com', 'rt-proof') AS proof_id;
-SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000a', 'Other@Example.com', 'rt-other') AS other_id;
+SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000b', 'Other@Example.com', 'rt-other') AS other_id;
 -- Re-adding is an upsert: same id, the token is replaced.
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000a', 'proof@example.com', 'rt-proof') AS proof_again;
 SELECT id, provider_email, history_id, auth_state FROM gmail_ingest.mailboxes ORDER BY id;

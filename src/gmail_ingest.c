@@ -23,7 +23,6 @@
 
 #include "gmail_api.h"
 #include "http.h"
-#include "mime_parse.h"
 #include "oauth.h"
 #include "remote_error.h"
 #include "settings.h"
@@ -39,11 +38,24 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/*
+ * Loaded only through shared_preload_libraries: until the library is loaded
+ * in a backend, gmail_ingest.client_secret from the configuration is an
+ * unprotected placeholder that any role can SHOW, and a placeholder any
+ * role SETs would be applied.  Preloading defines the settings before any
+ * session exists.  GMime and libcurl are initialised lazily in backends.
+ */
 void
 _PG_init(void)
 {
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gmail_ingest can only be loaded via shared_preload_libraries"),
+				 errdetail("Loaded later, its superuser-only settings (the OAuth client secret, the API URL) "
+						   "are visible to and settable by every role until the load."),
+				 errhint("Add gmail_ingest to shared_preload_libraries in postgresql.conf and restart.")));
 	settings_define();
-	mp_init();
 }
 
 /* Refresh a minute before expiry, as Google advises. */

@@ -69,7 +69,7 @@ gi_start_cluster() {
 listen_addresses = ''
 unix_socket_directories = '$GI_WORK'
 port = $PGPORT
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = 'pg_cron,gmail_ingest'
 cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 32
