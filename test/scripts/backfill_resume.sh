@@ -3,7 +3,7 @@
 # a second call resumes without listing again or fetching a stored message
 # again, completes with no duplicate, and moves history_id only at the end.
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib/script.sh"
 
 db=test_backfill
 email=backfill@example.com

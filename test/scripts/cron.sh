@@ -4,7 +4,7 @@
 # success, and the second scheduled run of an unchanged mailbox writes
 # nothing.  pg_cron 1.4 has minute granularity, so this waits (bounded).
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib/script.sh"
 
 db=postgres   # cron.database_name of the test cluster
 email=cron@example.com

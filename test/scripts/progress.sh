@@ -3,7 +3,7 @@
 # messages or 5 s) with messages done / to do, and pg_stat_activity shows
 # the backend waiting on the network (wait_event_type Extension).
 set -euo pipefail
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib/script.sh"
 
 db=test_progress
 email=progress@example.com

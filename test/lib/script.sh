@@ -1,6 +1,6 @@
-# test/scripts/lib.sh: helpers for the script tests.  run_tests.sh exports
+# test/lib/script.sh: helpers for the script tests in test/scripts/.  run_tests.sh exports
 # PGHOST/PGPORT/PGUSER and DOUBLE_URL; each script uses its own database.
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib/env.sh"
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
 cd "$GI_ROOT"
 
 checks=0
