@@ -50,6 +50,12 @@ SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000b', 'other@e
 SELECT auth_state FROM gmail_ingest.mailboxes WHERE id = :mb;
 SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);
 
+-- A refresh token that belongs to another account would file its mail under
+-- this mailbox: refused, recorded, nothing stored.
+SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000b', 'mismatch@example.com', 'rt-other') AS mismatch \gset
+SELECT status, error, messages_inserted FROM gmail_ingest.gmail_sync(:mismatch, 7);
+SELECT count(*) AS stored FROM gmail_ingest.mail_messages WHERE mailbox_id = :mismatch;
+
 -- No secret appears in any run's error or the ledger.
 SELECT count(*) AS runs_with_secrets
   FROM gmail_ingest.sync_runs r, gmail_ingest.mailbox_credentials c
