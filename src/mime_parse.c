@@ -3,7 +3,8 @@
  *	  Raw RFC 822 bytes -> mp_message, with GMime 3.
  *
  * No PostgreSQL header is included: this file is built into the extension
- * and, unchanged, into the standalone test driver (test/mime/) and fuzzers.
+ * and, unchanged, into the standalone test driver of test/mime/ (which also
+ * runs it on mutated input under ASan and valgrind).
  *
  * Design, in short:
  *
@@ -24,6 +25,12 @@
  *   invalid input by U+FFFD, our own windows-1252 table for the fallback,
  *   and a final pass that guarantees valid UTF-8 without NUL bytes for every
  *   string in the record.
+ *
+ * - Around GMime 3.2.13 (Debian 12): B encoded words are rewritten as Q
+ *   words before GMime decodes them (its decoder drops the words after a
+ *   padded one, upstream #133), so headers, display names and filenames are
+ *   decoded from rewritten text; base64 bodies use our own decoder (GMime's
+ *   stops at the first padding, upstream #150).
  *
  * - Everything in the record is malloc'd (never g_malloc'd) and released by
  *   mp_message_free() with free().
@@ -63,6 +70,7 @@
 #define PE_MALFORMED		(1u << 11)
 #define PE_BAD_BASE64		(1u << 12)
 #define PE_UNREADABLE		(1u << 13)
+#define PE_HEADER_BREAK		(1u << 14)
 
 static const struct
 {
@@ -73,6 +81,7 @@ static const struct
 	{PE_TOO_LARGE, "message too large to parse"},
 	{PE_EMPTY, "empty message"},
 	{PE_NO_MESSAGE, "no header block found; the whole message is kept as text"},
+	{PE_HEADER_BREAK, "a line in the header block is not a header; the body starts there"},
 	{PE_BAD_HEADER, "malformed header line ignored"},
 	{PE_8BIT_HEADER, "header with 8-bit bytes that are not UTF-8"},
 	{PE_CONTENT_TYPE, "invalid Content-Type"},
@@ -99,12 +108,35 @@ typedef struct parse_ctx
 
 static bool mp_initialized = false;
 
+/*
+ * glibc loads a gconv module at iconv_open() and may unload it again at the
+ * last iconv_close(); GMime 3.2 opens and closes a converter for every
+ * encoded word, so a Japanese or Cyrillic subject would cost a dlopen() per
+ * message.  One descriptor per common mail charset, open for the life of the
+ * process, keeps those modules loaded (UTF-*, ASCII and Latin-1 are built
+ * into glibc and need none).
+ */
+static const char *const pinned_charsets[] = {
+	"ISO-2022-JP", "ISO-2022-JP-3", "SHIFT_JIS", "CP932", "EUC-JP",
+	"EUC-KR", "CP949", "ISO-2022-KR", "GB2312", "GBK", "GB18030",
+	"BIG5", "BIG5-HKSCS", "KOI8-R", "KOI8-U",
+	"ISO-8859-2", "ISO-8859-4", "ISO-8859-5", "ISO-8859-6", "ISO-8859-7",
+	"ISO-8859-8", "ISO-8859-9", "ISO-8859-13", "ISO-8859-15",
+	"CP1250", "CP1251", "CP1253", "CP1254", "CP1255", "CP1256", "CP1257",
+	"CP1258", "CP874", "TIS-620", "UTF-7"
+};
+static iconv_t pinned_cd[sizeof(pinned_charsets) / sizeof(pinned_charsets[0])];
+
 void
 mp_init(void)
 {
+	size_t		i;
+
 	if (mp_initialized)
 		return;
 	g_mime_init();
+	for (i = 0; i < sizeof(pinned_charsets) / sizeof(pinned_charsets[0]); i++)
+		pinned_cd[i] = iconv_open("UTF-8", pinned_charsets[i]);
 
 	/*
 	 * Forwarded messages are leaves for us: we store their exact bytes as an
@@ -1450,12 +1482,41 @@ references_value(parse_ctx *ctx, GMimeHeader *h)
  * ------------------------------------------------------------------------
  */
 
+/*
+ * "Content-Type: text" (no subtype) is application/octet-stream to GMime;
+ * RFC 2045 (and every reader) make it text/plain.
+ */
+static bool
+mislabeled_text(GMimeObject *obj)
+{
+	GMimeContentType *ct = g_mime_object_get_content_type(obj);
+	GMimeHeader *h;
+	const char *v;
+
+	if (ct == NULL || !g_mime_content_type_is_type(ct, "application", "octet-stream"))
+		return false;
+	h = first_header(g_mime_object_get_header_list(obj), "Content-Type");
+	if (h == NULL || (v = g_mime_header_get_raw_value(h)) == NULL)
+		return false;
+	while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+		v++;
+	if (g_ascii_strncasecmp(v, "text", 4) != 0)
+		return false;
+	v += 4;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	return *v == '\0' || *v == ';' || *v == '\r' || *v == '\n';
+}
+
 static bool
 ct_is(GMimeObject *obj, const char *type, const char *subtype)
 {
 	GMimeContentType *ct = g_mime_object_get_content_type(obj);
 
-	return ct != NULL && g_mime_content_type_is_type(ct, type, subtype);
+	if (ct != NULL && g_mime_content_type_is_type(ct, type, subtype))
+		return true;
+	return strcmp(type, "text") == 0 && strcmp(subtype, "plain") == 0 &&
+		mislabeled_text(obj);
 }
 
 static bool
@@ -1837,8 +1898,8 @@ add_attachment(parse_ctx *ctx, GMimeObject *obj, const char *part_id)
 
 	a->part_id = utf8_dup(ctx, part_id);
 
-	mt = ct ? g_mime_content_type_get_mime_type(ct) : NULL;
-	a->mime_type = utf8_dup(ctx, mt ? mt : "application/octet-stream");
+	mt = (ct && !mislabeled_text(obj)) ? g_mime_content_type_get_mime_type(ct) : NULL;
+	a->mime_type = utf8_dup(ctx, mt ? mt : ct ? "text/plain" : "application/octet-stream");
 	g_free(mt);
 	if (a->mime_type == NULL)
 		return false;
@@ -2020,6 +2081,65 @@ warning_cb(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer u
 	}
 }
 
+/*
+ * Offset of the first line of the top-level header block that is neither a
+ * header field (by GMime's rule: a name without control characters, blanks
+ * only before the colon), a continuation line, nor the blank line that ends
+ * the block; 0 when there is none, or when it is the first line (GMime then
+ * finds no message at all).  GMime drops such a line and reads on; mail
+ * readers (and Python's email package) end the header block there.
+ */
+static size_t
+header_block_break(const unsigned char *raw, size_t len)
+{
+	size_t		pos = 0;
+	bool		first = true;
+
+	while (pos < len)
+	{
+		const unsigned char *nl = memchr(raw + pos, '\n', len - pos);
+		size_t		eol = nl ? (size_t) (nl - raw) : len;
+
+		if (eol == pos || (eol == pos + 1 && raw[pos] == '\r'))
+			return 0;			/* the end of the header block */
+		if (first && len - pos >= 5 && memcmp(raw + pos, "From ", 5) == 0)
+		{
+			/* an mbox separator, which GMime skips */
+		}
+		else if (raw[pos] == ' ' || raw[pos] == '\t')
+		{
+			if (first)
+				return 0;
+		}
+		else
+		{
+			bool		valid = false;
+			bool		blank = false;
+			size_t		i;
+
+			for (i = pos; i < eol; i++)
+			{
+				unsigned char c = raw[i];
+
+				if (c == ':')
+				{
+					valid = i > pos;
+					break;
+				}
+				if (c == ' ' || c == '\t')
+					blank = true;
+				else if (blank || c < 0x20 || c == 0x7F)
+					break;
+			}
+			if (!valid)
+				return first ? 0 : pos;
+		}
+		first = false;
+		pos = eol + 1;
+	}
+	return 0;
+}
+
 static bool
 set_parse_error(parse_ctx *ctx)
 {
@@ -2146,6 +2266,8 @@ mp_parse(const unsigned char *raw, size_t len, mp_message *out)
 	GMimeStream *stream;
 	GMimeParser *parser;
 	GMimeMessage *message;
+	unsigned char *patched = NULL;
+	size_t		brk;
 	bool		ok;
 
 	memset(out, 0, sizeof(*out));
@@ -2164,6 +2286,28 @@ mp_parse(const unsigned char *raw, size_t len, mp_message *out)
 		ctx.errors |= PE_TOO_LARGE;
 		ok = set_parse_error(&ctx);
 		goto done;
+	}
+
+	/* a non-header line in the header block starts the body */
+	brk = header_block_break(raw, len);
+	if (brk > 0)
+	{
+		const char *eol = (brk >= 2 && raw[brk - 2] == '\r') ? "\r\n" : "\n";
+		size_t		elen = strlen(eol);
+
+		patched = malloc(len + elen);
+		if (patched == NULL)
+		{
+			ctx.oom = true;
+			ok = false;
+			goto done;
+		}
+		memcpy(patched, raw, brk);
+		memcpy(patched + brk, eol, elen);
+		memcpy(patched + brk + elen, raw + brk, len - brk);
+		raw = patched;
+		len += elen;
+		ctx.errors |= PE_HEADER_BREAK;
 	}
 
 	ctx.opts = g_mime_parser_options_new();
@@ -2217,6 +2361,7 @@ mp_parse(const unsigned char *raw, size_t len, mp_message *out)
 		ok = set_parse_error(&ctx);
 
 done:
+	free(patched);
 	if (!ok || ctx.oom)
 	{
 		mp_message_free(out);

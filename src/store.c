@@ -112,16 +112,20 @@ text_array_nullable(char **items, int n)
 	return PointerGetDatum(arr);
 }
 
+/* An array of 8-byte pass-by-value items (int8, timestamptz); nulls may be NULL. */
 static Datum
-int8_array(const int64 *items, int n)
+int64_datum_array(const int64 *items, const bool *nulls, int n, Oid typid)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
 	int			i;
 	ArrayType  *arr;
 
 	for (i = 0; i < n; i++)
 		d[i] = Int64GetDatum(items[i]);
-	arr = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	arr = construct_md_array(d, (bool *) nulls, 1, dims, lbs, typid, 8, FLOAT8PASSBYVAL,
+							 TYPALIGN_DOUBLE);
 	pfree(d);
 	return PointerGetDatum(arr);
 }
@@ -129,35 +133,13 @@ int8_array(const int64 *items, int n)
 Datum
 int8_array_nullable(const int64 *items, const bool *nulls, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int			i;
-	ArrayType  *arr;
-
-	for (i = 0; i < n; i++)
-		d[i] = Int64GetDatum(items[i]);
-	arr = construct_md_array(d, (bool *) nulls, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL,
-							 TYPALIGN_DOUBLE);
-	pfree(d);
-	return PointerGetDatum(arr);
+	return int64_datum_array(items, nulls, n, INT8OID);
 }
 
 static Datum
 tstz_array(const TimestampTz *items, const bool *nulls, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int			i;
-	ArrayType  *arr;
-
-	for (i = 0; i < n; i++)
-		d[i] = TimestampTzGetDatum(items[i]);
-	arr = construct_md_array(d, (bool *) nulls, 1, dims, lbs, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL,
-							 TYPALIGN_DOUBLE);
-	pfree(d);
-	return PointerGetDatum(arr);
+	return int64_datum_array(items, nulls, n, TIMESTAMPTZOID);
 }
 
 char *
@@ -352,7 +334,7 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 	v[5] = Int64GetDatum(history_after);
 	if (!has_history_after)
 		n[5] = 'n';
-	v[6] = int8_array(counters, 17);
+	v[6] = int8_array_nullable(counters, NULL, 17);
 	v[7] = text_or_null(fallback, &n[7]);
 	run_plan(plan, v, n, SPI_OK_UPDATE);
 }
@@ -598,7 +580,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 		since_null[i] = threads[i].synced_since == 0;
 	}
 	v[0] = Int64GetDatum(mailbox_id);
-	v[1] = int8_array(ids, n);
+	v[1] = int8_array_nullable(ids, NULL, n);
 	v[2] = text_array(pids, n);
 	v[3] = text_array_nullable(snips, n);
 	v[4] = int8_array_nullable(hists, hist_null, n);

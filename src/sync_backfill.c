@@ -62,13 +62,8 @@ batch_threads(SyncState *s, FetchItem *items, int n, int *count)
 	HTAB	   *seen;
 	HASHCTL		ctl;
 	ThreadFinal *threads = palloc0(sizeof(ThreadFinal) * Max(n, 1));
-	char	  **tids = palloc(sizeof(char *) * Max(n, 1));
-	char	  **new_ids = palloc(sizeof(char *) * Max(n, 1));
-	char	  **new_snips = palloc0(sizeof(char *) * Max(n, 1));
-	int64	   *new_rows = palloc(sizeof(int64) * Max(n, 1));
-	HTAB	   *states;
+	int64	   *stored_history = palloc(sizeof(int64) * Max(n, 1));
 	int			nthreads = 0,
-				nnew = 0,
 				i;
 
 	memset(&ctl, 0, sizeof(ctl));
@@ -84,32 +79,13 @@ batch_threads(SyncState *s, FetchItem *items, int n, int *count)
 		if (!found)
 		{
 			ct->index = nthreads;
-			threads[nthreads].provider_id = items[i].provider_thread_id;
-			tids[nthreads] = items[i].provider_thread_id;
-			nthreads++;
+			threads[nthreads++].provider_id = items[i].provider_thread_id;
 		}
 		items[i].thread_index = ct->index;
 	}
-	states = store_thread_states(s->mb.id, tids, nthreads);
-	for (i = 0; i < nthreads; i++)
-	{
-		ThreadState *st = hash_search(states, tids[i], HASH_FIND, NULL);
-
-		if (st)
-			threads[i].id = st->id;
-		else
-		{
-			threads[i].was_new = true;
-			new_ids[nnew++] = tids[i];
-		}
-	}
-	store_ensure_threads(s->mb.id, new_ids, new_snips, nnew, new_rows);
-	for (i = 0, nnew = 0; i < nthreads; i++)
-		if (threads[i].was_new)
-			threads[i].id = new_rows[nnew++];
+	resolve_threads(s, threads, nthreads, stored_history);
 	for (i = 0; i < n; i++)
 		items[i].thread_id = threads[items[i].thread_index].id;
-	hash_destroy(states);
 	hash_destroy(seen);
 	*count = nthreads;
 	return threads;

@@ -336,19 +336,4 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 
 /* ------------------------------------------------------------------ */
 
-void
-thread_report(void *arg, const ThreadFinal *t, StoreAction action)
-{
-	SyncState  *s = (SyncState *) arg;
-
-	if (action == SA_INSERTED)
-		s->counters.threads_inserted++;
-	else if (action == SA_UPDATED)
-		s->counters.threads_updated++;
-	else
-		s->counters.threads_unchanged++;
-	if (action != SA_UNCHANGED)
-		store_ledger(s->run_id, s->mb.id, "thread.ingested", t->id, t->provider_id,
-					 action_detail(action, NULL, NULL));
-}
 

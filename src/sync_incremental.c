@@ -240,41 +240,16 @@ incremental_sync(SyncState *s)
 
 	/* Thread rows for threads seen for the first time. */
 	{
-		char	  **tids = palloc(sizeof(char *) * nthreads);
-		HTAB	   *tstates;
-		char	  **new_ids = palloc(sizeof(char *) * nthreads);
-		char	  **new_snips = palloc0(sizeof(char *) * nthreads);
-		int64	   *new_rows = palloc(sizeof(int64) * nthreads);
-		int			nnew = 0,
-					k;
+		int64	   *stored_history = palloc(sizeof(int64) * nthreads);
+		int			k;
 
+		resolve_threads(s, threads, nthreads, stored_history);
 		for (k = 0; k < nthreads; k++)
-			tids[k] = threads[k].provider_id;
-		tstates = store_thread_states(s->mb.id, tids, nthreads);
-		for (k = 0; k < nthreads; k++)
-		{
-			ThreadState *ts = hash_search(tstates, tids[k], HASH_FIND, NULL);
-
-			if (ts)
-			{
-				threads[k].id = ts->id;
-				/* Never move a thread's history id backwards. */
-				if (ts->has_history && ts->history_id > threads[k].history_id)
-					threads[k].history_id = ts->history_id;
-			}
-			else
-			{
-				threads[k].was_new = true;
-				new_ids[nnew++] = tids[k];
-			}
-		}
-		store_ensure_threads(s->mb.id, new_ids, new_snips, nnew, new_rows);
-		for (k = 0, nnew = 0; k < nthreads; k++)
-			if (threads[k].was_new)
-				threads[k].id = new_rows[nnew++];
+			if (stored_history[k] > threads[k].history_id)
+				threads[k].history_id = stored_history[k];	/* never backwards */
 		for (k = 0; k < nitems; k++)
-			items[k].thread_id = items[k].stored ? items[k].thread_id : threads[items[k].thread_index].id;
-		hash_destroy(tstates);
+			if (!items[k].stored)
+				items[k].thread_id = threads[items[k].thread_index].id;
 	}
 
 	fetch_and_store(s, items, nitems);

@@ -43,6 +43,14 @@ extern void refresh_labels(SyncState *s, const FetchItem *item, GmailMessage *gm
 extern void mark_deleted(SyncState *s, const FetchItem *item);
 extern FetchItem item_for_ref(const StoredMessageRef *ref);
 extern void fetch_and_store(SyncState *s, FetchItem *items, int n);
+
+/* sync_threads.c */
+/*
+ * Fill threads[i].id from the stored rows, inserting rows for threads not
+ * stored yet (was_new set); stored_history[i] gets the stored history id
+ * (0 when none).
+ */
+extern void resolve_threads(SyncState *s, ThreadFinal *threads, int n, int64 *stored_history);
 extern void thread_report(void *arg, const ThreadFinal *t, StoreAction action);
 
 /* sync_full.c */
