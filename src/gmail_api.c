@@ -27,7 +27,7 @@ RemoteFailure gi_pending_remote_failure = RF_NONE;
 
 #define LIST_PAGE_SIZE 500
 #define MAX_BACKOFF_MS 32000
-#define BUDGET_WINDOW_MS 60000
+#define BUDGET_WINDOW_MS 61000
 
 /* One charge against the per-minute budget, kept in a ring. */
 typedef struct BudgetCharge
@@ -52,6 +52,8 @@ struct GmailClient
 	int			charge_cap;
 	int			units_in_window;
 };
+
+static long budget_admit(void *arg, HttpRequest *req);
 
 static const char *const method_names[GM__COUNT] = {
 	"users.getProfile", "users.messages.list", "users.threads.list",
@@ -101,6 +103,7 @@ gmail_client_create(HttpClient *http, GmailTokenSource token_source, void *token
 	c->cxt = CurrentMemoryContext;
 	c->charge_cap = 256;
 	c->charges = palloc(sizeof(BudgetCharge) * c->charge_cap);
+	http_set_admission(http, budget_admit, c);
 	return c;
 }
 
@@ -111,11 +114,10 @@ gmail_stats(GmailClient *client)
 }
 
 /* ---------------------------------------------------------------------
- * Quota budget: a sliding 60-second window, the way Gmail counts.  A call
- * is given the earliest start at which the units spent in the preceding
- * minute plus its own stay within the limit.  Charges are recorded at that
- * scheduled start; the real start is never earlier, so the real usage in
- * any window is no more than what is booked here.
+ * Quota budget: a sliding window the way Gmail counts, a second longer than
+ * Gmail's minute because Gmail books a request when it arrives, a little
+ * after we send it.  Charges are booked in send order, so the ring stays
+ * sorted by time.
  * ---------------------------------------------------------------------
  */
 static void
@@ -155,48 +157,44 @@ budget_record(GmailClient *c, TimestampTz at, int units)
 	c->units_in_window += units;
 }
 
-/* Earliest start for a call costing units, at or after earliest. */
-static TimestampTz
-budget_schedule(GmailClient *c, int units, TimestampTz earliest)
+/*
+ * Admission of a call about to be sent: it may start when the units spent
+ * in the preceding window plus its own stay within the limit; it is booked
+ * at that moment, the real send time, so the local window never forgets a
+ * unit Gmail still counts.  Otherwise: the ms until enough units expire.
+ */
+static long
+budget_admit(void *arg, HttpRequest *req)
 {
+	GmailClient *c = (GmailClient *) arg;
+	GmailCall  *call = (GmailCall *) req->opaque;
 	int			limit = gi_quota_units_per_minute;
-	TimestampTz start = earliest;
+	int			units = method_cost(call->method);
+	TimestampTz now = GetCurrentTimestamp();
+	int			in_window;
 	int			i;
 
 	if (limit <= 0 || units <= 0)
-		return start;
+		return 0;
 	if (units > limit)
 		units = limit;
-
-	/*
-	 * Walk the booked charges oldest first: each one that leaves the window
-	 * frees its units; start when enough are free.  Charges booked in the
-	 * future (scheduled starts) count as in the window.
-	 */
-	budget_expire(c, earliest);
+	budget_expire(c, now);
 	if (c->units_in_window + units <= limit)
-		goto book;
 	{
-		int			in_window = c->units_in_window;
-
-		for (i = 0; i < c->charge_count; i++)
-		{
-			BudgetCharge *ch = &c->charges[(c->charge_head + i) % c->charge_cap];
-
-			in_window -= ch->units;
-			if (in_window + units <= limit)
-			{
-				TimestampTz free_at = TimestampTzPlusMilliseconds(ch->at, BUDGET_WINDOW_MS + 1);
-
-				if (free_at > start)
-					start = free_at;
-				break;
-			}
-		}
+		budget_record(c, now, units);
+		return 0;
 	}
-book:
-	budget_record(c, start, units);
-	return start;
+	in_window = c->units_in_window;
+	for (i = 0; i < c->charge_count; i++)
+	{
+		BudgetCharge *ch = &c->charges[(c->charge_head + i) % c->charge_cap];
+
+		in_window -= ch->units;
+		if (in_window + units <= limit)
+			return Max(1, TimestampDifferenceMilliseconds(now,
+														  TimestampTzPlusMilliseconds(ch->at, BUDGET_WINDOW_MS)) + 1);
+	}
+	return 1000;				/* not reached: the window can always empty */
 }
 
 /* --------------------------------------------------------------------- */
@@ -286,7 +284,7 @@ start_attempt(GmailClient *c, GmailCall *call, TimestampTz earliest)
 	call->http.bearer_token = c->token;
 	call->http.opaque = call;
 	call->token_generation = c->token_generation;
-	call->http.not_before = budget_schedule(c, method_cost(call->method), earliest);
+	call->http.not_before = earliest;
 	http_submit(c->http, &call->http);
 }
 

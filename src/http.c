@@ -125,6 +125,9 @@ struct HttpClient
 	size_t		max_response_bytes;
 	char	   *ca_file;		/* NULL = system CAs */
 	char	   *user_agent;		/* NULL = none */
+
+	HttpAdmit	admit;			/* NULL = start whenever a slot is free */
+	void	   *admit_arg;
 };
 
 static bool curl_initialized = false;
@@ -433,6 +436,13 @@ http_submit(HttpClient *client, HttpRequest *req)
 	req->priv = q;
 }
 
+void
+http_set_admission(HttpClient *client, HttpAdmit admit, void *arg)
+{
+	client->admit = admit;
+	client->admit_arg = arg;
+}
+
 int
 http_pending(HttpClient *client)
 {
@@ -512,6 +522,19 @@ http_start_eligible(HttpClient *client)
 
 				if (earliest < 0 || ms < earliest)
 					earliest = ms;
+				link = &q->next;
+				continue;
+			}
+		}
+
+		if (client->admit != NULL)
+		{
+			long		wait = client->admit(client->admit_arg, q->req);
+
+			if (wait > 0)
+			{
+				if (earliest < 0 || wait < earliest)
+					earliest = wait;
 				link = &q->next;
 				continue;
 			}

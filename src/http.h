@@ -75,6 +75,14 @@ extern void http_submit(HttpClient *client, HttpRequest *req);
  */
 extern HttpRequest *http_wait_any(HttpClient *client);
 
+/*
+ * Admission control, asked just before a queued request would start (never
+ * from a libcurl callback): return 0 to let it start now (the callee books
+ * whatever it counts), or the milliseconds to wait before asking again.
+ */
+typedef long (*HttpAdmit) (void *arg, HttpRequest *req);
+extern void http_set_admission(HttpClient *client, HttpAdmit admit, void *arg);
+
 /* Number of requests queued or in flight. */
 extern int	http_pending(HttpClient *client);
 
