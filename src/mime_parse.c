@@ -41,6 +41,7 @@
 
 #include <errno.h>
 #include <iconv.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,32 +112,71 @@ static bool mp_initialized = false;
 /*
  * glibc loads a gconv module at iconv_open() and may unload it again at the
  * last iconv_close(); GMime 3.2 opens and closes a converter for every
- * encoded word, so a Japanese or Cyrillic subject would cost a dlopen() per
- * message.  One descriptor per common mail charset, open for the life of the
- * process, keeps those modules loaded (UTF-*, ASCII and Latin-1 are built
- * into glibc and need none).
+ * encoded word, so every Japanese or Cyrillic subject would cost a dlopen().
+ * So each charset we meet (in an encoded word or a text body) gets one
+ * converter that stays open for the life of the process, which keeps its
+ * module loaded: at most MP_MAX_PINNED of them, some 35 kB each.  Not
+ * thread-safe, like the rest of this file's callers (one backend, one
+ * thread).
  */
-static const char *const pinned_charsets[] = {
-	"ISO-2022-JP", "ISO-2022-JP-3", "SHIFT_JIS", "CP932", "EUC-JP",
-	"EUC-KR", "CP949", "ISO-2022-KR", "GB2312", "GBK", "GB18030",
-	"BIG5", "BIG5-HKSCS", "KOI8-R", "KOI8-U",
-	"ISO-8859-2", "ISO-8859-4", "ISO-8859-5", "ISO-8859-6", "ISO-8859-7",
-	"ISO-8859-8", "ISO-8859-9", "ISO-8859-13", "ISO-8859-15",
-	"CP1250", "CP1251", "CP1253", "CP1254", "CP1255", "CP1256", "CP1257",
-	"CP1258", "CP874", "TIS-620", "UTF-7"
-};
-static iconv_t pinned_cd[sizeof(pinned_charsets) / sizeof(pinned_charsets[0])];
+#define MP_MAX_PINNED		32
+static iconv_t volatile pinned_cd[MP_MAX_PINNED];
+static char pinned_name[MP_MAX_PINNED][48];
+static int	n_pinned = 0;
+
+static void
+pin_charset(const char *name)
+{
+	static const char *const builtin[] = {
+		"utf-8", "utf8", "us-ascii", "ascii", "ansi_x3.4-1968", "iso-8859-1",
+		"iso8859-1", "iso_8859-1", "latin1", "utf-16", "utf-16le", "utf-16be",
+		"utf-32", "ucs-2", "ucs-4"
+	};
+	size_t		i;
+	iconv_t		cd;
+
+	if (name == NULL || *name == '\0' || n_pinned >= MP_MAX_PINNED ||
+		strlen(name) >= sizeof(pinned_name[0]))
+		return;
+	for (i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+		if (g_ascii_strcasecmp(name, builtin[i]) == 0)
+			return;
+	for (i = 0; i < (size_t) n_pinned; i++)
+		if (g_ascii_strcasecmp(name, pinned_name[i]) == 0)
+			return;
+	cd = iconv_open("UTF-8", name);
+	if (cd == (iconv_t) -1)
+		return;
+	pinned_cd[n_pinned] = cd;
+	strcpy(pinned_name[n_pinned], name);
+	n_pinned++;
+}
+
+/* Pin the converter GMime will use for an encoded word's charset. */
+static void
+pin_word_charset(const char *cs, size_t len)
+{
+	char		name[48];
+	size_t		i;
+
+	for (i = 0; i < len && cs[i] != '*'; i++)
+	{
+		if (i + 1 >= sizeof(name) ||
+			!(g_ascii_isalnum(cs[i]) || cs[i] == '-' || cs[i] == '_' ||
+			  cs[i] == '.' || cs[i] == ':' || cs[i] == '+'))
+			return;
+		name[i] = cs[i];
+	}
+	name[i] = '\0';
+	pin_charset(g_mime_charset_iconv_name(name));
+}
 
 void
 mp_init(void)
 {
-	size_t		i;
-
 	if (mp_initialized)
 		return;
 	g_mime_init();
-	for (i = 0; i < sizeof(pinned_charsets) / sizeof(pinned_charsets[0]); i++)
-		pinned_cd[i] = iconv_open("UTF-8", pinned_charsets[i]);
 
 	/*
 	 * Forwarded messages are leaves for us: we store their exact bytes as an
@@ -799,7 +839,10 @@ text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
 	kind = charset_resolve(charset, name, sizeof(name));
 	if (kind == CS_ICONV)
 	{
-		iconv_t		cd = iconv_open("UTF-8", name);
+		iconv_t		cd;
+
+		pin_charset(name);
+		cd = iconv_open("UTF-8", name);
 
 		if (cd == (iconv_t) -1 && g_ascii_strncasecmp(name, "x-", 2) == 0)
 			cd = iconv_open("UTF-8", name + 2);
@@ -1113,6 +1156,9 @@ rewrite_encoded_words(const char *in, bool *hid)
 
 		while (*cs_end && *cs_end != '?' && *cs_end != ' ' && *cs_end != '\t')
 			cs_end++;
+		if (*cs_end == '?' && cs_end > cs && cs_end[1] != '\0' && cs_end[2] == '?' &&
+			strchr("BbQq", cs_end[1]) != NULL)
+			pin_word_charset(cs, (size_t) (cs_end - cs));
 		if (*cs_end != '?' || cs_end == cs ||
 			(cs_end[1] != 'B' && cs_end[1] != 'b') || cs_end[2] != '?')
 		{

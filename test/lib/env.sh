@@ -7,7 +7,8 @@
 GI_ROOT=${GI_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 GI_PGBIN=/usr/lib/postgresql/15/bin
 GI_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libssl-dev
- libgmime-3.0-dev pkg-config make gcc python3 openssl ca-certificates libpython3.11-testsuite"
+ libgmime-3.0-dev pkg-config make gcc python3 openssl ca-certificates libpython3.11-testsuite
+ valgrind libasan8 libubsan1 curl"
 
 gi_log() { printf '== %s\n' "$*" >&2; }
 
