@@ -13,7 +13,6 @@
 
 #include <time.h>
 
-#include "common/pg_prng.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -21,12 +20,12 @@
 #include "gmail_api.h"
 #include "json_tree.h"
 #include "remote_error.h"
+#include "retry_policy.h"
 #include "settings.h"
 
 RemoteFailure gi_pending_remote_failure = RF_NONE;
 
 #define LIST_PAGE_SIZE 500
-#define MAX_BACKOFF_MS 32000
 #define BUDGET_WINDOW_MS 61000
 
 /* One charge against the per-minute budget, kept in a ring. */
@@ -387,15 +386,6 @@ retry_after_from_message(const char *msg)
 	return (long) (delta * 1000);
 }
 
-static long
-backoff_ms(int attempt)
-{
-	long		base = 1000L << Min(attempt - 1, 6);
-
-	/* First retry at least 1 s after the error, plus up to 1 s of jitter. */
-	return Min(base + (long) (pg_prng_double(&pg_global_prng_state) * 1000), MAX_BACKOFF_MS);
-}
-
 static void
 retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 			  int sqlstate, const char *what)
@@ -416,9 +406,7 @@ retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 	}
 	call->attempt++;
 	c->stats.retries++;
-	wait = backoff_ms(call->attempt);
-	if (hint_ms > wait)
-		wait = hint_ms;
+	wait = retry_wait_ms(call->attempt, hint_ms);
 	http_request_reset(&call->http);
 	start_attempt(c, call, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait));
 }
@@ -635,6 +623,10 @@ handle_completion(GmailClient *c, GmailCall *call)
 			remote_failure(RF_PROTOCOL, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
 						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
 								  gmail_method_name(call->method)));
+		if (r->permanent)
+			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+						   errmsg("Gmail %s failed", gmail_method_name(call->method)),
+						   errdetail_internal("%s", r->error));
 		retry_or_fail(c, call, -1, RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
 					  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
 		return false;

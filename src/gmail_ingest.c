@@ -70,7 +70,7 @@ token_source(void *arg, bool force)
 	if (!force && s->mb.access_token != NULL &&
 		s->mb.access_expires_at > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TOKEN_MARGIN_MS))
 		return s->mb.access_token;
-	t = oauth_refresh(s->token_http, s->mb.refresh_token);
+	t = oauth_refresh(s->token_http, s->mb.refresh_token, &s->token_retries);
 	store_save_access_token(s->mb.id, t.access_token, t.expires_at);
 	s->mb.access_token = t.access_token;
 	s->mb.access_expires_at = t.expires_at;
@@ -146,7 +146,7 @@ copy_stats(SyncState *s)
 
 	s->counters.http_requests = g->http_requests;
 	s->counters.quota_units = g->quota_units;
-	s->counters.retries = g->retries;
+	s->counters.retries = g->retries + s->token_retries;
 	s->counters.bytes_downloaded = g->bytes_downloaded;
 }
 

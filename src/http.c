@@ -417,6 +417,7 @@ http_submit(HttpClient *client, HttpRequest *req)
 	req->transport_failed = false;
 	req->timed_out = false;
 	req->too_large = false;
+	req->permanent = false;
 	req->error[0] = '\0';
 	req->retry_after_secs = -1;
 	req->bytes_downloaded = 0;
@@ -460,6 +461,7 @@ http_request_reset(HttpRequest *req)
 	req->transport_failed = false;
 	req->timed_out = false;
 	req->too_large = false;
+	req->permanent = false;
 	req->error[0] = '\0';
 	req->retry_after_secs = -1;
 	req->bytes_downloaded = 0;
@@ -811,7 +813,23 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 		req->body_len = slot->len;
 	}
 	else
+	{
 		http_describe_failure(slot, result, req);
+		switch (result)
+		{
+			case CURLE_PEER_FAILED_VERIFICATION:
+			case CURLE_SSL_CACERT_BADFILE:
+			case CURLE_SSL_CERTPROBLEM:
+			case CURLE_SSL_ISSUER_ERROR:
+			case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+			case CURLE_UNSUPPORTED_PROTOCOL:
+			case CURLE_URL_MALFORMAT:
+				req->permanent = true;
+				break;
+			default:
+				break;
+		}
+	}
 
 	free(slot->buf);
 	slot->buf = NULL;

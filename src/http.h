@@ -33,6 +33,8 @@ typedef struct HttpRequest
 	bool		transport_failed;	/* no complete HTTP response */
 	bool		timed_out;		/* transport failure was a timeout */
 	bool		too_large;		/* body exceeded the size cap */
+	bool		permanent;		/* a transport failure retrying cannot cure:
+								 * certificate, protocol or URL problems */
 	char		error[256];		/* curl's text for a transport failure */
 	double		retry_after_secs;	/* Retry-After header, or -1 */
 	size_t		bytes_downloaded;	/* wire bytes (compressed) */

@@ -15,10 +15,8 @@
 #include "json_tree.h"
 #include "oauth.h"
 #include "remote_error.h"
+#include "retry_policy.h"
 #include "settings.h"
-
-/* Transient token-endpoint failures are retried this many times. */
-#define TOKEN_ATTEMPTS 3
 
 static void
 append_form_escaped(StringInfo buf, const char *s)
@@ -67,12 +65,13 @@ safe_text(const char *s)
 }
 
 OAuthToken
-oauth_refresh(HttpClient *http, const char *refresh_token)
+oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 {
 	StringInfoData form;
 	HttpRequest req;
 	OAuthToken	result = {NULL, 0};
 	int			attempt;
+	long		wait = 0;
 
 	initStringInfo(&form);
 	append_field(&form, "client_id", gi_client_id);
@@ -80,19 +79,19 @@ oauth_refresh(HttpClient *http, const char *refresh_token)
 	append_field(&form, "refresh_token", refresh_token);
 	append_field(&form, "grant_type", "refresh_token");
 
-	for (attempt = 1;; attempt++)
+	for (attempt = 0;; attempt++)
 	{
 		JsonNode   *doc = NULL;
 		char	   *perr = NULL;
 		const char *err;
 		int64		expires_in = 3600;
+		bool		retryable;
 
 		memset(&req, 0, sizeof(req));
 		req.url = gi_oauth_token_url;
 		req.post_fields = form.data;
-		if (attempt > 1)
-			req.not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 1000 * (attempt - 1));
+		if (wait > 0)
+			req.not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
 		http_submit(http, &req);
 		while (http_wait_any(http) != &req)
 			;
@@ -125,9 +124,16 @@ oauth_refresh(HttpClient *http, const char *refresh_token)
 									 safe_text(json_get_str(doc, "error_description"))),
 						   errhint("Check gmail_ingest.client_id and gmail_ingest.client_secret."));
 
-		/* Network trouble and 5xx are worth a short retry; anything else is final. */
-		if (attempt < TOKEN_ATTEMPTS && (req.transport_failed || req.status >= 500))
+		/* The same policy as Gmail calls: transient trouble is retried, with backoff. */
+		retryable = (req.transport_failed && !req.permanent && !req.too_large) ||
+			req.status == 429 || req.status >= 500 ||
+			(!req.transport_failed && req.status == 200);	/* an unreadable 200 */
+		if (retryable && attempt < gi_max_retries)
 		{
+			wait = retry_wait_ms(attempt + 1,
+								 req.retry_after_secs >= 0 ? (long) (req.retry_after_secs * 1000) : -1);
+			if (retries)
+				(*retries)++;
 			http_request_reset(&req);
 			continue;
 		}
@@ -135,6 +141,11 @@ oauth_refresh(HttpClient *http, const char *refresh_token)
 			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
 						   errmsg("could not reach the OAuth token endpoint"),
 						   errdetail_internal("%s", req.error));
+		if (req.status == 200)
+			remote_failure(RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+						   errmsg("the OAuth token endpoint's answer could not be read"),
+						   errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
+									 perr ? safe_text(perr) : ""));
 		remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
 					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
 					   err ? errdetail("Error \"%s\": %s.", safe_text(err),

@@ -16,10 +16,11 @@ typedef struct OAuthToken
 } OAuthToken;
 
 /*
- * Exchange a refresh token for an access token.  Raises a remote failure
+ * Exchange a refresh token for an access token, retrying transient failures
+ * as Gmail calls are (counted in *retries).  Raises a remote failure
  * (RF_REVOKED on invalid_grant, RF_CONFIG on invalid_client, RF_NETWORK or
  * RF_HTTP otherwise) whose text never contains a secret.
  */
-extern OAuthToken oauth_refresh(HttpClient *http, const char *refresh_token);
+extern OAuthToken oauth_refresh(HttpClient *http, const char *refresh_token, int *retries);
 
 #endif

@@ -470,7 +470,6 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 	Datum		v[3];
 	HTAB	   *h;
 	uint64		i;
-	char	  **snips;
 
 	if (n == 0)
 		return;
@@ -487,12 +486,9 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 			  " WHERE t.snippet IS DISTINCT FROM EXCLUDED.snippet "
 			  "RETURNING t.provider_thread_id, t.id",
 			  3, types);
-	snips = palloc(sizeof(char *) * n);
-	for (i = 0; i < (uint64) n; i++)
-		snips[i] = snippets[i] ? snippets[i] : "";
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(provider_ids, n);
-	v[2] = text_array(snips, n);
+	v[2] = text_array_nullable(snippets, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 
 	h = make_hash("ensured threads", sizeof(ThreadState), n);
@@ -514,7 +510,6 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 		ids[i] = st->id;
 	}
 	hash_destroy(h);
-	pfree(snips);
 }
 
 void
@@ -541,14 +536,23 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	plan_once(&plan,
 			  "INSERT INTO " SCHEMA "mail_threads AS t (mailbox_id, provider_thread_id, snippet, history_id, "
 			  "       message_count, first_message_at, last_message_at, synced_since) "
-			  "SELECT $1, u.tid, u.snip, u.hist, s.c, s.first_at, s.last_at, u.since "
+			  "SELECT $1, u.tid, COALESCE(u.snip, n.snippet), u.hist, s.c, s.first_at, s.last_at, u.since "
 			  "  FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[]) "
 			  "       AS u(id, tid, snip, hist, since) "
 			  "  CROSS JOIN LATERAL ( "
 			  "       SELECT count(*)::int AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at "
 			  "         FROM " SCHEMA "mail_messages m "
 			  "        WHERE m.mailbox_id = $1 AND m.thread_id = u.id AND m.deleted_at IS NULL) s "
-			  /* A NULL snippet or synced_since means: keep what is stored. */
+			  /*
+			   * Without a listed snippet (history gives none), Gmail's rule: the
+			   * snippet of the thread's newest message it would list.
+			   */
+			  "  LEFT JOIN LATERAL ( "
+			  "       SELECT m.snippet FROM " SCHEMA "mail_messages m "
+			  "        WHERE u.snip IS NULL AND m.mailbox_id = $1 AND m.thread_id = u.id "
+			  "          AND m.deleted_at IS NULL AND NOT m.label_ids && '{SPAM,TRASH,DRAFT}' "
+			  "        ORDER BY m.internal_date DESC, m.id DESC LIMIT 1) n ON true "
+			  /* A NULL synced_since means: keep what is stored. */
 			  "ON CONFLICT (mailbox_id, provider_thread_id) DO UPDATE "
 			  "   SET snippet = COALESCE(EXCLUDED.snippet, t.snippet), history_id = EXCLUDED.history_id, "
 			  "       message_count = EXCLUDED.message_count, first_message_at = EXCLUDED.first_message_at, "

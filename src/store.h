@@ -100,7 +100,7 @@ typedef struct ThreadFinal
 {
 	int64		id;
 	char	   *provider_id;
-	char	   *snippet;		/* NULL: keep the stored one */
+	char	   *snippet;		/* NULL: that of the newest listable stored message */
 	bool		has_history;	/* false: history_id becomes NULL (thread not fully read) */
 	int64		history_id;
 	TimestampTz synced_since;	/* 0: keep the stored one */

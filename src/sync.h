@@ -27,6 +27,7 @@ typedef struct SyncState
 	MemoryContext item_cxt;		/* reset after each message */
 
 	RunCounters counters;
+	int			token_retries;	/* retries at the OAuth token endpoint */
 	int64		new_history_id;
 	bool		has_new_history;
 
