@@ -356,6 +356,41 @@ def test_gzip(c):
     check("no gzip without Accept-Encoding", "content-encoding" not in only_ua.headers)
 
 
+def test_bench_features(c):
+    """warm mailboxes serve the bytes of the uncached answer; log-uniform sizes."""
+    made = c.admin("POST", "/mailboxes", {"email": "cached@example.com", "content_email": OWNER,
+                                          "now_ms": NOW_MS, "warm": True})
+    tok = get_token(c.base, "refresh-cached@example.com")
+    mid = c.admin("GET", "/mailboxes/cached@example.com/messages")[-1]["id"]
+    gz = {"Accept-Encoding": "gzip", "User-Agent": "gmail_ingest/1.0 (gzip)"}
+
+    def raw(token, headers=None):
+        r = request(c.base, "GET", f"{G}/messages/{mid}?format=raw", headers=headers, token=token)
+        return json.loads(gzip.decompress(r.data) if r.headers.get("content-encoding") == "gzip"
+                          else r.data)
+    plain = raw(tok)                 # no gzip: the ordinary path
+    cached = raw(tok, gz)
+    check("warm: the ordinary answer", made["messages"] == 240 and cached == plain
+          and plain["raw"] and plain["id"] == mid)
+    call(c.base, "POST", f"/admin/mailboxes/cached@example.com/messages/{mid}/labels",
+         {"add": ["STARRED"]})
+    again = raw(tok, gz)
+    check("warm: a label change is served", "STARRED" in again["labelIds"]
+          and again["historyId"] != cached["historyId"] and again == raw(tok))
+    gen = gmail_mailgen.generate_mailbox("log@example.com", now_ms=NOW_MS, threads=30, messages=120,
+                                         attachments=60, attachment_size_min=1000,
+                                         attachment_size_max=1_000_000, attachment_size_dist="log")
+    sizes = []
+    for g in gen:
+        for part in email.message_from_bytes(g.raw, policy=email.policy.default).walk():
+            if part.get_filename() and part.get_content_type() != "image/png":
+                sizes.append(len(part.get_payload(decode=True)))
+    small = sum(1 for n in sizes if n < 31_623)        # below the geometric middle
+    check("log-uniform attachment sizes: within bounds, about half below the geometric mean",
+          sizes and min(sizes) >= 1000 and max(sizes) <= 1_000_000 and 0.25 < small / len(sizes) < 0.8,
+          (len(sizes), small, min(sizes or [0]), max(sizes or [0])))
+
+
 def test_keepalive(c):
     host, port = c.base.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
@@ -640,6 +675,66 @@ def test_faults(c):
     check("bad fault rule -> 400", e and e.status == 400)
 
 
+def test_isolation(c):
+    """Per-mailbox fault rules, limits and content_email (tests share a double)."""
+    base = {"seed": 5, "messages": 30, "threads": 8, "now_ms": NOW_MS}
+    c.admin("POST", "/mailboxes", dict(base, email="iso-a@example.com", refresh_token="rt-iso-a"))
+    c.admin("POST", "/mailboxes", dict(base, email="iso-b@example.com", refresh_token="rt-iso-b",
+                                       content_email="iso-a@example.com"))
+    a, b = c.messages("iso-a@example.com"), c.messages("iso-b@example.com")
+    raws_equal = all(c.admin("GET", f"/mailboxes/iso-a@example.com/messages/{m['id']}/raw")
+                     == c.admin("GET", f"/mailboxes/iso-b@example.com/messages/{m['id']}/raw")
+                     for m in a)
+    check("content_email: same ids, dates, labels and bytes", a == b and raws_equal)
+    ta, tb = get_token(c.base, "rt-iso-a"), get_token(c.base, "rt-iso-b")
+    check("content_email: the profile names the mailbox's own address",
+          c.gmail("profile", token=tb)["emailAddress"] == "iso-b@example.com"
+          and c.gmail("profile", token=tb)["historyId"] == c.gmail("profile", token=ta)["historyId"])
+    added = [c.admin("POST", f"/mailboxes/{x}/messages", {"internal_date_ms": NOW_MS})
+             for x in ("iso-a@example.com", "iso-b@example.com")]
+    check("content_email: later additions get the same ids", added[0] == added[1], added)
+
+    c.admin("DELETE", "/faults")
+    c.admin("POST", "/faults", [{"endpoint": "profile", "kind": "status", "status": 500,
+                                 "count": -1, "email": "iso-b@example.com"},
+                                {"endpoint": "token", "kind": "status", "status": 500,
+                                 "count": -1, "email": "iso-b@example.com"},
+                                {"endpoint": "messages.list", "kind": "status", "status": 400,
+                                 "count": -1}])
+    check("email fault: other mailbox unaffected", c.gmail_error("profile", token=ta) is None)
+    e = c.gmail_error("profile", token=tb)
+    check("email fault: its mailbox hit", e is not None and e.status == 500)
+    check("email token fault: other mailbox unaffected", bool(get_token(c.base, "rt-iso-a")))
+    e = error_of(lambda: get_token(c.base, "rt-iso-b"))
+    check("email token fault: its mailbox hit", e is not None and e.status == 500)
+    mine = c.admin("GET", "/faults?email=iso-b@example.com")
+    check("GET /admin/faults?email= lists only its rules", len(mine) == 2
+          and all(r["email"] == "iso-b@example.com" for r in mine) and mine[0]["fired"] == 1, mine)
+    c.admin("DELETE", "/faults?email=iso-b@example.com")
+    left = c.admin("GET", "/faults")
+    check("DELETE /admin/faults?email= clears only its rules",
+          len(left) == 1 and left[0]["endpoint"] == "messages.list", left)
+    c.admin("DELETE", "/faults")
+
+    got = c.admin("POST", "/mailboxes/iso-b@example.com/config",
+                  {"quota_units_per_minute": 2, "latency_ms": 200})
+    check("mailbox config answers its overrides", got == {"quota_units_per_minute": 2, "latency_ms": 200})
+    start = time.monotonic()
+    first, second = c.gmail_error("profile", token=tb), c.gmail_error("profile", token=tb)
+    third = c.gmail_error("profile", token=tb)
+    check("mailbox quota and latency apply to that mailbox",
+          first is None and second is None and third is not None and third.status == 429
+          and time.monotonic() - start >= 0.59)
+    start = time.monotonic()
+    check("other mailboxes keep the global config", all(
+        c.gmail_error("profile", token=ta) is None for _ in range(3)) and time.monotonic() - start < 0.5)
+    c.admin("POST", "/mailboxes/iso-b@example.com/config",
+            {"quota_units_per_minute": None, "latency_ms": None})
+    check("null drops an override", c.gmail_error("profile", token=tb) is None)
+    e = error_of(lambda: c.admin("POST", "/mailboxes/iso-b@example.com/config", {"costs": {}}))
+    check("unknown mailbox config key -> 400", e is not None and e.status == 400)
+
+
 def _exception(fn):
     try:
         fn()
@@ -780,8 +875,8 @@ def main():
     tests = [test_setup, test_oauth, test_auth_errors, test_profile_labels, test_messages_list,
              test_threads, test_message_get, test_full_payload, test_fields, test_gzip,
              test_keepalive, test_history, test_token_expiry, test_quota_and_stats,
-             test_concurrency_and_latency, test_faults, test_robustness,
-             test_empty_mailbox_and_cli, test_generation]
+             test_concurrency_and_latency, test_faults, test_isolation, test_robustness,
+             test_empty_mailbox_and_cli, test_generation, test_bench_features]
     try:
         for test in tests:
             try:

@@ -18,11 +18,24 @@ holds, instead of hard-coding counts:
   dq.py delete EMAIL ID             delete a message for good
   dq.py expire-history EMAIL        make Gmail forget the mailbox's history so far
   dq.py faults JSON | clear-faults  set or clear fault rules
+  dq.py faults-for EMAIL JSON       add rules that fire only for EMAIL's requests
+  dq.py clear-faults EMAIL          drop only EMAIL's rules
+  dq.py fired EMAIL                 times EMAIL's rules fired, one number per rule
+  dq.py fault-report EMAIL          the stats line plus fired=N,N (per rule); then drops
+                                    EMAIL's rules
+  dq.py stats EMAIL                 one line: requests per endpoint, errors sent (e429=...),
+                                    units and peak concurrency, as key=value pairs
+  dq.py mailbox-config EMAIL JSON   per-mailbox latency_ms / quota_units_per_minute /
+                                    max_concurrent_per_user (null drops one)
+  dq.py apply EMAIL JSON            mailbox changes, in order: {"op": "add", "thread_id",
+                                    "internal_date_ms", "labels"}, {"op": "labels", "id",
+                                    "add", "remove"}, {"op": "delete", "id"}; prints new ids
 """
 import json
 import os
 import sys
 import time
+from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from double_client import call  # noqa: E402
@@ -41,6 +54,15 @@ def listed_in_window(email, days):
         msgs = msgs.get("messages", [])
     return [m for m in msgs
             if int(m["internalDate"]) >= cutoff and not EXCLUDED & set(m.get("labelIds") or [])]
+
+
+def stats_line(email):
+    st = call(base(), "GET", "/admin/stats?email=" + quote(email))["mailboxes"].get(email, {})
+    pairs = dict(st.get("requests", {}))
+    pairs.update({"e" + k: v for k, v in st.get("errors_sent", {}).items()})
+    pairs["units"] = st.get("units", 0)
+    pairs["peak"] = st.get("peak_concurrency", 0)
+    return " ".join(f"{k}={v}" for k, v in sorted(pairs.items()))
 
 
 def main(argv):
@@ -85,7 +107,39 @@ def main(argv):
     elif cmd == "faults":
         call(base(), "POST", "/admin/faults", json.loads(argv[2]))
     elif cmd == "clear-faults":
-        call(base(), "DELETE", "/admin/faults")
+        email = argv[2] if len(argv) > 2 else None
+        call(base(), "DELETE", "/admin/faults" + ("?email=" + quote(email) if email else ""))
+    elif cmd == "faults-for":
+        rules = json.loads(argv[3])
+        rules = rules if isinstance(rules, list) else [rules]
+        call(base(), "POST", "/admin/faults", [dict(r, email=argv[2]) for r in rules])
+    elif cmd == "fired":
+        rules = call(base(), "GET", "/admin/faults?email=" + quote(argv[2]))
+        print(" ".join(str(r.get("fired", 0)) for r in rules))
+    elif cmd in ("stats", "fault-report"):
+        line = stats_line(argv[2])
+        if cmd == "fault-report":
+            rules = call(base(), "GET", "/admin/faults?email=" + quote(argv[2]))
+            call(base(), "DELETE", "/admin/faults?email=" + quote(argv[2]))
+            line += " fired=" + ",".join(str(r.get("fired", 0)) for r in rules)
+        print(line)
+    elif cmd == "mailbox-config":
+        print(json.dumps(call(base(), "POST", "/admin/mailboxes/%s/config" % argv[2],
+                              json.loads(argv[3]))))
+    elif cmd == "apply":
+        out = []
+        for op in json.loads(argv[3]):
+            kind = op.pop("op")
+            if kind == "add":
+                out.append(call(base(), "POST", "/admin/mailboxes/%s/messages" % argv[2], op)["id"])
+            elif kind == "labels":
+                call(base(), "POST", "/admin/mailboxes/%s/messages/%s/labels" % (argv[2], op["id"]),
+                     {"add": op.get("add", []), "remove": op.get("remove", [])})
+            elif kind == "delete":
+                call(base(), "DELETE", "/admin/mailboxes/%s/messages/%s" % (argv[2], op["id"]))
+            else:
+                sys.exit("unknown op " + kind)
+        print(" ".join(out))
     else:
         sys.exit("unknown command " + cmd)
 

@@ -32,10 +32,27 @@ Where this double chooses a behaviour Gmail leaves open (see GMAIL_FACTS.md):
   * Responses are pretty-printed unless prettyPrint=false, like Google's.
   * Quota 429s carry "Retry after <ISO time>" in the message and no
     Retry-After header; status faults can add the header.
+
+Test isolation (several tests share one double): a fault rule with "email"
+fires only for that mailbox (the token endpoint knows the mailbox by its
+refresh token), GET/DELETE /admin/faults?email=X see or clear only its
+rules, and POST /admin/mailboxes/X/config overrides latency_ms,
+quota_units_per_minute and max_concurrent_per_user for one mailbox (null
+drops an override).  A mailbox created with "content_email" holds exactly
+the messages, ids and history ids a mailbox of that address would hold, so
+two mailboxes can serve identical data under different logins.
+
+Benchmarks: a mailbox created with "warm": true keeps the gzip body of each
+message's messages.get?format=raw answer (built for every message at
+creation, on all CPUs, and rebuilt when its labels change) and parses every
+message's format=full tree at creation ("warm": "raw" skips the parsing), so
+serving costs this Python process little and the client's side is what a
+benchmark measures.  The bytes sent are those of the ordinary answer.
 """
 
 import argparse
 import base64
+import concurrent.futures
 import binascii
 import email
 import email.policy
@@ -351,12 +368,13 @@ class Message:
     (under the Double's lock)."""
 
     __slots__ = ("id", "thread_id", "internal_date", "raw", "snippet",
-                 "attachment_count", "labels", "history_id", "_payload")
+                 "attachment_count", "labels", "history_id", "_payload", "gz_raw")
 
     def __init__(self, id, thread_id, internal_date, raw, snippet, attachment_count, labels):
         self.id, self.thread_id, self.internal_date = id, thread_id, internal_date
         self.raw, self.snippet, self.attachment_count = raw, snippet, attachment_count
         self.labels, self.history_id, self._payload = list(labels), 0, None
+        self.gz_raw = None        # (key, gzip body) of the format=raw answer, warm mailboxes only
 
     def payload(self):
         """(tree, attachment bytes by partId); parsed once, then cached."""
@@ -394,10 +412,13 @@ class MailboxStats:
 class Mailbox:
     """One user's mail, history log and counters.  Callers hold the lock."""
 
-    def __init__(self, email_address, refresh_token, seed):
+    def __init__(self, email_address, refresh_token, seed, content_email=None):
         self.email, self.refresh_token, self.revoked = email_address, refresh_token, False
+        self.content_email = content_email or email_address
+        self.warm = False                        # keep gzip bodies of format=raw answers
+        self.limits = {}                         # per-mailbox overrides of DEFAULT_CONFIG keys
         # Drives history-id gaps, ids of added messages and composed replies.
-        self.rng = random.Random(f"{seed}/{email_address}/changes")
+        self.rng = random.Random(f"{seed}/{self.content_email}/changes")
         self.history_id = self.rng.randrange(10_000, 1_000_000)
         self.history_floor = self.history_id     # smallest startHistoryId still served
         self.messages = {}                       # id -> Message
@@ -482,6 +503,7 @@ class FaultRule:
     message: str | None = None
     retry_after: float | None = None
     ms: int = 0
+    email: str | None = None  # only this mailbox's requests
     seen: int = 0             # matching requests so far
     fired: int = 0
 
@@ -490,7 +512,7 @@ class FaultRule:
         if not isinstance(spec, dict):
             raise AdminError(400, "a fault rule must be an object")
         names = {"endpoint", "kind", "count", "after", "probability", "message_id", "status",
-                 "reason", "message", "retry_after", "ms"}
+                 "reason", "message", "retry_after", "ms", "email"}
         unknown = set(spec) - names
         if unknown:
             raise AdminError(400, f"unknown fault rule keys: {sorted(unknown)}")
@@ -505,9 +527,11 @@ class FaultRule:
             raise AdminError(400, "status must be 4xx or 5xx")
         return rule
 
-    def matches(self, endpoint, target_id):
+    def matches(self, endpoint, target_id, email=None):
         # "*" is every Gmail endpoint; the token endpoint must be named.
         if self.endpoint != endpoint and (self.endpoint != "*" or endpoint == "token"):
+            return False
+        if self.email is not None and (email or "").lower() != self.email.lower():
             return False
         return self.message_id is None or self.message_id == target_id
 
@@ -579,10 +603,7 @@ class Double:
                                                   form_field("client_secret"))
         grant_type, refresh_token = form_field("grant_type"), form_field("refresh_token")
         with self.lock:
-            self.token_requests += 1
             mb = self.by_refresh_token.get(refresh_token)
-            if mb is not None:
-                mb.stats.requests["token"] += 1
             if (client_id, client_secret) != (self.config["client_id"], self.config["client_secret"]):
                 return mb, 401, oauth_error("invalid_client", "The OAuth client was not found.")
             if grant_type != "refresh_token":
@@ -627,21 +648,26 @@ class Double:
             stats = mb.stats
             stats.peak_concurrency = max(stats.peak_concurrency, mb.in_flight)
             stats.requests[endpoint] += 1
-            limit = self.config["max_concurrent_per_user"]
+            limit = self.limit(mb, "max_concurrent_per_user")
             if limit and mb.in_flight > limit:
                 raise ApiError(429, "Too many concurrent requests for user", "rateLimitExceeded")
             cost = self.config["costs"].get(endpoint, 0)
             self._charge_quota(mb, cost)
             stats.units += cost
             stats.units_by_endpoint[endpoint] += cost
-            return self._pick_fault(endpoint, target_id)
+            return self._pick_fault(endpoint, target_id, mb.email)
+
+    def limit(self, mb, key):
+        """A mailbox's override of a config value, else the global one."""
+        value = mb.limits.get(key) if mb is not None else None
+        return self.config[key] if value is None else value
 
     def release(self, mb):
         with self.lock:
             mb.in_flight -= 1
 
     def _charge_quota(self, mb, cost):
-        limit = self.config["quota_units_per_minute"]
+        limit = self.limit(mb, "quota_units_per_minute")
         if not limit or not cost:
             return
         now = time.monotonic()
@@ -662,10 +688,10 @@ class Double:
         window.append((now, cost))
         mb.quota_window_units += cost
 
-    def _pick_fault(self, endpoint, target_id):
+    def _pick_fault(self, endpoint, target_id, email=None):
         """First rule that fires for this request (callers hold the lock)."""
         for rule in self.faults:
-            if not rule.matches(endpoint, target_id):
+            if not rule.matches(endpoint, target_id, email):
                 continue
             rule.seen += 1
             if rule.seen <= rule.after or rule.count == 0:
@@ -678,9 +704,14 @@ class Double:
             return rule
         return None
 
-    def token_fault(self):
+    def token_fault(self, refresh_token=None):
+        """(fault rule or None, the mailbox the refresh token names or None)."""
         with self.lock:
-            return self._pick_fault("token", None)
+            self.token_requests += 1            # every call, a faulted one too
+            mb = self.by_refresh_token.get(refresh_token)
+            if mb is not None:
+                mb.stats.requests["token"] += 1
+            return self._pick_fault("token", None, mb.email if mb else None), mb
 
     def count_sent(self, mb, status, nbytes):
         with self.lock:
@@ -819,6 +850,29 @@ class Double:
         msg, labels, history_id = self._snapshot(mb, message_id)
         return self._message_resource(msg, labels, history_id, fmt, query)
 
+    def cached_raw(self, mb, message_id, query):
+        """gzip body of a plain messages.get?format=raw answer (no fields=),
+        for a warm mailbox; None when the request is not that, or the
+        message is gone (the normal path answers it)."""
+        if (not mb.warm or one(query, "format", "full").lower() != "raw"
+                or set(query) - {"format", "prettyPrint"}):
+            return None
+        pretty = one(query, "prettyPrint", "true").lower() != "false"
+        with self.lock:
+            msg = mb.messages.get(message_id)
+            if msg is None:
+                return None
+            labels, history_id = list(msg.labels), msg.history_id
+        key = (tuple(labels), history_id, pretty)
+        entry = msg.gz_raw
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        text = json.dumps(self._message_resource(msg, labels, history_id, "raw", query),
+                          ensure_ascii=False, indent=2 if pretty else None)
+        body = gzip.compress(text.encode("utf-8"), compresslevel=5)
+        msg.gz_raw = (key, body)
+        return body
+
     def gmail_attachment_get(self, mb, query, message_id, attachment_id):
         msg, _, _ = self._snapshot(mb, message_id)
         part_id = self.attachment_ids.resolve(message_id, attachment_id)
@@ -942,9 +996,11 @@ class Double:
                 self.fault_rng = random.Random(body["fault_seed"])
             return json.loads(json.dumps(self.config))
 
-    def admin_get_faults(self, body):
+    def admin_get_faults(self, body, query=None):
+        email = one(query or {}, "email")
         with self.lock:
-            return [r.as_json() for r in self.faults]
+            return [r.as_json() for r in self.faults
+                    if email is None or (r.email or "").lower() == email.lower()]
 
     def admin_add_faults(self, body):
         rules = [FaultRule.from_json(s) for s in (body if isinstance(body, list) else [body])]
@@ -952,11 +1008,38 @@ class Double:
             self.faults.extend(rules)
             return [r.as_json() for r in self.faults]
 
-    def admin_clear_faults(self, body):
+    def admin_clear_faults(self, body, query=None):
+        email = one(query or {}, "email")
         with self.lock:
-            self.faults = []
-            self.fault_rng = random.Random(self.config["fault_seed"])
+            if email is None:
+                self.faults = []
+                self.fault_rng = random.Random(self.config["fault_seed"])
+            else:
+                self.faults = [r for r in self.faults if (r.email or "").lower() != email.lower()]
         return []
+
+    def admin_mailbox_config(self, body, email_address):
+        """Per-mailbox overrides; null removes one.  Returns the overrides."""
+        checks = {"latency_ms": lambda v: _number(v) and v >= 0,
+                  "quota_units_per_minute": lambda v: _integer(v) and v >= 0,
+                  "max_concurrent_per_user": lambda v: _integer(v) and v >= 0}
+        _require_object(body)
+        for key, value in (body or {}).items():
+            if key not in checks:
+                raise AdminError(400, f"unknown mailbox config key {key!r}")
+            if value is not None and not checks[key](value):
+                raise AdminError(400, f"bad value for {key}: {value!r}")
+        with self.lock:
+            mb = self._mailbox(email_address)
+            for key, value in (body or {}).items():
+                if value is None:
+                    mb.limits.pop(key, None)
+                else:
+                    mb.limits[key] = value
+            if "quota_units_per_minute" in (body or {}):     # a clean window
+                mb.quota_window.clear()
+                mb.quota_window_units = 0
+            return dict(mb.limits)
 
     def admin_list_mailboxes(self, body):
         with self.lock:
@@ -970,9 +1053,10 @@ class Double:
         _require_object(body)
         params = {"seed": 1, "threads": 60, "messages": 240, "days": 30, "window_days": 7,
                   "attachments": 50, "attachment_size_min": 1024,
-                  "attachment_size_max": 40 * 1024, "drafts": None, "spam": None,
+                  "attachment_size_max": 40 * 1024, "attachment_size_dist": "uniform",
+                  "drafts": None, "spam": None,
                   "trash": None, "labelless": None, "header_quirks": True, "name": None}
-        allowed = set(params) | {"email", "refresh_token", "now_ms"}
+        allowed = set(params) | {"email", "refresh_token", "now_ms", "content_email", "warm"}
         unknown = set(body) - allowed
         if unknown:
             raise AdminError(400, f"unknown mailbox parameters: {sorted(unknown)}")
@@ -980,6 +1064,9 @@ class Double:
         if not isinstance(address, str) or "@" not in address:
             raise AdminError(400, "email is required")
         refresh_token = body.get("refresh_token") or f"refresh-{address}"
+        content_email = body.get("content_email") or address
+        if not isinstance(content_email, str) or "@" not in content_email:
+            raise AdminError(400, "content_email must be an e-mail address")
         params.update({k: v for k, v in body.items() if k in params})
         now_ms = body.get("now_ms") or int(time.time()) // 60 * 60_000
         with self.lock:
@@ -988,14 +1075,24 @@ class Double:
         generated = []
         if params["messages"] or params["threads"]:
             try:
-                generated = gmail_mailgen.generate_mailbox(address, now_ms=now_ms, **params)
+                generated = gmail_mailgen.generate_mailbox(content_email, now_ms=now_ms, **params)
             except (ValueError, TypeError) as e:
                 raise AdminError(400, str(e))
-        mb = Mailbox(address, refresh_token, params["seed"])
+        mb = Mailbox(address, refresh_token, params["seed"], content_email)
         for g in generated:        # oldest first, one messagesAdded record each
             mb.add(Message(g.id, g.thread_id, g.internal_date, g.raw, g.snippet,
                            g.attachment_count, g.labels))
         mb.history_floor = mb.history[0].id - 1 if mb.history else mb.history_id
+        if body.get("warm"):
+            mb.warm = True
+            query = {"format": ["raw"]}
+
+            def warm(m):
+                self.cached_raw(mb, m.id, query)
+                if body["warm"] != "raw":
+                    m.payload()
+            with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+                list(pool.map(warm, list(mb.messages.values())))
         with self.lock:
             if address in self.mailboxes or refresh_token in self.by_refresh_token:
                 raise AdminError(409, f"mailbox {address} or its refresh token already exists")
@@ -1037,7 +1134,7 @@ class Double:
                 raise AdminError(404, f"no thread {thread_id}")
             if raw is None:
                 parent = mb.threads[thread_id][-1].raw if thread_id else None
-                raw, snippet = gmail_mailgen.compose_message(mb.email, mb.rng, date_ms=date_ms,
+                raw, snippet = gmail_mailgen.compose_message(mb.content_email, mb.rng, date_ms=date_ms,
                                                              parent_raw=parent)
                 attachment_count = 0
             else:
@@ -1132,6 +1229,7 @@ ADMIN_ROUTES = [(method, re.compile(pattern + r"/?"), handler) for method, patte
     ("DELETE", _M + r"/messages/(?P<message_id>[^/]+)", "admin_delete_message"),
     ("POST", _M + r"/expire_history", "admin_expire_history"),
     ("POST", _M + r"/revoke", "admin_revoke"),
+    ("POST", _M + r"/config", "admin_mailbox_config"),
     ("POST", r"/admin/expire_tokens", "admin_expire_tokens"),
     ("GET", r"/admin/stats", "admin_stats"),
     ("POST", r"/admin/stats/reset", "admin_reset_stats"),
@@ -1301,7 +1399,7 @@ class Handler(BaseHTTPRequestHandler):
             data = json.loads(body) if body.strip() else None
         except ValueError:
             raise AdminError(400, "body is not JSON")
-        if name == "admin_stats":
+        if name in ("admin_stats", "admin_get_faults", "admin_clear_faults"):
             args["query"] = query
         result = getattr(self.double, name)(data, **args)
         if isinstance(result, bytes):
@@ -1317,7 +1415,9 @@ class Handler(BaseHTTPRequestHandler):
         if method != "POST":
             self._send_json(405, {"error": "invalid_request", "error_description": "POST only"})
             return
-        fault = d.token_fault()
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        fault, mb = d.token_fault((form.get("refresh_token") or [None])[-1])
+        self.latency_ms = d.limit(mb, "latency_ms")
         if fault and self._early_fault(fault, oauth=True):
             return
         basic = None
@@ -1327,7 +1427,6 @@ class Handler(BaseHTTPRequestHandler):
                 basic = tuple(base64.b64decode(auth[6:]).decode().split(":", 1))
             except (ValueError, binascii.Error):
                 basic = ("", "")
-        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         self.mailbox, status, answer = d.token_grant(form, basic)
         self._send_json(status, answer, pretty=True, fault=fault,
                         headers=[("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate")])
@@ -1380,11 +1479,17 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(e.code, e.body, pretty=True, headers=e.headers, compress=compress)
             return
         self.mailbox = mb
+        self.latency_ms = d.limit(mb, "latency_ms")
         try:
             target = args.get("message_id") or args.get("thread_id")
             fault = d.admit(mb, endpoint, target)
             if fault and self._early_fault(fault):
                 return
+            if fault is None and compress and endpoint == "messages.get":
+                cached = d.cached_raw(mb, args["message_id"], query)
+                if cached is not None:
+                    self._send(200, cached, headers=[("Content-Encoding", "gzip")])
+                    return
             fields = one(query, "fields")
             result = getattr(d, handler)(mb, query, **args)
             if fields:

@@ -34,6 +34,7 @@ import base64
 import codecs
 import email
 import email.policy
+import math
 import quopri
 import random
 import re
@@ -333,7 +334,18 @@ def _decode_text(part):
 
 
 def describe_raw(raw):
-    """(snippet, attachment_count) for arbitrary raw bytes (admin-added mail)."""
+    """(snippet, attachment_count) for arbitrary raw bytes (admin-added mail).
+
+    Gmail stores any bytes: when Python's email cannot read them (1,000
+    nested multiparts exceed its recursion limit) the message still goes in,
+    with an empty snippet and no attachment counted."""
+    try:
+        return _describe_raw(raw)
+    except RecursionError:
+        return "", 0
+
+
+def _describe_raw(raw):
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     plain = html = None
     attachments = 0
@@ -396,10 +408,11 @@ class _Thread:
 class _Writer:
     """Renders messages; owns the content RNG and the shared attachment blobs."""
 
-    def __init__(self, rng, owner, owner_name, size_min, size_max):
+    def __init__(self, rng, owner, owner_name, size_min, size_max, size_dist="uniform"):
         self.rng = rng
         self.owner = Contact(owner_name, None, None, owner)
         self.size_min, self.size_max = min(size_min, size_max), size_max
+        self.size_dist = size_dist
         self.attachment_counter = 0
         shared_size = min(self.size_max, 12 * 1024)
         self.shared = {
@@ -495,7 +508,11 @@ class _Writer:
     def _attachment(self):
         name, ctype, style, source = ATTACHMENT_KINDS[self.attachment_counter % len(ATTACHMENT_KINDS)]
         self.attachment_counter += 1
-        size = self.rng.randint(self.size_min, self.size_max)
+        if self.size_dist == "log":      # log-uniform: most small, a few near the maximum
+            lo, hi = math.log(max(1, self.size_min)), math.log(self.size_max)
+            size = min(self.size_max, max(self.size_min, int(math.exp(self.rng.uniform(lo, hi)))))
+        else:
+            size = self.rng.randint(self.size_min, self.size_max)
         if source == "shared":
             data = self.shared[name]
         elif source == "csv":
@@ -584,22 +601,29 @@ def message_id_for(rng, date_ms, taken):
 
 def generate_mailbox(owner, *, now_ms, seed=1, threads=60, messages=240, days=30,
                      window_days=7, attachments=50, attachment_size_min=1024,
-                     attachment_size_max=40 * 1024, drafts=None, spam=None, trash=None,
+                     attachment_size_max=40 * 1024, attachment_size_dist="uniform",
+                     drafts=None, spam=None, trash=None,
                      labelless=None, header_quirks=True, name=None, id_rng=None):
     """Plan and render a mailbox; returns Generated messages, oldest first.
 
     messages and threads are exact counts.  drafts/spam/trash/labelless
     default to small proportions of the mailbox (none below 10 messages).
     id_rng draws the message ids; by default it is seeded from seed and owner.
+    attachment_size_dist: "uniform" (default) or "log" (log-uniform between
+    attachment_size_min and attachment_size_max, for benchmarks: most
+    attachments small, a few large, as in real mail).
     """
     if threads < 1 or messages < threads:
         raise ValueError("need threads >= 1 and messages >= threads")
     if days <= 0 or window_days < 0 or attachments < 0 or attachment_size_max < 1:
         raise ValueError("days must be > 0; window_days, attachments >= 0; attachment_size_max >= 1")
+    if attachment_size_dist not in ("uniform", "log"):
+        raise ValueError("attachment_size_dist must be \"uniform\" or \"log\"")
     rng = random.Random(seed)
     id_rng = id_rng or random.Random(f"{seed}/{owner}")
     owner_name = name or owner.split("@")[0].replace(".", " ").title()
-    writer = _Writer(rng, owner, owner_name, attachment_size_min, attachment_size_max)
+    writer = _Writer(rng, owner, owner_name, attachment_size_min, attachment_size_max,
+                     attachment_size_dist)
     big = messages >= 10
 
     def default(value, fraction):

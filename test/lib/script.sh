@@ -30,3 +30,135 @@ finish() {
 	echo "$((checks - check_failures)) passed, $check_failures failed"
 	[ "$check_failures" -eq 0 ]
 }
+
+# --- helpers of the reliability scripts (faults, soak, quota, leaks, cancel_latency, tls, log_secrets)
+
+# Epoch milliseconds, whole minutes: pass the same now_ms to mailboxes that must be identical.
+now_ms() { echo $(( $(date +%s) / 60 * 60000 )); }
+
+# A suffix that keeps this run's mailbox e-mails apart from earlier runs on the same double.
+run_tag() { echo "$(date +%s%N | cut -c8-13)$$"; }
+
+# Milliseconds since the epoch, for wall-clock measurements.
+ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# new_mailbox EMAIL 'more JSON fields': creates EMAIL in the double with refresh token rt-EMAIL.
+new_mailbox() {
+	gi_double POST /admin/mailboxes "{\"email\":\"$1\",\"refresh_token\":\"rt-$1\",$2}" >/dev/null
+}
+
+# install_digests DB: helper functions comparing what syncs stored.
+#   gi_test_digest(mailbox_id [, except provider_thread_id]): the mailbox's threads,
+#     messages, attachments and their blobs, every column except surrogate ids,
+#     mailbox/org ids, row timestamps and synced_since (deleted_at becomes a flag,
+#     storage_path loses its {org}/{mailbox}/ prefix), as counts and md5s.  Two
+#     mailboxes holding the same data give the same text.  The exception leaves out
+#     one thread with its messages, attachments and their blobs.
+#   gi_test_db_digest(): every row of the data tables and mailboxes (auth_state
+#     aside), ids included: equal before and after a step means the step left
+#     no row behind.
+#   gi_test_duplicates(mailbox_id): natural keys stored more than once.
+install_digests() {
+	psql -X -q -v ON_ERROR_STOP=1 -d "$1" <<'SQL'
+CREATE FUNCTION public.gi_test_digest(mb bigint, except_thread text DEFAULT NULL) RETURNS text
+LANGUAGE sql STABLE AS $f$
+WITH msg AS (
+	SELECT * FROM gmail_ingest.mail_messages
+	WHERE mailbox_id = mb AND provider_thread_id IS DISTINCT FROM except_thread),
+t AS (
+	SELECT (to_jsonb(x) - '{id,mailbox_id,org_id,created_at,updated_at,synced_since}'::text[])::text AS r
+	FROM gmail_ingest.mail_threads x
+	WHERE mailbox_id = mb AND provider_thread_id IS DISTINCT FROM except_thread),
+m AS (
+	SELECT (to_jsonb(x) - '{id,mailbox_id,org_id,thread_id,created_at,updated_at,deleted_at}'::text[]
+	        || jsonb_build_object('deleted', x.deleted_at IS NOT NULL))::text AS r
+	FROM msg x),
+att AS (
+	SELECT x.* FROM gmail_ingest.mail_attachments x
+	WHERE x.mailbox_id = mb AND x.message_id IN (SELECT id FROM msg)),
+a AS (
+	SELECT (to_jsonb(x) - '{id,mailbox_id,org_id,message_id,created_at,updated_at,storage_path}'::text[]
+	        || jsonb_build_object('message', (SELECT provider_message_id FROM msg WHERE msg.id = x.message_id),
+	                              'storage_name', regexp_replace(x.storage_path, '^[^/]*/[^/]*/', '')))::text AS r
+	FROM att x),
+b AS (
+	SELECT jsonb_build_object('sha256', sha256, 'size', size_bytes, 'md5', md5(data))::text AS r
+	FROM gmail_ingest.blobs
+	WHERE sha256 IN (SELECT raw_sha256 FROM msg UNION SELECT sha256 FROM att))
+SELECT format('threads=%s:%s messages=%s:%s attachments=%s:%s blobs=%s:%s',
+	(SELECT count(*) FROM t), (SELECT left(md5(coalesce(string_agg(r, E'\n' ORDER BY r), '')), 10) FROM t),
+	(SELECT count(*) FROM m), (SELECT left(md5(coalesce(string_agg(r, E'\n' ORDER BY r), '')), 10) FROM m),
+	(SELECT count(*) FROM a), (SELECT left(md5(coalesce(string_agg(r, E'\n' ORDER BY r), '')), 10) FROM a),
+	(SELECT count(*) FROM b), (SELECT left(md5(coalesce(string_agg(r, E'\n' ORDER BY r), '')), 10) FROM b))
+$f$;
+CREATE FUNCTION public.gi_test_db_digest() RETURNS text LANGUAGE sql STABLE AS $f$
+SELECT format('threads=%s messages=%s attachments=%s blobs=%s rows:%s',
+	(SELECT count(*) FROM gmail_ingest.mail_threads), (SELECT count(*) FROM gmail_ingest.mail_messages),
+	(SELECT count(*) FROM gmail_ingest.mail_attachments), (SELECT count(*) FROM gmail_ingest.blobs),
+	left(md5(
+	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_threads x) ||
+	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_messages x) ||
+	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_attachments x) ||
+	  (SELECT coalesce(string_agg(x.sha256 || md5(x.data), E'\n' ORDER BY x.sha256), '') FROM gmail_ingest.blobs x) ||
+	  (SELECT coalesce(string_agg((to_jsonb(x) - 'auth_state')::text, E'\n' ORDER BY x.id), '') FROM gmail_ingest.mailboxes x)), 10))
+$f$;
+CREATE FUNCTION public.gi_test_duplicates(mb bigint) RETURNS bigint LANGUAGE sql STABLE AS $f$
+SELECT (SELECT count(*) - count(DISTINCT provider_thread_id) FROM gmail_ingest.mail_threads WHERE mailbox_id = mb)
+     + (SELECT count(*) - count(DISTINCT provider_message_id) FROM gmail_ingest.mail_messages WHERE mailbox_id = mb)
+     + (SELECT count(*) - count(DISTINCT (message_id, part_id)) FROM gmail_ingest.mail_attachments WHERE mailbox_id = mb)
+$f$;
+SQL
+}
+
+# verify_ok DB MAILBOX: t when every verify() check passes, else f and the failing checks.
+verify_ok() {
+	local bad
+	bad=$(q "$1" "SELECT string_agg(check_name || ': ' || coalesce(detail, ''), '; ') FROM gmail_ingest.verify($2) WHERE NOT ok")
+	if [ -z "$bad" ]; then echo t; else echo "f ($bad)"; fi
+}
+
+# stat_of KEY 'key=value ...' (a dq.py stats line): the value, 0 when absent.
+stat_of() {
+	local kv
+	for kv in $2; do
+		[ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return; }
+	done
+	echo 0
+}
+
+# wait_jobs N: block while N or more background jobs run.
+wait_jobs() {
+	while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do wait -n || true; done
+}
+
+# dbl METHOD PATH [JSON]: the double's admin API from bash alone (/dev/tcp), for
+# scripts that call it hundreds of times; prints the body, fails on a non-2xx.
+dbl() {
+	local LC_ALL=C method=$1 path=$2 body=${3:-} hp=${DOUBLE_URL:-} fd resp status
+	hp=${hp#http://}
+	[ -n "$hp" ] && exec {fd}<>"/dev/tcp/${hp%%:*}/${hp##*:}" || return 2
+	printf '%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+		"$method" "$path" "${hp%%:*}" "${#body}" "$body" >&"$fd"
+	resp=$(timeout 30 cat <&"$fd")
+	exec {fd}>&-
+	status=${resp#HTTP/1.? }
+	printf '%s\n' "${resp#*$'\r\n\r\n'}"
+	[ "${status:0:1}" = 2 ]
+}
+
+# dstats EMAIL: the double's counters for one mailbox as one line of key=value:
+# requests per endpoint, errors sent as e<status>, units, peak concurrency.
+dstats() {
+	local json req err
+	json=$(dbl GET "/admin/stats?email=$1") || return 1
+	req=$(sed -n 's/.*"requests": {\([^}]*\)}.*/\1/p' <<<"$json")
+	err=$(sed -n 's/.*"errors_sent": {\([^}]*\)}.*/\1/p' <<<"$json" | sed 's/"\([0-9]*\)"/"e\1"/g')
+	printf '%s %s units=%s peak=%s\n' "$(sed 's/"\([^"]*\)": \([0-9]*\),\{0,1\}/\1=\2/g' <<<"$req")" \
+		"$(sed 's/"\([^"]*\)": \([0-9]*\),\{0,1\}/\1=\2/g' <<<"$err")" \
+		"$(grep -o '"units": [0-9]*' <<<"$json" | head -1 | grep -o '[0-9]*$')" \
+		"$(grep -o '"peak_concurrency": [0-9]*' <<<"$json" | grep -o '[0-9]*$')"
+}
+
+# dfired EMAIL: how often each of EMAIL's fault rules fired (N,N,...); dclear EMAIL drops them.
+dfired() { dbl GET "/admin/faults?email=$1" | grep -o '"fired": [0-9]*' | grep -o '[0-9]*$' | paste -sd, -; }
+dclear() { dbl DELETE "/admin/faults?email=$1" >/dev/null; }
