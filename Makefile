@@ -15,7 +15,7 @@ SHLIB_LINK  = -lcurl -lcrypto $(GMIME_LIBS)
 # pg_regress (sql/, expected/) and isolation (specs/) run against the server
 # and Gmail API double that test/run_tests.sh starts; DOUBLE_URL names it.
 REGRESS   = setup bad_input idempotency changes cancel oauth incremental verify security
-ISOLATION = concurrent_sync
+ISOLATION = concurrent_sync sync_readers
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
