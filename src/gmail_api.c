@@ -525,6 +525,77 @@ add_history_events(GmailCall *call, JsonNode *rec, const char *key, HistoryChang
 	}
 }
 
+/*
+ * The "raw" member of a messages.get?format=raw answer is the whole message
+ * in base64url, megabytes long.  It is decoded straight from the answer and
+ * cut out of it before the JSON parse, so PostgreSQL's lexer (which copies
+ * strings a character at a time) never sees it.  Finds the top-level member
+ * key's string value; false when absent or when it holds an escape (then
+ * the ordinary parse handles it).
+ */
+static bool
+find_top_level_string(const char *json, size_t len, const char *key, size_t *vstart, size_t *vend)
+{
+	size_t		keylen = strlen(key);
+	size_t		i = 0;
+	int			depth = 0;
+
+	while (i < len)
+	{
+		char		ch = json[i];
+
+		if (ch == '"')
+		{
+			size_t		s = i + 1;
+			size_t		j = s;
+			size_t		k;
+
+			/* The string's end: the next quote not escaped by an odd run of backslashes. */
+			for (;;)
+			{
+				const char *q = memchr(json + j, '"', len - j);
+				size_t		b = 0;
+
+				if (q == NULL)
+					return false;
+				j = q - json;
+				while (j - b > s && json[j - b - 1] == '\\')
+					b++;
+				if (b % 2 == 0)
+					break;
+				j++;
+			}
+			i = j + 1;
+			if (depth != 1 || j - s != keylen || memcmp(json + s, key, keylen) != 0)
+				continue;
+			/* A key only if a colon follows; then the value must be a string. */
+			for (k = i; k < len && (json[k] == ' ' || json[k] == '\n' || json[k] == '\r' || json[k] == '\t'); k++)
+				;
+			if (k >= len || json[k] != ':')
+				continue;
+			for (k++; k < len && (json[k] == ' ' || json[k] == '\n' || json[k] == '\r' || json[k] == '\t'); k++)
+				;
+			if (k >= len || json[k] != '"')
+				return false;
+			{
+				const char *q = memchr(json + k + 1, '"', len - k - 1);
+
+				if (q == NULL || memchr(json + k + 1, '\\', q - (json + k + 1)) != NULL)
+					return false;
+				*vstart = k + 1;
+				*vend = q - json;
+				return true;
+			}
+		}
+		if (ch == '{' || ch == '[')
+			depth++;
+		else if (ch == '}' || ch == ']')
+			depth--;
+		i++;
+	}
+	return false;
+}
+
 /* Fill the call's results from a 200 answer; false if it is unusable. */
 static bool
 parse_answer(GmailCall *call, JsonNode *doc)
@@ -562,8 +633,19 @@ parse_answer(GmailCall *call, JsonNode *doc)
 				return true;
 			}
 		case GM_MESSAGE_RAW:
+			if (call->predecoded_raw != NULL)
+			{
+				/* raw was decoded before the parse; its member is now "". */
+				if (!parse_message(doc, &call->message, false) || call->message.thread_id == NULL ||
+					json_get(doc, "raw") == NULL)
+					return false;
+				call->message.raw = call->predecoded_raw;
+				call->message.raw_len = call->predecoded_len;
+				return true;
+			}
+			return parse_message(doc, &call->message, true);
 		case GM_MESSAGE_MINIMAL:
-			return parse_message(doc, &call->message, call->method == GM_MESSAGE_RAW);
+			return parse_message(doc, &call->message, false);
 		case GM_THREAD_MINIMAL:
 			json_get_int64(doc, "historyId", &call->history_id);
 			call->messages = parse_message_array(json_get(doc, "messages"),
@@ -634,6 +716,19 @@ handle_completion(GmailClient *c, GmailCall *call)
 
 	call->result_cxt = AllocSetContextCreate(c->cxt, "gmail call result", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(call->result_cxt);
+	call->predecoded_raw = NULL;
+	if (r->body != NULL && r->status == 200 && call->method == GM_MESSAGE_RAW)
+	{
+		size_t		vs,
+					ve;
+
+		if (find_top_level_string(r->body, r->body_len, "raw", &vs, &ve) &&
+			gmail_base64url_decode(r->body + vs, ve - vs, &call->predecoded_raw, &call->predecoded_len))
+		{
+			memmove(r->body + vs, r->body + ve, r->body_len - ve + 1);
+			r->body_len -= ve - vs;
+		}
+	}
 	if (r->body != NULL)
 		doc = json_parse_text(r->body, (int) r->body_len, &perr);
 	MemoryContextSwitchTo(old);
@@ -784,50 +879,76 @@ gmail_call_release(GmailCall *call)
 
 /* ------------------------------------------------------------------ */
 
-static int
-b64_value(unsigned char ch)
+/* base64 and base64url digits -> values; 64 = skippable white space, 65 = invalid. */
+static unsigned char b64_table[256];
+static bool b64_table_ready = false;
+
+static void
+b64_init(void)
 {
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '-' || ch == '+')
-		return 62;
-	if (ch == '_' || ch == '/')
-		return 63;
-	return -1;
+	const char *std = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	int			i;
+
+	memset(b64_table, 65, sizeof(b64_table));
+	for (i = 0; i < 62; i++)
+		b64_table[(unsigned char) std[i]] = (unsigned char) i;
+	b64_table['-'] = b64_table['+'] = 62;
+	b64_table['_'] = b64_table['/'] = 63;
+	b64_table['\r'] = b64_table['\n'] = b64_table[' '] = 64;
+	b64_table_ready = true;
 }
 
+/*
+ * Table-driven, four digits at a time on the common path: a message's raw
+ * bytes pass through here, so this is one of the hottest loops of a sync.
+ */
 bool
 gmail_base64url_decode(const char *in, size_t len, unsigned char **out, size_t *out_len)
 {
+	const unsigned char *p = (const unsigned char *) in;
+	const unsigned char *end = p + len;
 	unsigned char *buf;
 	size_t		o = 0;
 	uint32		acc = 0;
 	int			bits = 0;
-	size_t		i;
 
+	if (!b64_table_ready)
+		b64_init();
 	if (len > MaxAllocHugeSize / 3 * 4)
 		return false;
 	buf = palloc_extended(len / 4 * 3 + 3, MCXT_ALLOC_HUGE);
-	for (i = 0; i < len; i++)
+	while (p < end)
 	{
-		unsigned char ch = (unsigned char) in[i];
-		int			v;
+		unsigned char a,
+					b,
+					c,
+					d;
 
-		if (ch == '=')
-			break;
-		if (ch == '\r' || ch == '\n' || ch == ' ')
+		if (bits == 0 && end - p >= 4 &&
+			(a = b64_table[p[0]]) < 64 && (b = b64_table[p[1]]) < 64 &&
+			(c = b64_table[p[2]]) < 64 && (d = b64_table[p[3]]) < 64)
+		{
+			uint32		v = ((uint32) a << 18) | ((uint32) b << 12) | ((uint32) c << 6) | d;
+
+			buf[o] = (unsigned char) (v >> 16);
+			buf[o + 1] = (unsigned char) (v >> 8);
+			buf[o + 2] = (unsigned char) v;
+			o += 3;
+			p += 4;
 			continue;
-		v = b64_value(ch);
-		if (v < 0)
+		}
+		/* Slow path: white space, padding, the tail, or an error. */
+		if (*p == '=')
+			break;
+		a = b64_table[*p++];
+		if (a == 64)
+			continue;
+		if (a == 65)
 		{
 			pfree(buf);
 			return false;
 		}
-		acc = (acc << 6) | (uint32) v;
+		acc = (acc << 6) | a;
 		bits += 6;
 		if (bits >= 8)
 		{

@@ -98,6 +98,8 @@ typedef struct GmailCall
 	int			attempt;
 	int			token_generation;
 	bool		refreshed;		/* already retried once after a 401 */
+	unsigned char *predecoded_raw;	/* raw decoded before the JSON parse */
+	size_t		predecoded_len;
 	char	   *url;
 } GmailCall;
 
