@@ -38,11 +38,18 @@ store_action_name(StoreAction a)
 
 /* ---------------------------------------------------------------- helpers */
 
+/*
+ * SPI leaves CurrentMemoryContext at its procedure context after executing
+ * or preparing, where nothing is freed before SPI_finish; a sync of many
+ * messages would pile every later allocation there.  These two restore the
+ * caller's context, so per-message memory stays in per-message contexts.
+ */
 SPIPlanPtr
 plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 {
 	if (*slot == NULL)
 	{
+		MemoryContext caller = CurrentMemoryContext;
 		SPIPlanPtr	p = SPI_prepare(sql, nargs, (Oid *) types);
 
 		if (p == NULL)
@@ -50,6 +57,7 @@ plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 				 SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(p) != 0)
 			elog(ERROR, "gmail_ingest: SPI_keepplan failed");
+		MemoryContextSwitchTo(caller);
 		*slot = p;
 	}
 	return *slot;
@@ -58,8 +66,10 @@ plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 void
 run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
 
+	MemoryContextSwitchTo(caller);
 	if (rc != expected)
 		elog(ERROR, "gmail_ingest: unexpected SPI result %s", SPI_result_code_string(rc));
 }
