@@ -3,7 +3,8 @@
 # what .ci/run calls.  Installs missing Debian packages, builds and installs
 # the extension, starts a throw-away cluster and the Gmail API double, then
 # runs: the double's self-test, the MIME parser tests, pg_regress and the
-# isolation specs (make installcheck), and the scripts in test/scripts/.
+# isolation specs (make installcheck), the scripts in test/scripts/, and
+# the benchmark's short form.
 set -uo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/lib/env.sh"
 
@@ -41,6 +42,10 @@ for script in "$GI_ROOT"/test/scripts/*.sh; do
 	[ -e "$script" ] || continue
 	run_step "$(basename "$script" .sh)" bash "$script"
 done
+
+# The benchmark's short form: fails only on broken invariants (quota units,
+# zero writes on re-runs, zero 429s), never on a timing.
+run_step bench_short env OUT="$GI_WORK/bench_short.md" bash test/bench/run.sh --short
 
 [ ${#failures[@]} -gt 0 ] && gi_log "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
