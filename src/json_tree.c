@@ -125,6 +125,35 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	attach(st, node);
 }
 
+/*
+ * PostgreSQL's JSON parser refuses \u0000 (no text value may hold NUL), so
+ * one message with a NUL byte in its snippet would make a whole list answer
+ * unreadable, on every run.  Text columns get U+FFFD for NUL anyway:
+ * rewrite each unescaped \u0000 in place to \ufffd, of the same length.
+ */
+static void
+replace_escaped_nul(char *text, int len)
+{
+	char	   *p = text;
+	char	   *end = text + len;
+
+	while (p + 6 <= end && (p = memchr(p, '\\', end - p - 5)) != NULL)
+	{
+		char	   *q = p;
+		int			run = 0;
+
+		while (q < end && *q == '\\')
+		{
+			q++;
+			run++;
+		}
+		/* An odd run ends with an escaping backslash, which *q follows. */
+		if (run % 2 == 1 && q + 5 <= end && memcmp(q, "u0000", 5) == 0)
+			memcpy(q, "ufffd", 5);
+		p = q;
+	}
+}
+
 JsonNode *
 json_parse_text(char *text, int len, char **error)
 {
@@ -143,6 +172,7 @@ json_parse_text(char *text, int len, char **error)
 	sem.object_field_start = on_field_start;
 	sem.scalar = on_scalar;
 
+	replace_escaped_nul(text, len);
 	lex = makeJsonLexContextCstringLen(text, len, PG_UTF8, true);
 	rc = pg_parse_json(lex, &sem);
 	if (rc != JSON_SUCCESS)

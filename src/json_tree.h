@@ -33,7 +33,8 @@ struct JsonNode
 };
 
 /*
- * Parse text (len bytes, need not be NUL-terminated) in CurrentMemoryContext.
+ * Parse text (len bytes, need not be NUL-terminated) in CurrentMemoryContext;
+ * the text is modified in place (each escaped NUL becomes U+FFFD).
  * Returns NULL on invalid JSON and sets *error to the parser's detail.
  */
 extern JsonNode *json_parse_text(char *text, int len, char **error);

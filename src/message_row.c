@@ -12,6 +12,8 @@
 #include <openssl/evp.h>
 
 #include "lib/stringinfo.h"
+#include "catalog/pg_collation.h"
+#include "utils/formatting.h"
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
@@ -55,16 +57,11 @@ sha256_hex_of(const unsigned char *data, size_t len)
 	return hex;
 }
 
+/* Lower-cased as SQL's lower() would, so WHERE from_email = lower($1) matches. */
 static char *
 lower_copy(const char *s)
 {
-	char	   *c = pstrdup(s);
-	char	   *p;
-
-	for (p = c; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = *p - 'A' + 'a';
-	return c;
+	return str_tolower(s, strlen(s), DEFAULT_COLLATION_OID);
 }
 
 static char **
