@@ -72,6 +72,7 @@
 #define PE_BAD_BASE64		(1u << 12)
 #define PE_UNREADABLE		(1u << 13)
 #define PE_HEADER_BREAK		(1u << 14)
+#define PE_SAME_BOUNDARY	(1u << 15)
 
 static const struct
 {
@@ -90,6 +91,7 @@ static const struct
 	{PE_EMPTY_MULTIPART, "multipart without parts"},
 	{PE_TRUNCATED, "message truncated (a multipart without its closing boundary, or an unterminated header block)"},
 	{PE_NESTING, "MIME nesting deeper than 64 levels; deeper parts ignored"},
+	{PE_SAME_BOUNDARY, "a nested multipart reuses the boundary of a multipart that contains it"},
 	{PE_EMPTY_PART, "MIME part without headers or content"},
 	{PE_MALFORMED, "malformed message"},
 	{PE_BAD_BASE64, "invalid base64 content"},
@@ -105,6 +107,7 @@ typedef struct parse_ctx
 	GMimeObject *text_part;		/* chosen bodies (borrowed) */
 	GMimeObject *html_part;
 	size_t		att_cap;
+	const char *bounds[MP_MAX_DEPTH];	/* boundaries of the walk's ancestors */
 } parse_ctx;
 
 static bool mp_initialized = false;
@@ -737,9 +740,14 @@ iconv_to_utf8(parse_ctx *ctx, iconv_t cd, const unsigned char *in, size_t len,
 				continue;
 			}
 		}
-		if (errno == E2BIG)
+		/*
+		 * iconv may stop at an invalid sequence with less than the room of a
+		 * U+FFFD left: grow first, then come back to the replacement.
+		 */
+		if (errno == E2BIG || outleft < 8)
 		{
 			size_t		used = (size_t) ((unsigned char *) outp - out);
+			int			saved = errno;
 			unsigned char *n2 = realloc(out, cap * 2);
 
 			if (n2 == NULL)
@@ -752,7 +760,9 @@ iconv_to_utf8(parse_ctx *ctx, iconv_t cd, const unsigned char *in, size_t len,
 			cap *= 2;
 			outp = (char *) out + used;
 			outleft = cap - used - 1;
-			continue;
+			if (saved == E2BIG)
+				continue;
+			errno = saved;
 		}
 		if (flushing)
 			break;
@@ -1908,6 +1918,9 @@ clean_filename(parse_ctx *ctx, const char *raw)
 		/* back up to a UTF-8 character boundary */
 		while (keep > 0 && ((unsigned char) u[keep] & 0xC0) == 0x80)
 			keep--;
+		/* the cut may leave blanks at the end (u[0] is not one) */
+		while (keep > 0 && u[keep - 1] == ' ')
+			keep--;
 		memmove(u + keep, u + len - extlen, extlen);
 		u[keep + extlen] = '\0';
 	}
@@ -1945,6 +1958,15 @@ add_attachment(parse_ctx *ctx, GMimeObject *obj, const char *part_id)
 	a->part_id = utf8_dup(ctx, part_id);
 
 	mt = (ct && !mislabeled_text(obj)) ? g_mime_content_type_get_mime_type(ct) : NULL;
+	if (mt != NULL && ct != NULL &&
+		(is_blank_str(g_mime_content_type_get_media_type(ct)) ||
+		 is_blank_str(g_mime_content_type_get_media_subtype(ct))))
+	{
+		/* "Content-Type: /png": GMime keeps an empty type; ours is invalid */
+		g_free(mt);
+		mt = g_strdup("application/octet-stream");
+		ctx->errors |= PE_CONTENT_TYPE;
+	}
 	a->mime_type = utf8_dup(ctx, mt ? mt : ct ? "text/plain" : "application/octet-stream");
 	g_free(mt);
 	if (a->mime_type == NULL)
@@ -2031,6 +2053,7 @@ walk(parse_ctx *ctx, GMimeObject *obj, char *path, size_t plen, int depth,
 		GMimeMultipart *mp = (GMimeMultipart *) obj;
 		int			n = g_mime_multipart_get_count(mp);
 		bool		alt = in_alternative || ct_is(obj, "multipart", "alternative");
+		const char *boundary = g_mime_multipart_get_boundary(mp);
 		int			i;
 
 		if (depth >= MP_MAX_DEPTH)
@@ -2038,6 +2061,11 @@ walk(parse_ctx *ctx, GMimeObject *obj, char *path, size_t plen, int depth,
 			ctx->errors |= PE_NESTING;
 			return true;
 		}
+		/* RFC 2046 5.1.1: a boundary must not occur in the parts it delimits */
+		ctx->bounds[depth] = boundary;
+		for (i = 0; boundary != NULL && i < depth; i++)
+			if (ctx->bounds[i] != NULL && strcmp(ctx->bounds[i], boundary) == 0)
+				ctx->errors |= PE_SAME_BOUNDARY;
 		for (i = 0; i < n; i++)
 		{
 			int			w = snprintf(path + plen, 16, "%s%d", plen ? "." : "", i + 1);
