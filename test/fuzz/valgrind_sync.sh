@@ -57,6 +57,13 @@ for e in "$email" "nul-$email"; do
 done
 "$PY" test/content_compare.py load "$DOUBLE_URL" "$email" "$OUT/manifest.json" "${files[@]}" || exit 1
 "$PY" test/content_compare.py load "$DOUBLE_URL" "nul-$email" "$OUT/manifest_nul.json" test/mime/cases/nul_byte.eml || exit 1
+# Two syncs that fail, so the failure paths run under valgrind too: Gmail
+# answering 503 mid-transfer (retries off), and a revoked grant.
+for e in "fail-$email" "revoked-$email"; do
+	gi_double POST /admin/mailboxes '{"email":"'"$e"'","refresh_token":"rt-'"$e"'","seed":5,"threads":5,"messages":20,"days":7,"window_days":7,"attachments":3}' >/dev/null || exit 1
+done
+python3 test/dq.py faults '[{"endpoint": "messages.get", "kind": "status", "status": 503, "reason": "backendError", "count": -1, "after": 3, "email": "fail-'"$email"'"}]' || exit 1
+gi_double POST "/admin/mailboxes/revoked-$email/revoke" '{}' >/dev/null || exit 1
 gi_log "corpus: ${#files[@]} + 1 messages in the double"
 
 # ---- a cluster that is never started: single-user mode only ------------------
@@ -131,11 +138,18 @@ cat >"$OUT/input.sql" <<SQL
 CREATE EXTENSION gmail_ingest;
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', '$email', 'rt-$email');
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', 'nul-$email', 'rt-nul-$email');
+SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', 'fail-$email', 'rt-fail-$email');
+SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', 'revoked-$email', 'rt-revoked-$email');
 SELECT format('RUN1 %s inserted=%s parse_errors=%s attachments=%s %s', status, messages_inserted,
 	messages_parse_errors, attachments_inserted, error) AS r FROM gmail_ingest.gmail_sync(1, 7);
 SELECT format('RUN2 %s inserted=%s %s', status, messages_inserted, error) AS r FROM gmail_ingest.gmail_sync(2, 7);
 SELECT format('RUN3 %s inserted=%s unchanged=%s', status, messages_inserted, messages_unchanged) AS r
 	FROM gmail_ingest.gmail_sync(1, 7, true);
+SET gmail_ingest.max_retries = 0;
+SELECT format('RUN4 %s stored=%s', status, (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = 3)) AS r
+	FROM gmail_ingest.gmail_sync(3, 7);
+SELECT format('RUN5 %s stored=%s', status, (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = 4)) AS r
+	FROM gmail_ingest.gmail_sync(4, 7);
 SELECT format('STORED %s parse_errors=%s', count(*), count(parse_error)) AS r
 	FROM gmail_ingest.mail_messages WHERE mailbox_id = 1;
 SELECT format('VERIFY %s', bool_and(ok)) AS r FROM gmail_ingest.verify(1);
@@ -154,11 +168,13 @@ vg_secs=$((SECONDS - t0))
 
 fail=0
 say() { echo "$1"; }
-grep -o '"\(RUN[123]\|STORED\|VERIFY\) [^"]*"' "$OUT/backend.out" | tr -d '"' | sed 's/^/# /'
+grep -o '"\(RUN[12345]\|STORED\|VERIFY\) [^"]*"' "$OUT/backend.out" | tr -d '"' | sed 's/^/# /'
 run1=$(grep -c '"RUN1 succeeded' "$OUT/backend.out")
 stored=$(grep -o '"STORED [0-9]*' "$OUT/backend.out" | grep -o '[0-9]*$')
 [ "$rc" = 0 ] || { say "not ok - the backend exited with $rc (see $OUT/backend.out)"; fail=1; }
 [ "$run1" -ge 1 ] || { say "not ok - the corpus sync did not succeed (see $OUT/backend.out)"; fail=1; }
+[ "$(grep -c -e '"RUN4 failed stored=0' -e '"RUN5 failed stored=0' "$OUT/backend.out")" = 2 ] ||
+	{ say "not ok - the two failing syncs did not fail cleanly (see $OUT/backend.out)"; fail=1; }
 errors=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$OUT/valgrind.log" | tail -1)
 definite=$(sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' "$OUT/valgrind.log" | tail -1)
 possible=$(sed -n 's/.*possibly lost: \([0-9,]*\) bytes.*/\1/p' "$OUT/valgrind.log" | tail -1)
@@ -169,6 +185,6 @@ echo "# corpus: ${#files[@]} + 1 messages, stored ${stored:-?}; valgrind run ${v
 [ "$ours" = 0 ] || { say "not ok - $ours valgrind reports go through the extension"; fail=1; }
 [ "${stored:-0}" = "${#files[@]}" ] || { say "not ok - stored ${stored:-?} of ${#files[@]} messages"; fail=1; }
 if [ $fail = 0 ]; then
-	echo "ok - no invalid access, no uninitialised use, no leak attributable to the extension"
+	echo "ok - no invalid access, no uninitialised use, no leak attributable to the extension, failures included"
 fi
 exit $fail
