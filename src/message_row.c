@@ -9,8 +9,6 @@
  */
 #include "postgres.h"
 
-#include <openssl/evp.h>
-
 #include "lib/stringinfo.h"
 #include "catalog/pg_collation.h"
 #include "utils/formatting.h"
@@ -18,6 +16,7 @@
 #include "utils/timestamp.h"
 
 #include "message_row.h"
+#include "sha256_hex.h"
 
 static int
 cmp_str(const void *a, const void *b)
@@ -43,17 +42,12 @@ sort_labels(char **labels, int *count)
 char *
 sha256_hex_of(const unsigned char *data, size_t len)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
 	char	   *hex = palloc(65);
-	unsigned int i;
 
-	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+	if (!sha256_hex(data, len, hex))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not compute SHA-256")));
-	for (i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
 	return hex;
 }
 
