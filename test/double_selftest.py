@@ -641,6 +641,15 @@ def test_faults(c):
     faults({"endpoint": "*", "kind": "invalid_json"})
     r = request(c.base, "GET", f"{G}/profile", token=c.token)
     check("invalid_json fault", r.status == 200 and isinstance(_exception(r.json), ValueError))
+    faults({"endpoint": "profile", "kind": "body", "retry_after": 9,
+            "body": [{"text": '{"a":['}, {"text": "0,", "repeat": 3}, {"hex": "30ff5d7d"}]})
+    r = request(c.base, "GET", f"{G}/profile", token=c.token)
+    check("body fault", r.status == 200 and r.data == b'{"a":[0,0,0,0\xff]}'
+          and r.headers.get("retry-after") == "9", r.data[:100])
+    faults({"endpoint": "token", "kind": "body", "status": 400, "body": [{"text": "{}"}]})
+    check("body fault at the token endpoint", request(c.base, "POST", "/token", body=b"").status == 400)
+    check("bad body fault refused", isinstance(_exception(lambda: c.admin(
+        "POST", "/faults", [{"endpoint": "profile", "kind": "body", "body": [{"x": 1}]}])), Exception))
     faults({"endpoint": "profile", "kind": "reset"})
     check("reset fault -> connection error", isinstance(
         _exception(lambda: c.gmail("profile")), (ConnectionError, http.client.HTTPException)))

@@ -111,7 +111,8 @@ RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceede
 NOT_FOUND_MESSAGE = "Requested entity was not found."
 GMAIL_ENDPOINTS = ["profile", "labels.list", "messages.list", "messages.get",
                    "attachments.get", "threads.list", "threads.get", "history.list"]
-FAULT_KINDS = {"status", "delay", "slow_body", "hang", "truncate", "invalid_json", "reset", "gone"}
+FAULT_KINDS = {"status", "delay", "slow_body", "hang", "truncate", "invalid_json", "reset", "gone",
+               "body"}
 HISTORY_TYPES = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDeleted",
                  "labelAdded": "labelsAdded", "labelRemoved": "labelsRemoved"}
 FORMATS = ("minimal", "full", "raw", "metadata")
@@ -504,6 +505,7 @@ class FaultRule:
     retry_after: float | None = None
     ms: int = 0
     email: str | None = None  # only this mailbox's requests
+    body: list | None = None  # kind "body": the answer, as parts (see body_bytes)
     seen: int = 0             # matching requests so far
     fired: int = 0
 
@@ -512,7 +514,7 @@ class FaultRule:
         if not isinstance(spec, dict):
             raise AdminError(400, "a fault rule must be an object")
         names = {"endpoint", "kind", "count", "after", "probability", "message_id", "status",
-                 "reason", "message", "retry_after", "ms", "email"}
+                 "reason", "message", "retry_after", "ms", "email", "body"}
         unknown = set(spec) - names
         if unknown:
             raise AdminError(400, f"unknown fault rule keys: {sorted(unknown)}")
@@ -525,7 +527,29 @@ class FaultRule:
             raise AdminError(400, f"unknown fault kind {rule.kind!r}")
         if rule.kind == "status" and not 400 <= int(rule.status) <= 599:
             raise AdminError(400, "status must be 4xx or 5xx")
+        if rule.kind == "body":
+            if "status" not in spec:
+                rule.status = 200
+            rule.body_bytes()             # refuse a bad spec now, not when it fires
         return rule
+
+    def body_bytes(self):
+        """A hostile answer, built from parts so that a test can ask for 60 MB
+        or invalid UTF-8 without sending it: each part is {"text": str} (UTF-8)
+        or {"hex": str} (raw bytes), repeated "repeat" times (default 1)."""
+        if not isinstance(self.body, list):
+            raise AdminError(400, "body must be a list of parts")
+        out = []
+        for part in self.body:
+            if not isinstance(part, dict) or len(set(part) - {"text", "hex", "repeat"}) \
+                    or ("text" in part) == ("hex" in part):
+                raise AdminError(400, "a body part is {\"text\"|\"hex\": ..., \"repeat\": n}")
+            chunk = part["text"].encode("utf-8") if "text" in part else bytes.fromhex(part["hex"])
+            repeat = int(part.get("repeat", 1))
+            if not 0 <= repeat or len(chunk) * repeat > 256 << 20:
+                raise AdminError(400, "a body part may expand to at most 256 MB")
+            out.append(chunk * repeat)
+        return b"".join(out)
 
     def matches(self, endpoint, target_id, email=None):
         # "*" is every Gmail endpoint; the token endpoint must be named.
@@ -1449,6 +1473,11 @@ class Handler(BaseHTTPRequestHandler):
             raise ClientGone()
         if kind == "reset":
             self._reset_connection()
+        if kind == "body":
+            headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+            self._send(int(fault.status), fault.body_bytes(), headers=headers,
+                       compress=not oauth and self._wants_gzip())
+            return True
         if kind not in ("status", "gone"):
             return False          # applied while sending the body
         status = 404 if kind == "gone" else int(fault.status)

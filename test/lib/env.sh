@@ -5,7 +5,10 @@
 # gi_stop_all (registered as an EXIT trap by gi_start_all).
 
 GI_ROOT=${GI_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-GI_PGBIN=/usr/lib/postgresql/15/bin
+# PG_CONFIG picks the PostgreSQL installation (default: the one on PATH);
+# the binaries, the build and the install all follow it.
+export PG_CONFIG=${PG_CONFIG:-pg_config}
+GI_PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 GI_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libssl-dev
  libgmime-3.0-dev pkg-config make gcc python3 openssl ca-certificates libpython3.11-testsuite
  valgrind libasan8 libubsan1 curl"
@@ -30,9 +33,10 @@ gi_ensure_packages() {
 
 gi_build_install() {
 	gi_log "building and installing the extension"
-	make -C "$GI_ROOT" -s clean >/dev/null
-	make -C "$GI_ROOT" -s all
-	make -C "$GI_ROOT" -s install >/dev/null
+	GI_PGBIN=$("$PG_CONFIG" --bindir)
+	make -C "$GI_ROOT" -s clean PG_CONFIG="$PG_CONFIG" >/dev/null
+	make -C "$GI_ROOT" -s all PG_CONFIG="$PG_CONFIG"
+	make -C "$GI_ROOT" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 }
 
 gi_free_port() {
