@@ -5,6 +5,11 @@
 # runs: the double's self-test, the MIME parser tests, pg_regress and the
 # isolation specs (make installcheck), the scripts in test/scripts/, and
 # the benchmark's short form.
+#
+#   bash test/run_tests.sh                  every step
+#   bash test/run_tests.sh faults tls       only the named steps (a script's
+#                                           name, installcheck, mime_parser,
+#                                           double_selftest, bench_short)
 set -uo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/lib/env.sh"
 
@@ -16,9 +21,11 @@ passed=0
 failed=0
 failures=()
 
+only=" $* "
 run_step() {
 	local name=$1
 	shift
+	[ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || return 0
 	local started=$SECONDS
 	gi_log "test: $name"
 	if (cd "$GI_ROOT" && "$@") >"$GI_WORK/$name.log" 2>&1; then
