@@ -34,7 +34,8 @@ PG_MODULE_MAGIC;
 /* Advisory lock space of gmail_ingest (locktag_field4), shown in pg_locks. */
 #define SYNC_LOCK_SPACE 0x474D
 
-#define USER_AGENT "gmail_ingest/" "1.0" " (gzip)"
+/* Gmail compresses only for clients that say "gzip" in the User-Agent. */
+#define USER_AGENT "gmail_ingest/" EXTVERSION " (gzip)"
 
 void		_PG_init(void);
 
@@ -121,7 +122,14 @@ check_mailbox_ready(const MailboxInfo *mb)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("gmail_ingest.client_id and gmail_ingest.client_secret must be set"),
-				 errhint("A superuser sets them, for instance with ALTER SYSTEM or ALTER DATABASE ... SET.")));
+				 errhint("A superuser sets them with ALTER SYSTEM (or in postgresql.conf) and reloads.")));
+	if (store_secret_in_role_settings())
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("gmail_ingest.client_secret is stored in pg_db_role_setting, which every role can read"),
+				 errdetail("It was set with ALTER DATABASE or ALTER ROLE ... SET."),
+				 errhint("Set it with ALTER SYSTEM instead, remove it with ALTER DATABASE/ROLE ... RESET "
+						 "gmail_ingest.client_secret, and rotate the secret in the Google Cloud console.")));
 }
 
 static HttpClient *
@@ -171,6 +179,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "gmail_ingest: SPI_connect failed");
+	store_check_schema_version();
 
 	/*
 	 * Everything the sync allocates lives here; deleting it (or the abort of
@@ -189,6 +198,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
 	lock_mailbox(mailbox_id);
 	check_mailbox_ready(&s->mb);
+	store_repair_sequences();
 
 	s->mode = (s->mb.has_history && !s->force_full) ? "incremental" : "full";
 	s->run_id = store_start_run(mailbox_id, s->mode, s->days, s->mb.has_history, s->mb.history_id);

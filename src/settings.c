@@ -52,6 +52,27 @@ check_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * ALTER DATABASE ... SET, ALTER ROLE ... SET and a function's SET clause
+ * store the value in pg_db_role_setting or pg_proc, catalogs every role can
+ * read; PostgreSQL validates such values with source PGC_S_TEST.  A secret
+ * is accepted only from the configuration file (ALTER SYSTEM included) or
+ * a superuser's SET.  Values stored that way before this check existed
+ * still apply; gmail_sync warns about them.
+ */
+static bool
+check_secret(char **newval, void **extra, GucSource source)
+{
+	if (source == PGC_S_TEST && *newval != NULL && (*newval)[0] != '\0')
+	{
+		GUC_check_errmsg("a secret cannot be stored with ALTER DATABASE, ALTER ROLE or a function's SET clause");
+		GUC_check_errdetail("Those settings are kept in catalogs that every role can read.");
+		GUC_check_errhint("Use ALTER SYSTEM (or postgresql.conf) and pg_reload_conf().");
+		return false;
+	}
+	return true;
+}
+
 /* Parse "name=units,..." into *out; false with a detail on bad input. */
 static bool
 parse_costs(const char *text, QuotaCosts *out)
@@ -165,7 +186,7 @@ settings_define(void)
 							   "Hidden from non-superusers.",
 							   &gi_client_secret, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
+							   check_secret, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.ca_file",
 							   "File of CA certificates trusted for TLS; empty means the system's.",
 							   "TLS verification is always on.",

@@ -36,6 +36,11 @@ typedef struct MailboxInfo
 	TimestampTz access_expires_at;
 } MailboxInfo;
 
+/* store_schema.c: refuse a schema of another version; repair restored sequences */
+extern void store_check_schema_version(void);
+extern void store_repair_sequences(void);
+extern bool store_secret_in_role_settings(void);
+
 extern bool store_load_mailbox(int64 mailbox_id, MailboxInfo *out);
 extern void store_save_access_token(int64 mailbox_id, const char *token, TimestampTz expires_at);
 extern void store_set_auth_state(int64 mailbox_id, const char *state);

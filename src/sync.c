@@ -16,6 +16,12 @@ sync_execute(SyncState *s)
 	s->last_progress = GetCurrentTimestamp();
 	s->window_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												  -(int64) s->days * 86400 * 1000);
+
+	/*
+	 * Whose mailbox do these credentials open?  Asked first, on every sync
+	 * (1 unit): nothing is read from Gmail under another account's name.
+	 */
+	read_profile(s);
 	if (s->backfill_batch > 0)
 	{
 		backfill_step(s, s->backfill_batch);

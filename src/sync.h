@@ -28,6 +28,7 @@ typedef struct SyncState
 
 	RunCounters counters;
 	int			token_retries;	/* retries at the OAuth token endpoint */
+	int64		profile_history_id;	/* the profile's, read before anything else */
 	int64		new_history_id;
 	bool		has_new_history;
 

@@ -18,7 +18,7 @@
 
 #include "sync_internal.h"
 
-/* Profile, then every page of threads and messages, into the staging tables. */
+/* Every page of threads and messages, into the staging tables. */
 static void
 stage_listing(SyncState *s)
 {
@@ -27,7 +27,6 @@ stage_listing(SyncState *s)
 	int			nthreads;
 	char	   *page = NULL;
 
-	read_profile(s);
 	threads = list_threads(s, query, &nthreads);
 	store_backfill_stage_threads(s->mb.id, threads, nthreads);
 	do
@@ -111,7 +110,7 @@ backfill_step(SyncState *s, int batch)
 	if (!st.active)
 	{
 		stage_listing(s);
-		st.history_id = s->new_history_id;
+		st.history_id = s->profile_history_id;
 		st.window_start = s->window_start;
 		st.days = s->days;
 		store_backfill_begin(s->mb.id, st.history_id, st.window_start, st.days);

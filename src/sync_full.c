@@ -39,15 +39,23 @@ read_profile(SyncState *s)
 	call.method = GM_PROFILE;
 	gmail_run(s->gmail, &call);
 
-	/* A token of another account would file its mail under this mailbox. */
-	if (call.email != NULL && pg_strcasecmp(call.email, s->mb.email) != 0)
+	/*
+	 * A token of another account would file its mail under this mailbox.
+	 * Every sync checks, whatever its plan: an incremental sync or a
+	 * backfill's later step with new credentials would otherwise read the
+	 * other account from this mailbox's history id or staged listing.
+	 */
+	if (call.email == NULL)
+		remote_failure(RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+					   errmsg("Gmail's profile of mailbox " INT64_FORMAT " names no account", s->mb.id),
+					   errdetail("users.getProfile answered without emailAddress."));
+	if (pg_strcasecmp(call.email, s->mb.email) != 0)
 		remote_failure(RF_AUTH, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
 					   errmsg("the refresh token of mailbox " INT64_FORMAT " belongs to another account",
 							  s->mb.id),
 					   errdetail("The mailbox is registered as \"%s\"; Gmail says the token is for \"%s\".",
 								 s->mb.email, call.email));
-	s->new_history_id = call.history_id;
-	s->has_new_history = true;
+	s->profile_history_id = call.history_id;
 	gmail_call_release(&call);
 }
 
@@ -115,7 +123,9 @@ full_sync(SyncState *s)
 	char	   *page = NULL;
 	int			i;
 
-	read_profile(s);
+	/* The next sync starts at the history id read before listing began. */
+	s->new_history_id = s->profile_history_id;
+	s->has_new_history = true;
 
 	/* 1. The window's threads, with their Gmail historyIds. */
 	threads = list_threads(s, query, &nthreads);

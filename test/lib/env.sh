@@ -35,7 +35,7 @@ gi_build_install() {
 	gi_log "building and installing the extension"
 	GI_PGBIN=$("$PG_CONFIG" --bindir)
 	make -C "$GI_ROOT" -s clean PG_CONFIG="$PG_CONFIG" >/dev/null
-	make -C "$GI_ROOT" -s all PG_CONFIG="$PG_CONFIG"
+	make -C "$GI_ROOT" -s all PG_CONFIG="$PG_CONFIG" WERROR=1
 	make -C "$GI_ROOT" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 }
 

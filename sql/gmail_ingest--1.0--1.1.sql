@@ -1,0 +1,140 @@
+/*
+ * gmail_ingest--1.0--1.1.sql: what ALTER EXTENSION gmail_ingest UPDATE
+ * changes in a 1.0 database; every row is kept.  Each part has its twin in
+ * sql/gmail_ingest.sql (the fresh install), and test/scripts/upgrade.sh
+ * proves that both give the same catalogs.
+ */
+
+\echo Use "ALTER EXTENSION gmail_ingest UPDATE TO '1.1'" to load this file. \quit
+
+------------------------------------------------------------------------
+-- Dumps keep the identity sequences' positions (1.0 restored databases
+-- could not write); databases restored from 1.0 dumps are repaired.
+------------------------------------------------------------------------
+-- pg_dump keeps a sequence's position only when it is marked too: without
+-- it a restored database hands out ids that are already taken.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mailboxes', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_threads', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_messages', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_attachments', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.sync_runs', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.ledger', 'id'), '');
+
+-- A dump taken before 1.1 carries no sequence positions: restored, every
+-- identity sequence starts again at 1 while the rows keep their ids.  A
+-- sequence never called in this database but whose table holds rows is
+-- such a restore; it is moved past the largest id.  The check reads six
+-- sequences (microseconds); the repair scans each table once.
+CREATE FUNCTION @extschema@._repair_sequences() RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	t text;
+	seq regclass;
+	top bigint;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['mailboxes', 'mail_threads', 'mail_messages', 'mail_attachments',
+	                         'sync_runs', 'ledger'] LOOP
+		seq := pg_get_serial_sequence('@extschema@.' || t, 'id')::regclass;
+		CONTINUE WHEN pg_sequence_last_value(seq) IS NOT NULL;
+		-- Two sessions repairing at once: the second sees the first's setval.
+		PERFORM pg_advisory_xact_lock(18253, 1);
+		CONTINUE WHEN pg_sequence_last_value(seq) IS NOT NULL;
+		EXECUTE format('SELECT max(id) FROM @extschema@.%I', t) INTO top;
+		IF top IS NOT NULL THEN
+			PERFORM setval(seq, top);
+		END IF;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._repair_sequences() IS
+  'Moves identity sequences restored without their position past the largest stored id; called before every write path';
+REVOKE ALL ON FUNCTION @extschema@._repair_sequences() FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- add_mailbox: new credentials forget the history id and any backfill in
+-- progress (they may belong to another account).
+------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@.add_mailbox(org_id uuid, provider_email text, refresh_token text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_email text := lower(btrim(provider_email));
+	v_id bigint;
+	v_old_token text;
+BEGIN
+	IF org_id IS NULL OR provider_email IS NULL OR refresh_token IS NULL THEN
+		RAISE EXCEPTION 'add_mailbox arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF v_email !~ '^[^@\s]+@[^@\s]+$' THEN
+		RAISE EXCEPTION 'invalid email address "%"', provider_email
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF btrim(refresh_token) = '' THEN
+		RAISE EXCEPTION 'refresh token must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._repair_sequences();
+
+	INSERT INTO @extschema@.mailboxes AS m (org_id, provider_email)
+	VALUES (add_mailbox.org_id, v_email)
+	ON CONFLICT (org_id, provider_email) DO UPDATE
+		SET auth_state = 'ok'
+		WHERE m.auth_state IS DISTINCT FROM 'ok'
+	RETURNING m.id INTO v_id;
+	IF v_id IS NULL THEN
+		SELECT m.id INTO v_id FROM @extschema@.mailboxes m
+		 WHERE m.org_id = add_mailbox.org_id AND m.provider_email = v_email;
+	END IF;
+
+	SELECT c.refresh_token INTO v_old_token FROM @extschema@.mailbox_credentials c
+	 WHERE c.mailbox_id = v_id FOR UPDATE;
+	IF v_old_token IS NOT NULL AND v_old_token <> add_mailbox.refresh_token THEN
+		-- New credentials may belong to another account (a user re-consenting
+		-- picks whichever account the browser offers).  The stored history id
+		-- and a backfill's staged listing are that of the old account: reading
+		-- the new account's history from them would file its mail here.  The
+		-- next sync is full, and every sync checks the profile's address.
+		UPDATE @extschema@.mailboxes m
+		   SET history_id = NULL, backfill_history_id = NULL,
+		       backfill_window_start = NULL, backfill_days = NULL
+		 WHERE m.id = v_id;
+		DELETE FROM @extschema@.backfill_queue q WHERE q.mailbox_id = v_id;
+		DELETE FROM @extschema@.backfill_threads q WHERE q.mailbox_id = v_id;
+	END IF;
+
+	-- A new refresh token invalidates the cached access token.
+	INSERT INTO @extschema@.mailbox_credentials AS c (mailbox_id, refresh_token)
+	VALUES (v_id, add_mailbox.refresh_token)
+	ON CONFLICT (mailbox_id) DO UPDATE
+		SET refresh_token = EXCLUDED.refresh_token,
+		    access_token = NULL,
+		    access_token_expires_at = NULL,
+		    updated_at = now()
+		WHERE c.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token;
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_mailbox(uuid, text, text) IS
+  'Register a Gmail mailbox (upsert on org_id, provider_email); re-adding updates its refresh token and, when the token changes, forgets the history id and any backfill in progress. Returns its id';
+
+------------------------------------------------------------------------
+-- Every object has a comment.
+------------------------------------------------------------------------
+COMMENT ON TABLE @extschema@.backfill_threads IS
+  'Threads a gmail_backfill in progress listed, with the historyId and snippet Gmail gave them';
+COMMENT ON FUNCTION @extschema@._ledger_refuse_change() IS
+  'Trigger function: refuses UPDATE, DELETE and TRUNCATE on the append-only ledger';
+COMMENT ON TRIGGER ledger_no_update_delete ON @extschema@.ledger IS
+  'The ledger is append-only: no row is ever changed or deleted';
+COMMENT ON TRIGGER ledger_no_truncate ON @extschema@.ledger IS
+  'The ledger is append-only: it is never truncated';
+COMMENT ON FUNCTION @extschema@._cron_job_name(bigint) IS
+  'Name of the pg_cron job that schedule_sync creates for a mailbox';
+COMMENT ON FUNCTION @extschema@._require_pg_cron() IS
+  'Raises a clear error when pg_cron is not installed in this database';
+
+-- A database restored from a 1.0 dump and updated writes again at once.
+SELECT @extschema@._repair_sequences();

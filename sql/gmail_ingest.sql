@@ -1,0 +1,643 @@
+/*
+ * gmail_ingest.sql: schema, privileges and SQL-level API of gmail_ingest, as
+ * a fresh install of the current version creates them.  The Makefile builds
+ * sql/gmail_ingest--<EXTVERSION>.sql from this file.  Every change here has
+ * its twin in the upgrade script from the previous version
+ * (sql/gmail_ingest--1.0--1.1.sql); test/scripts/upgrade.sh proves that an
+ * updated database and a fresh one have the same catalogs.
+ */
+
+\echo Use "CREATE EXTENSION gmail_ingest" to load this file. \quit
+
+-- Every table carries mailbox_id and every key between data tables includes
+-- it, so no row can point into another mailbox and the schema distributes by
+-- mailbox_id unchanged.  blobs is the one exception: keyed by content.
+
+CREATE TABLE @extschema@.mailboxes (
+	id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	org_id          uuid NOT NULL,
+	provider_email  text NOT NULL CHECK (provider_email OPERATOR(pg_catalog.~) '^[^@\s]+@[^@\s]+$'),
+	history_id      bigint,
+	last_synced_at  timestamptz,
+	auth_state      text NOT NULL DEFAULT 'ok' CHECK (auth_state IN ('ok', 'reauthorize')),
+	backfill_history_id    bigint,
+	backfill_window_start  timestamptz,
+	backfill_days          integer,
+	created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	UNIQUE (org_id, provider_email)
+);
+COMMENT ON TABLE @extschema@.mailboxes IS
+  'One row per Gmail mailbox; history_id is the Gmail historyId reached by the last completed sync';
+COMMENT ON COLUMN @extschema@.mailboxes.backfill_history_id IS
+  'historyId read before a gmail_backfill in progress began listing; becomes history_id when it completes';
+
+CREATE TABLE @extschema@.mailbox_credentials (
+	mailbox_id               bigint PRIMARY KEY REFERENCES @extschema@.mailboxes (id) ON DELETE CASCADE,
+	refresh_token            text NOT NULL,
+	access_token             text,
+	access_token_expires_at  timestamptz,
+	updated_at               timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.mailbox_credentials IS
+  'OAuth secrets, kept apart from mailboxes so that reading mailboxes exposes no token';
+
+CREATE TABLE @extschema@.blobs (
+	sha256      text PRIMARY KEY CHECK (sha256 OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$'),
+	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
+	data        bytea NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.blobs IS
+  'Content-addressed bytes (attachments, raw messages): one row per distinct content';
+-- Attachments are mostly compressed already; lz4 gives up on those quickly
+-- where pglz grinds through megabytes (3.7 times faster inserts measured).
+DO $$
+BEGIN
+	ALTER TABLE @extschema@.blobs ALTER COLUMN data SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+	NULL;	-- a server built without lz4 keeps its default
+END
+$$;
+
+CREATE TABLE @extschema@.mail_threads (
+	id                  bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id          bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	provider_thread_id  text NOT NULL,
+	snippet             text,
+	history_id          bigint,
+	message_count       integer NOT NULL DEFAULT 0,
+	first_message_at    timestamptz,
+	last_message_at     timestamptz,
+	synced_since        timestamptz,
+	created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, id),
+	UNIQUE (mailbox_id, provider_thread_id)
+);
+COMMENT ON TABLE @extschema@.mail_threads IS
+  'Gmail threads holding at least one stored message; counts and dates are over the stored, non-deleted messages';
+COMMENT ON COLUMN @extschema@.mail_threads.synced_since IS
+  'Start of the widest window over which this thread was fully read at its history_id; a full sync skips the thread only when both still hold';
+
+CREATE TABLE @extschema@.mail_messages (
+	id                   bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id           bigint NOT NULL,
+	provider_message_id  text NOT NULL,
+	thread_id            bigint NOT NULL,
+	provider_thread_id   text NOT NULL,
+	history_id           bigint,
+	internal_date        timestamptz NOT NULL,
+	label_ids            text[] NOT NULL DEFAULT '{}',
+	subject              text,
+	from_address         text,
+	to_addresses         text,
+	cc_addresses         text,
+	bcc_addresses        text,
+	reply_to             text,
+	from_email           text,
+	to_emails            text[] NOT NULL DEFAULT '{}',
+	cc_emails            text[] NOT NULL DEFAULT '{}',
+	bcc_emails           text[] NOT NULL DEFAULT '{}',
+	reply_to_emails      text[] NOT NULL DEFAULT '{}',
+	addresses            jsonb,
+	sent_at              timestamptz,
+	rfc822_message_id    text,
+	in_reply_to          text,
+	"references"         text,
+	snippet              text,
+	body_text            text,
+	body_html            text,
+	size_estimate        integer,
+	headers              jsonb,
+	raw_sha256           text REFERENCES @extschema@.blobs (sha256),
+	parse_error          text,
+	deleted_at           timestamptz,
+	created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, id),
+	UNIQUE (mailbox_id, provider_message_id),
+	FOREIGN KEY (mailbox_id, thread_id) REFERENCES @extschema@.mail_threads (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.mail_messages IS
+  'Gmail messages, parsed from their exact RFC 822 bytes (kept in blobs under raw_sha256)';
+COMMENT ON COLUMN @extschema@.mail_messages.from_email IS
+  'Lower-cased address of the first From mailbox, for indexed look-ups; from_address keeps the decoded header text';
+COMMENT ON COLUMN @extschema@.mail_messages.addresses IS
+  'Parsed address fields: {"from":[{"name":..,"address":..}],"to":[..],"cc":[..],"bcc":[..],"reply_to":[..]}';
+COMMENT ON COLUMN @extschema@.mail_messages.headers IS
+  'All top-level headers in order, unfolded and decoded: [{"name":..,"value":..}, ..]';
+
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, thread_id);
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, internal_date);
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, from_email);
+CREATE INDEX ON @extschema@.mail_messages USING gin (to_emails);
+CREATE INDEX ON @extschema@.mail_messages (mailbox_id, rfc822_message_id);
+
+CREATE TABLE @extschema@.mail_attachments (
+	id                bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id        bigint NOT NULL,
+	message_id        bigint NOT NULL,
+	part_id           text NOT NULL,
+	filename          text NOT NULL,
+	filename_derived  boolean NOT NULL DEFAULT false,
+	mime_type         text NOT NULL,
+	size_bytes        bigint NOT NULL,
+	content_id        text,
+	is_inline         boolean NOT NULL DEFAULT false,
+	sha256            text NOT NULL REFERENCES @extschema@.blobs (sha256),
+	storage_path      text NOT NULL,
+	created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, id),
+	UNIQUE (mailbox_id, message_id, part_id),
+	FOREIGN KEY (mailbox_id, message_id) REFERENCES @extschema@.mail_messages (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.mail_attachments IS
+  'MIME parts stored as attachments, keyed by their section path inside the immutable raw message';
+CREATE INDEX ON @extschema@.mail_attachments (sha256);
+
+CREATE TABLE @extschema@.sync_runs (
+	id                     bigint GENERATED ALWAYS AS IDENTITY,
+	mailbox_id             bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	mode                   text NOT NULL CHECK (mode IN ('full', 'incremental')),
+	window_days            integer NOT NULL,
+	started_at             timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	finished_at            timestamptz,
+	status                 text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'succeeded', 'failed')),
+	error                  text,
+	fallback               text CHECK (fallback IN ('history_expired')),
+	history_id_before      bigint,
+	history_id_after       bigint,
+	threads_inserted       integer NOT NULL DEFAULT 0,
+	threads_updated        integer NOT NULL DEFAULT 0,
+	threads_unchanged      integer NOT NULL DEFAULT 0,
+	messages_inserted      integer NOT NULL DEFAULT 0,
+	messages_updated       integer NOT NULL DEFAULT 0,
+	messages_unchanged     integer NOT NULL DEFAULT 0,
+	messages_deleted       integer NOT NULL DEFAULT 0,
+	messages_vanished      integer NOT NULL DEFAULT 0,
+	messages_parse_errors  integer NOT NULL DEFAULT 0,
+	attachments_inserted   integer NOT NULL DEFAULT 0,
+	attachments_updated    integer NOT NULL DEFAULT 0,
+	attachments_unchanged  integer NOT NULL DEFAULT 0,
+	blobs_inserted         integer NOT NULL DEFAULT 0,
+	http_requests          integer NOT NULL DEFAULT 0,
+	quota_units            integer NOT NULL DEFAULT 0,
+	retries                integer NOT NULL DEFAULT 0,
+	bytes_downloaded       bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.sync_runs IS
+  'One row per gmail_sync call, with its outcome and counters; a failed run keeps its row and none of its data';
+CREATE INDEX ON @extschema@.sync_runs (mailbox_id, started_at);
+
+CREATE TABLE @extschema@.ledger (
+	id           bigint GENERATED ALWAYS AS IDENTITY,
+	sync_run_id  bigint NOT NULL,
+	mailbox_id   bigint NOT NULL,
+	event        text NOT NULL CHECK (event IN ('sync.started', 'thread.ingested', 'message.ingested',
+	                                          'message.deleted', 'attachment.saved', 'sync.completed',
+	                                          'sync.failed')),
+	entity_id    bigint,
+	provider_id  text,
+	detail       jsonb,
+	created_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	PRIMARY KEY (mailbox_id, id),
+	FOREIGN KEY (mailbox_id, sync_run_id) REFERENCES @extschema@.sync_runs (mailbox_id, id)
+);
+COMMENT ON TABLE @extschema@.ledger IS
+  'Append-only change feed: one event per item inserted or changed, plus sync.started/completed/failed';
+CREATE INDEX ON @extschema@.ledger (mailbox_id, sync_run_id);
+
+-- What a gmail_backfill in progress still has to fetch: the window's
+-- listing, staged by its first step so later steps (and a resumed call)
+-- neither list again nor fetch a stored message again.
+CREATE TABLE @extschema@.backfill_threads (
+	mailbox_id          bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	provider_thread_id  text NOT NULL,
+	history_id          bigint,
+	snippet             text,
+	PRIMARY KEY (mailbox_id, provider_thread_id)
+);
+CREATE TABLE @extschema@.backfill_queue (
+	mailbox_id           bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	provider_message_id  text NOT NULL,
+	provider_thread_id   text NOT NULL,
+	PRIMARY KEY (mailbox_id, provider_message_id)
+);
+COMMENT ON TABLE @extschema@.backfill_queue IS
+  'Messages a gmail_backfill in progress listed and has not fetched yet';
+COMMENT ON TABLE @extschema@.backfill_threads IS
+  'Threads a gmail_backfill in progress listed, with the historyId and snippet Gmail gave them';
+
+-- The ledger is append-only for every role, the owner included: rows are
+-- the change feed downstream consumers read exactly once.
+CREATE FUNCTION @extschema@._ledger_refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	RAISE EXCEPTION '@extschema@.ledger is append-only'
+		USING ERRCODE = 'insufficient_privilege',
+		      DETAIL = format('%s is refused on the ledger for every role.', TG_OP);
+END
+$$;
+CREATE TRIGGER ledger_no_update_delete BEFORE UPDATE OR DELETE ON @extschema@.ledger
+	FOR EACH ROW EXECUTE FUNCTION @extschema@._ledger_refuse_change();
+CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON @extschema@.ledger
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._ledger_refuse_change();
+COMMENT ON FUNCTION @extschema@._ledger_refuse_change() IS
+  'Trigger function: refuses UPDATE, DELETE and TRUNCATE on the append-only ledger';
+COMMENT ON TRIGGER ledger_no_update_delete ON @extschema@.ledger IS
+  'The ledger is append-only: no row is ever changed or deleted';
+COMMENT ON TRIGGER ledger_no_truncate ON @extschema@.ledger IS
+  'The ledger is append-only: it is never truncated';
+
+-- pg_dump keeps the rows of extension tables only when they are marked.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mailboxes', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mailbox_credentials', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.blobs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_threads', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mail_attachments', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.sync_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ledger', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.backfill_threads', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.backfill_queue', '');
+-- pg_dump keeps a sequence's position only when it is marked too: without
+-- it a restored database hands out ids that are already taken.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mailboxes', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_threads', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_messages', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_attachments', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.sync_runs', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.ledger', 'id'), '');
+
+-- A dump taken before 1.1 carries no sequence positions: restored, every
+-- identity sequence starts again at 1 while the rows keep their ids.  A
+-- sequence never called in this database but whose table holds rows is
+-- such a restore; it is moved past the largest id.  The check reads six
+-- sequences (microseconds); the repair scans each table once.
+CREATE FUNCTION @extschema@._repair_sequences() RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	t text;
+	seq regclass;
+	top bigint;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['mailboxes', 'mail_threads', 'mail_messages', 'mail_attachments',
+	                         'sync_runs', 'ledger'] LOOP
+		seq := pg_get_serial_sequence('@extschema@.' || t, 'id')::regclass;
+		CONTINUE WHEN pg_sequence_last_value(seq) IS NOT NULL;
+		-- Two sessions repairing at once: the second sees the first's setval.
+		PERFORM pg_advisory_xact_lock(18253, 1);
+		CONTINUE WHEN pg_sequence_last_value(seq) IS NOT NULL;
+		EXECUTE format('SELECT max(id) FROM @extschema@.%I', t) INTO top;
+		IF top IS NOT NULL THEN
+			PERFORM setval(seq, top);
+		END IF;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._repair_sequences() IS
+  'Moves identity sequences restored without their position past the largest stored id; called before every write path';
+
+------------------------------------------------------------------------
+-- SQL API
+------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.add_mailbox(org_id uuid, provider_email text, refresh_token text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_email text := lower(btrim(provider_email));
+	v_id bigint;
+	v_old_token text;
+BEGIN
+	IF org_id IS NULL OR provider_email IS NULL OR refresh_token IS NULL THEN
+		RAISE EXCEPTION 'add_mailbox arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF v_email !~ '^[^@\s]+@[^@\s]+$' THEN
+		RAISE EXCEPTION 'invalid email address "%"', provider_email
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF btrim(refresh_token) = '' THEN
+		RAISE EXCEPTION 'refresh token must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._repair_sequences();
+
+	INSERT INTO @extschema@.mailboxes AS m (org_id, provider_email)
+	VALUES (add_mailbox.org_id, v_email)
+	ON CONFLICT (org_id, provider_email) DO UPDATE
+		SET auth_state = 'ok'
+		WHERE m.auth_state IS DISTINCT FROM 'ok'
+	RETURNING m.id INTO v_id;
+	IF v_id IS NULL THEN
+		SELECT m.id INTO v_id FROM @extschema@.mailboxes m
+		 WHERE m.org_id = add_mailbox.org_id AND m.provider_email = v_email;
+	END IF;
+
+	SELECT c.refresh_token INTO v_old_token FROM @extschema@.mailbox_credentials c
+	 WHERE c.mailbox_id = v_id FOR UPDATE;
+	IF v_old_token IS NOT NULL AND v_old_token <> add_mailbox.refresh_token THEN
+		-- New credentials may belong to another account (a user re-consenting
+		-- picks whichever account the browser offers).  The stored history id
+		-- and a backfill's staged listing are that of the old account: reading
+		-- the new account's history from them would file its mail here.  The
+		-- next sync is full, and every sync checks the profile's address.
+		UPDATE @extschema@.mailboxes m
+		   SET history_id = NULL, backfill_history_id = NULL,
+		       backfill_window_start = NULL, backfill_days = NULL
+		 WHERE m.id = v_id;
+		DELETE FROM @extschema@.backfill_queue q WHERE q.mailbox_id = v_id;
+		DELETE FROM @extschema@.backfill_threads q WHERE q.mailbox_id = v_id;
+	END IF;
+
+	-- A new refresh token invalidates the cached access token.
+	INSERT INTO @extschema@.mailbox_credentials AS c (mailbox_id, refresh_token)
+	VALUES (v_id, add_mailbox.refresh_token)
+	ON CONFLICT (mailbox_id) DO UPDATE
+		SET refresh_token = EXCLUDED.refresh_token,
+		    access_token = NULL,
+		    access_token_expires_at = NULL,
+		    updated_at = now()
+		WHERE c.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token;
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_mailbox(uuid, text, text) IS
+  'Register a Gmail mailbox (upsert on org_id, provider_email); re-adding updates its refresh token and, when the token changes, forgets the history id and any backfill in progress. Returns its id';
+
+CREATE FUNCTION @extschema@.gmail_sync(mailbox_id bigint, days integer DEFAULT 7, force_full boolean DEFAULT false)
+RETURNS @extschema@.sync_runs
+AS 'MODULE_PATHNAME', 'gmail_sync'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.gmail_sync(bigint, integer, boolean) IS
+  'Sync one mailbox over the last DAYS days in the caller''s transaction; returns the run''s sync_runs row';
+
+CREATE FUNCTION @extschema@._backfill_step(mailbox_id bigint, days integer, batch_size integer)
+RETURNS @extschema@.sync_runs
+AS 'MODULE_PATHNAME', 'gmail_backfill_step'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@._backfill_step(bigint, integer, integer) IS
+  'One transaction of gmail_backfill: fetches up to batch_size staged messages';
+
+-- A procedure that commits cannot be SECURITY DEFINER or carry SET
+-- clauses, so every name in it is schema-qualified; the work is done by
+-- the definer function above, one transaction per batch.
+CREATE PROCEDURE @extschema@.gmail_backfill(mailbox_id bigint, days integer, batch_size integer DEFAULT 500)
+LANGUAGE plpgsql AS $$
+DECLARE
+	run @extschema@.sync_runs;
+BEGIN
+	IF mailbox_id IS NULL OR days IS NULL OR batch_size IS NULL THEN
+		RAISE EXCEPTION 'gmail_backfill arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF batch_size < 1 OR batch_size > 100000 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 100000, got %', batch_size
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	LOOP
+		run := @extschema@._backfill_step(mailbox_id, days, batch_size);
+		COMMIT;
+		EXIT WHEN run.status OPERATOR(pg_catalog.<>) 'succeeded' OR run.history_id_after IS NOT NULL;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.gmail_backfill(bigint, integer, integer) IS
+  'The result of a full gmail_sync, committed batch by batch; resumable, moves history_id only when complete';
+
+CREATE FUNCTION @extschema@.verify(mailbox_id bigint)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	mb bigint := verify.mailbox_id;
+	n bigint;
+BEGIN
+	IF mb IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.mailboxes m WHERE m.id = mb) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mb USING ERRCODE = 'no_data_found';
+	END IF;
+
+	-- Natural keys are counted, not trusted to the indexes: a dropped or
+	-- corrupted unique index must not hide a duplicate.
+	SELECT count(*) INTO n FROM (
+		SELECT provider_thread_id FROM @extschema@.mail_threads t
+		 WHERE t.mailbox_id = mb GROUP BY 1 HAVING count(*) > 1) d;
+	check_name := 'no duplicate threads'; ok := n = 0;
+	detail := format('%s duplicated provider_thread_id', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM (
+		SELECT provider_message_id FROM @extschema@.mail_messages m
+		 WHERE m.mailbox_id = mb GROUP BY 1 HAVING count(*) > 1) d;
+	check_name := 'no duplicate messages'; ok := n = 0;
+	detail := format('%s duplicated provider_message_id', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM (
+		SELECT message_id, part_id FROM @extschema@.mail_attachments a
+		 WHERE a.mailbox_id = mb GROUP BY 1, 2 HAVING count(*) > 1) d;
+	check_name := 'no duplicate attachments'; ok := n = 0;
+	detail := format('%s duplicated (message_id, part_id)', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
+	 WHERE a.mailbox_id = mb
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = a.sha256);
+	check_name := 'attachment blobs present'; ok := n = 0;
+	detail := format('%s attachments without their blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_messages m
+	 WHERE m.mailbox_id = mb AND m.raw_sha256 IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = m.raw_sha256);
+	check_name := 'raw message blobs present'; ok := n = 0;
+	detail := format('%s messages without their raw blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.blobs b
+	 WHERE (b.sha256 IN (SELECT a.sha256 FROM @extschema@.mail_attachments a WHERE a.mailbox_id = mb)
+	        OR b.sha256 IN (SELECT m.raw_sha256 FROM @extschema@.mail_messages m WHERE m.mailbox_id = mb))
+	   AND (encode(sha256(b.data), 'hex') <> b.sha256 OR length(b.data) <> b.size_bytes);
+	check_name := 'blob hashes match'; ok := n = 0;
+	detail := format('%s blobs whose bytes do not match their sha256 or size', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
+	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	 WHERE a.mailbox_id = mb AND a.size_bytes <> b.size_bytes;
+	check_name := 'attachment sizes match'; ok := n = 0;
+	detail := format('%s attachments whose size_bytes differs from their blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_threads t
+	  LEFT JOIN LATERAL (
+		SELECT count(*) AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at
+		  FROM @extschema@.mail_messages m
+		 WHERE m.mailbox_id = t.mailbox_id AND m.thread_id = t.id AND m.deleted_at IS NULL) s ON true
+	 WHERE t.mailbox_id = mb
+	   AND (t.message_count <> s.c
+	        OR t.first_message_at IS DISTINCT FROM s.first_at
+	        OR t.last_message_at IS DISTINCT FROM s.last_at);
+	check_name := 'thread counts consistent'; ok := n = 0;
+	detail := format('%s threads whose count or dates differ from their messages', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_messages m
+	 WHERE m.mailbox_id = mb AND m.provider_thread_id IS DISTINCT FROM
+	       (SELECT t.provider_thread_id FROM @extschema@.mail_threads t
+	         WHERE t.mailbox_id = m.mailbox_id AND t.id = m.thread_id);
+	check_name := 'messages in their thread'; ok := n = 0;
+	detail := format('%s messages whose provider_thread_id differs from their thread', n); RETURN NEXT;
+
+	-- Ledger intact: every stored item has the event that inserted it, and
+	-- every finished run is bracketed by exactly one start and one end.
+	SELECT count(*) INTO n FROM @extschema@.mail_messages m
+	 WHERE m.mailbox_id = mb AND NOT EXISTS (
+		SELECT 1 FROM @extschema@.ledger l
+		 WHERE l.mailbox_id = mb AND l.event = 'message.ingested' AND l.entity_id = m.id
+		   AND l.detail->>'action' = 'inserted');
+	SELECT n + count(*) INTO n FROM @extschema@.mail_attachments a
+	 WHERE a.mailbox_id = mb AND NOT EXISTS (
+		SELECT 1 FROM @extschema@.ledger l
+		 WHERE l.mailbox_id = mb AND l.event = 'attachment.saved' AND l.entity_id = a.id
+		   AND l.detail->>'action' = 'inserted');
+	SELECT n + count(*) INTO n FROM @extschema@.sync_runs r
+	 WHERE r.mailbox_id = mb AND r.status <> 'running'
+	   AND ((SELECT count(*) FROM @extschema@.ledger l WHERE l.mailbox_id = mb AND l.sync_run_id = r.id
+	          AND l.event = 'sync.started') <> 1
+	     OR (SELECT count(*) FROM @extschema@.ledger l WHERE l.mailbox_id = mb AND l.sync_run_id = r.id
+	          AND l.event IN ('sync.completed', 'sync.failed')) <> 1);
+	check_name := 'ledger intact'; ok := n = 0;
+	detail := format('%s items or runs without their ledger events', n); RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.verify(bigint) IS
+  'The idempotency proof as a query: every row says whether one invariant of the mailbox holds';
+
+CREATE VIEW @extschema@.mailbox_status WITH (security_invoker = true) AS
+SELECT m.id AS mailbox_id,
+       m.org_id,
+       m.provider_email,
+       m.auth_state,
+       m.history_id,
+       m.last_synced_at,
+       r.id AS last_run_id,
+       r.mode AS last_run_mode,
+       r.status AS last_run_status,
+       r.error AS last_run_error,
+       r.started_at AS last_run_started_at,
+       r.finished_at - r.started_at AS last_run_duration,
+       r.messages_inserted AS last_run_messages_inserted,
+       r.quota_units AS last_run_quota_units,
+       (SELECT count(*) FROM @extschema@.sync_runs f
+         WHERE f.mailbox_id = m.id AND f.fallback IS NOT NULL
+           AND f.id > coalesce((SELECT max(g.id) FROM @extschema@.sync_runs g
+                                 WHERE g.mailbox_id = m.id AND g.status = 'succeeded'
+                                   AND g.fallback IS NULL), 0)) AS consecutive_history_fallbacks,
+       m.backfill_history_id IS NOT NULL AS backfill_in_progress,
+       (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.mailbox_id = m.id) AS backfill_queued,
+       (SELECT count(*) FROM @extschema@.mail_threads t WHERE t.mailbox_id = m.id) AS threads,
+       (SELECT count(*) FROM @extschema@.mail_messages x WHERE x.mailbox_id = m.id) AS messages,
+       (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments
+  FROM @extschema@.mailboxes m
+  LEFT JOIN LATERAL (
+	SELECT * FROM @extschema@.sync_runs s
+	 WHERE s.mailbox_id = m.id
+	 ORDER BY s.id DESC LIMIT 1) r ON true;
+COMMENT ON VIEW @extschema@.mailbox_status IS
+  'One row per mailbox: auth state, last run''s outcome, stored counts and history id';
+
+-- Row-level security on every table holding a tenant's data: a role the
+-- owner grants SELECT to sees only what the owner's policies allow (none
+-- until a policy is created; README shows one keyed on mailboxes.org_id).
+-- The SECURITY DEFINER functions run as the owner, so syncs need no table
+-- grant and no policy.  mailbox_status runs with the reader's rights.
+ALTER TABLE @extschema@.mailboxes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mailbox_credentials ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mail_threads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mail_messages ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.mail_attachments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.blobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.sync_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.ledger ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.backfill_threads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.backfill_queue ENABLE ROW LEVEL SECURITY;
+
+-- pg_cron lives in one database (cron.database_name); these work there.
+-- They run with the caller's rights, so the job runs as the caller.
+CREATE FUNCTION @extschema@._cron_job_name(mailbox_id bigint) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'gmail_ingest_sync_' || mailbox_id $$;
+COMMENT ON FUNCTION @extschema@._cron_job_name(bigint) IS
+  'Name of the pg_cron job that schedule_sync creates for a mailbox';
+
+CREATE FUNCTION @extschema@._require_pg_cron() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'undefined_object',
+			      HINT = 'Add pg_cron to shared_preload_libraries, restart, and run CREATE EXTENSION pg_cron '
+			             'in the database named by cron.database_name; schedule syncs from that database.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._require_pg_cron() IS
+  'Raises a clear error when pg_cron is not installed in this database';
+
+CREATE FUNCTION @extschema@.schedule_sync(mailbox_id bigint, schedule text DEFAULT '*/15 * * * *',
+                                          days integer DEFAULT 7)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_job bigint;
+BEGIN
+	IF mailbox_id IS NULL OR schedule IS NULL OR days IS NULL THEN
+		RAISE EXCEPTION 'schedule_sync arguments must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF days < 1 OR days > 3650 THEN
+		RAISE EXCEPTION 'days must be between 1 and 3650, got %', days USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.mailboxes m WHERE m.id = schedule_sync.mailbox_id) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mailbox_id USING ERRCODE = 'no_data_found';
+	END IF;
+	PERFORM @extschema@._require_pg_cron();
+	-- cron.schedule replaces the caller's job of the same name: calling twice is harmless.
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO v_job
+		USING @extschema@._cron_job_name(mailbox_id), schedule,
+		      format('SELECT status FROM @extschema@.gmail_sync(%s, %s)', mailbox_id, days);
+	RETURN v_job;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.schedule_sync(bigint, text, integer) IS
+  'Create or replace the pg_cron job that syncs the mailbox on a schedule; returns the job id';
+
+CREATE FUNCTION @extschema@.unschedule_sync(mailbox_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_exists boolean;
+BEGIN
+	IF mailbox_id IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM @extschema@._require_pg_cron();
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
+		INTO v_exists USING @extschema@._cron_job_name(mailbox_id);
+	IF v_exists THEN
+		EXECUTE 'SELECT cron.unschedule($1)' USING @extschema@._cron_job_name(mailbox_id);
+	END IF;
+	RETURN v_exists;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.unschedule_sync(bigint) IS
+  'Drop the mailbox''s pg_cron job; false when there was none';
+
+-- Nothing is granted to PUBLIC: the owner grants what each role needs.
+REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON SCHEMA @extschema@ FROM PUBLIC;
