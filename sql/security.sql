@@ -13,6 +13,24 @@ CREATE ROLE regress_gi_syncer;
 CREATE ROLE regress_gi_tenant;
 GRANT USAGE ON SCHEMA gmail_ingest TO regress_gi_nobody, regress_gi_syncer, regress_gi_tenant;
 
+-- The client secret is never stored where every role can read it: database
+-- and role settings (pg_db_role_setting) and function settings (pg_proc)
+-- are refused, without echoing the value.
+ALTER DATABASE contrib_regression SET gmail_ingest.client_secret = 'leaked-secret';
+ALTER ROLE regress_gi_nobody SET gmail_ingest.client_secret = 'leaked-secret';
+CREATE FUNCTION public.gi_leak() RETURNS int LANGUAGE sql
+	SET gmail_ingest.client_secret = 'leaked-secret' AS 'SELECT 1';
+SELECT count(*) AS readable_secret_settings
+  FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE c LIKE 'gmail\_ingest.client\_secret%';
+-- One stored before 1.1 refused it still applies, and every sync warns.
+SET allow_system_table_mods = on;
+INSERT INTO pg_db_role_setting
+VALUES (0, 'regress_gi_nobody'::regrole, '{gmail_ingest.client_secret=leaked-before-1.1}');
+SELECT status FROM gmail_ingest.gmail_sync(:proof, 7);
+DELETE FROM pg_db_role_setting WHERE setdatabase = 0 AND setrole = 'regress_gi_nobody'::regrole;
+RESET allow_system_table_mods;
+SELECT status FROM gmail_ingest.gmail_sync(:proof, 7);
+
 -- A role without grants.
 SET ROLE regress_gi_nobody;
 SET gmail_ingest.api_base_url = 'https://attacker.example.com';
@@ -62,7 +80,8 @@ RESET ROLE;
 -- A tenant role limited to organisation A by the policies the README shows.
 GRANT SELECT ON gmail_ingest.mailboxes, gmail_ingest.mail_threads, gmail_ingest.mail_messages,
                gmail_ingest.mail_attachments, gmail_ingest.blobs, gmail_ingest.ledger,
-               gmail_ingest.sync_runs, gmail_ingest.mailbox_status TO regress_gi_tenant;
+               gmail_ingest.sync_runs, gmail_ingest.backfill_queue,
+               gmail_ingest.mailbox_status TO regress_gi_tenant;
 CREATE POLICY org_mailboxes ON gmail_ingest.mailboxes FOR SELECT TO regress_gi_tenant
 	USING (org_id = current_setting('app.org_id')::uuid);
 CREATE POLICY org_threads ON gmail_ingest.mail_threads FOR SELECT TO regress_gi_tenant
@@ -74,6 +93,8 @@ CREATE POLICY org_attachments ON gmail_ingest.mail_attachments FOR SELECT TO reg
 CREATE POLICY org_runs ON gmail_ingest.sync_runs FOR SELECT TO regress_gi_tenant
 	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
 CREATE POLICY org_ledger ON gmail_ingest.ledger FOR SELECT TO regress_gi_tenant
+	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+CREATE POLICY org_backfill ON gmail_ingest.backfill_queue FOR SELECT TO regress_gi_tenant
 	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
 CREATE POLICY org_blobs ON gmail_ingest.blobs FOR SELECT TO regress_gi_tenant
 	USING (sha256 IN (SELECT sha256 FROM gmail_ingest.mail_attachments)
@@ -91,6 +112,10 @@ SELECT (SELECT count(*) FROM gmail_ingest.mailboxes WHERE id = :other) AS b_mail
 SELECT (SELECT count(*) > 0 FROM gmail_ingest.mail_messages WHERE mailbox_id = :proof) AS sees_own_messages,
        (SELECT count(*) > 0 FROM gmail_ingest.mail_attachments WHERE mailbox_id = :proof) AS sees_own_attachments,
        (SELECT count(*) > 0 FROM gmail_ingest.ledger WHERE mailbox_id = :proof) AS sees_own_ledger;
+-- Every column of mailbox_status, over the tenant's own rows.
+SELECT mailbox_id = :proof AS own_mailbox, provider_email, auth_state, last_run_status,
+       backfill_in_progress, backfill_queued, messages > 0 AS has_messages
+  FROM gmail_ingest.mailbox_status;
 RESET ROLE;
 -- Blobs: content only organisation B's rows reference stays hidden from A.
 CREATE TEMP TABLE b_only_blobs AS
@@ -121,6 +146,7 @@ DROP POLICY org_attachments ON gmail_ingest.mail_attachments;
 DROP POLICY org_runs ON gmail_ingest.sync_runs;
 DROP POLICY org_ledger ON gmail_ingest.ledger;
 DROP POLICY org_blobs ON gmail_ingest.blobs;
+DROP POLICY org_backfill ON gmail_ingest.backfill_queue;
 REVOKE ALL ON ALL TABLES IN SCHEMA gmail_ingest FROM regress_gi_tenant;
 REVOKE ALL ON FUNCTION gmail_ingest.gmail_sync(bigint, integer, boolean) FROM regress_gi_syncer;
 REVOKE USAGE ON SCHEMA gmail_ingest FROM regress_gi_nobody, regress_gi_syncer, regress_gi_tenant;
