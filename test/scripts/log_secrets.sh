@@ -6,7 +6,8 @@
 # invalid_grant after the grant is revoked.  Then the log written meanwhile
 # must contain none of the access tokens the mailbox held, its refresh
 # token, or the client secret.  The refresh token never appears in a
-# statement: add_mailbox reads it from a file.
+# statement: add_mailbox reads it from a file.  Last, a failing add_mailbox
+# logs a token given as a literal but not one given as a bind parameter.
 set -uo pipefail
 . "$(dirname "$0")/../lib/script.sh"
 
@@ -93,4 +94,30 @@ done
 check "the refresh token is not in the log" "$(grep -cF -- "$RT" "$DIR/log")" 0
 check "the client secret is not in the log" "$(grep -cF -- "$SECRET" "$DIR/log")" 0
 check "no secret in what the client was told either" "$(grep -cF -e "$RT" -e "$SECRET" -e "${tokens[0]}" -e "${tokens[1]:-${tokens[0]}}" "$DIR/client.log")" 0
+
+# A refresh token as an argument: a literal in a failing add_mailbox reaches
+# the log (log_min_error_statement logs the statement), a bind parameter
+# does not (the statement says $3; values are logged only with
+# log_parameter_max_length_on_error).  psycopg 3 binds on the server.
+literal="rt-literal-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+bound="rt-bound-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+offset=$(stat -c %s "$LOG")
+psql -X -q -d $DB -c "SELECT gmail_ingest.add_mailbox(gen_random_uuid(), 'not an email', '$literal')" >/dev/null 2>&1
+check "add_mailbox with a bind parameter: refused like the literal" "$(/usr/bin/python3 - "$DB" "$bound" <<'PY'
+import os, sys, uuid
+import psycopg
+with psycopg.connect(dbname=sys.argv[1], host=os.environ["PGHOST"], port=os.environ["PGPORT"],
+                     user=os.environ.get("PGUSER", "postgres"), autocommit=True) as conn:
+    try:
+        conn.execute("SELECT gmail_ingest.add_mailbox(%s, %s, %s)", (uuid.uuid4(), "not an email", sys.argv[2]))
+    except psycopg.Error as e:
+        print(e.sqlstate)
+PY
+)" 22023
+sleep 0.5
+tail -c +$((offset + 1)) "$LOG" >"$DIR/log-arguments"
+check "a literal token in a failing statement is in the log (why the README says: bind it)" \
+	"$([ "$(grep -cF -- "$literal" "$DIR/log-arguments")" -gt 0 ] && echo yes)" yes
+check "a bound token is not, even at debug5" "$(grep -cF -- "$bound" "$DIR/log-arguments")" 0
+check "the logged statement shows the placeholder" "$(grep -c 'add_mailbox(\$1, \$2, \$3)' "$DIR/log-arguments" | sed 's/^[1-9][0-9]*$/yes/')" yes
 finish
