@@ -15,8 +15,14 @@ EXTRA_CLEAN = $(EXTENSION).control
 GMIME_CFLAGS := $(shell pkg-config --cflags gmime-3.0)
 GMIME_LIBS   := $(shell pkg-config --libs gmime-3.0)
 
-PG_CPPFLAGS = -Isrc $(GMIME_CFLAGS) -DEXTVERSION=\"$(EXTVERSION)\"
-PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+# Only the symbols the server looks up are exported (_PG_init, the magic
+# block, the SQL-callable functions and their info records, all declared
+# PGDLLEXPORT by fmgr.h or here): the helpers cannot collide with another
+# library's.  PostgreSQL 15 leaves PGDLLEXPORT empty outside Windows.
+PG_CPPFLAGS = -Isrc $(GMIME_CFLAGS) -DEXTVERSION=\"$(EXTVERSION)\" \
+              -DPGDLLEXPORT='__attribute__((visibility("default")))'
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare \
+              -fvisibility=hidden
 # Warnings stop the build only when asked (the test suite and CI do): a
 # newer compiler's new warning must not break a user's `make`.
 ifeq ($(WERROR),1)

@@ -37,7 +37,7 @@ PG_MODULE_MAGIC;
 /* Gmail compresses only for clients that say "gzip" in the User-Agent. */
 #define USER_AGENT "gmail_ingest/" EXTVERSION " (gzip)"
 
-void		_PG_init(void);
+PGDLLEXPORT void _PG_init(void);
 
 /*
  * Loaded only through shared_preload_libraries: until the library is loaded
@@ -286,6 +286,10 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	MemoryContextDelete(sync_cxt);
 	PG_RETURN_DATUM(result);
 }
+
+/* Exported: the build hides every other symbol (see the Makefile). */
+PGDLLEXPORT Datum gmail_sync(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum gmail_backfill_step(PG_FUNCTION_ARGS);
 
 PG_FUNCTION_INFO_V1(gmail_sync);
 
