@@ -22,6 +22,7 @@
 #include "remote_error.h"
 #include "retry_policy.h"
 #include "settings.h"
+#include "utf8_text.h"
 
 RemoteFailure gi_pending_remote_failure = RF_NONE;
 
@@ -312,16 +313,24 @@ gmail_pending(GmailClient *c)
 
 /* ------------------------------------------------------------------ */
 
-/* Printable, bounded copy of server text for an error message. */
+/*
+ * Printable, bounded copy of server text for an error message: valid UTF-8
+ * (it is stored in sync_runs.error), cut on a character boundary.
+ */
 static char *
 safe_text(const char *s)
 {
-	StringInfoData buf;
+	size_t		len = s ? strnlen(s, 1200) : 0;
+	char	   *t = palloc(utf8_text_repaired_len(s, len) + 1);
+	size_t		n = utf8_text_repair_into(s, len, t);
+	size_t		i;
 
-	initStringInfo(&buf);
-	for (; s && *s && buf.len < 300; s++)
-		appendStringInfoChar(&buf, ((unsigned char) *s >= 32 && *s != 127) ? *s : ' ');
-	return buf.data;
+	n = utf8_text_clip(t, n, 300);
+	t[n] = '\0';
+	for (i = 0; i < n; i++)
+		if ((unsigned char) t[i] < 32 || t[i] == 127)
+			t[i] = ' ';
+	return t;
 }
 
 static const char *
