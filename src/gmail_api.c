@@ -22,6 +22,7 @@
 #include "remote_error.h"
 #include "retry_policy.h"
 #include "settings.h"
+#include "utf8_text.h"
 
 RemoteFailure gi_pending_remote_failure = RF_NONE;
 
@@ -312,16 +313,24 @@ gmail_pending(GmailClient *c)
 
 /* ------------------------------------------------------------------ */
 
-/* Printable, bounded copy of server text for an error message. */
+/*
+ * Printable, bounded copy of server text for an error message: valid UTF-8
+ * (it is stored in sync_runs.error), cut on a character boundary.
+ */
 static char *
 safe_text(const char *s)
 {
-	StringInfoData buf;
+	size_t		len = s ? strnlen(s, 1200) : 0;
+	char	   *t = palloc(utf8_text_repaired_len(s, len) + 1);
+	size_t		n = utf8_text_repair_into(s, len, t);
+	size_t		i;
 
-	initStringInfo(&buf);
-	for (; s && *s && buf.len < 300; s++)
-		appendStringInfoChar(&buf, ((unsigned char) *s >= 32 && *s != 127) ? *s : ' ');
-	return buf.data;
+	n = utf8_text_clip(t, n, 300);
+	t[n] = '\0';
+	for (i = 0; i < n; i++)
+		if ((unsigned char) t[i] < 32 || t[i] == 127)
+			t[i] = ' ';
+	return t;
 }
 
 static const char *
@@ -460,8 +469,7 @@ parse_message(JsonNode *msg, GmailMessage *m, bool want_raw)
 		if (!gmail_base64url_decode(raw, strlen(raw), &m->raw, &m->raw_len))
 			return false;
 		/* The encoded text is as large as the message: drop it now. */
-		pfree(rawnode->str);
-		rawnode->str = NULL;
+		json_drop_str(rawnode);
 	}
 	return true;
 }
@@ -595,6 +603,24 @@ find_top_level_string(const char *json, size_t len, const char *key, size_t *vst
 	}
 	return false;
 }
+
+/*
+ * Every member name read from a Gmail answer, at any level (an error body's
+ * too); the JSON tree skips the others without building them.  A new
+ * json_get of another name must add it here.  Ids are sent back to Gmail or
+ * stored as keys: one that is not valid UTF-8 makes the answer unreadable
+ * rather than being stored altered.
+ */
+static const char *const gmail_read_names[] = {
+	"details", "emailAddress", "error", "errors", "history", "historyId", "id",
+	"internalDate", "labelIds", "labelsAdded", "labelsRemoved", "message",
+	"messages", "messagesAdded", "messagesDeleted", "nextPageToken", "raw",
+	"reason", "sizeEstimate", "snippet", "threadId", "threads", NULL
+};
+static const char *const gmail_exact_names[] = {
+	"id", "threadId", "nextPageToken", NULL
+};
+static const JsonReadSpec gmail_read_spec = {gmail_read_names, gmail_exact_names};
 
 /* Fill the call's results from a 200 answer; false if it is unusable. */
 static bool
@@ -730,7 +756,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 		}
 	}
 	if (r->body != NULL)
-		doc = json_parse_text(r->body, (int) r->body_len, &perr);
+		doc = json_parse_members(r->body, (int) r->body_len, &gmail_read_spec, &perr);
 	MemoryContextSwitchTo(old);
 	/* The tree holds copies of everything needed; the body can go now. */
 	status = r->status;
