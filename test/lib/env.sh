@@ -102,7 +102,7 @@ gi_stop_all() {
 }
 
 gi_start_all() {
-	GI_WORK=$(mktemp -d /tmp/gmail_ingest.XXXXXX)
+	GI_WORK=$(mktemp -d "${TMPDIR:-/tmp}/gmail_ingest.XXXXXX")
 	export GI_WORK
 	trap gi_stop_all EXIT
 	gi_start_double "$@"
