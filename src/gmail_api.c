@@ -23,8 +23,6 @@
 #include "retry_policy.h"
 #include "settings.h"
 
-RemoteFailure gi_pending_remote_failure = RF_NONE;
-
 #define LIST_PAGE_SIZE 500
 #define BUDGET_WINDOW_MS 61000
 
@@ -388,18 +386,18 @@ retry_after_from_message(const char *msg)
 
 static void
 retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
-			  int sqlstate, const char *what)
+			  const char *what)
 {
 	long		wait;
 
 	if (call->attempt >= gi_max_retries)
 	{
 		if (kind == RF_NETWORK)
-			remote_failure(kind, sqlstate,
+			remote_failure(kind,
 						   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
 								  call->attempt + 1),
 						   errdetail_internal("%s", what));
-		remote_failure(kind, sqlstate,
+		remote_failure(kind,
 					   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
 							  call->attempt + 1),
 					   errdetail("%s", what));
@@ -702,14 +700,15 @@ handle_completion(GmailClient *c, GmailCall *call)
 	if (r->transport_failed)
 	{
 		if (r->too_large)
-			remote_failure(RF_PROTOCOL, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+			remote_failure(RF_PROTOCOL,
 						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
-								  gmail_method_name(call->method)));
+								  gmail_method_name(call->method)),
+						   errdetail("The answer was longer than %d MB.", gi_max_response_mb));
 		if (r->permanent)
-			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+			remote_failure(RF_NETWORK,
 						   errmsg("Gmail %s failed", gmail_method_name(call->method)),
 						   errdetail_internal("%s", r->error));
-		retry_or_fail(c, call, -1, RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+		retry_or_fail(c, call, -1, RF_NETWORK,
 					  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
 		return false;
 	}
@@ -747,7 +746,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 		if (ok)
 			return true;
 		gmail_call_release(call);
-		retry_or_fail(c, call, -1, RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+		retry_or_fail(c, call, -1, RF_PROTOCOL,
 					  psprintf("Gmail's answer to %s could not be read%s%s.",
 							   gmail_method_name(call->method),
 							   perr ? ": " : "", perr ? safe_text(perr) : ""));
@@ -796,7 +795,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 			start_attempt(c, call, 0);
 			return false;
 		}
-		remote_failure(RF_AUTH, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+		remote_failure(RF_AUTH,
 					   errmsg("Gmail %s refused a freshly refreshed access token (HTTP 401)",
 							  gmail_method_name(call->method)),
 					   errdetail("Gmail said: %s", gmsg));
@@ -810,20 +809,18 @@ handle_completion(GmailClient *c, GmailCall *call)
 		gmail_call_release(call);
 		retry_or_fail(c, call, hint_ms,
 					  (status == 429 || status == 403) ? RF_RATE_LIMIT : RF_HTTP,
-					  (status == 429 || status == 403) ? ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
-					  : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
 					  psprintf("Gmail answered HTTP %ld%s%s: %s", status,
 							   reason ? ", reason " : "", reason ? reason : "", gmsg));
 		return false;
 	}
 	if (status == 403)
-		remote_failure(RF_AUTH, ERRCODE_INSUFFICIENT_PRIVILEGE,
+		remote_failure(RF_PERMISSION,
 					   errmsg("Gmail %s was refused (HTTP 403%s%s)", gmail_method_name(call->method),
 							  reason ? ", " : "", reason ? reason : ""),
 					   errdetail("Gmail said: %s", gmsg),
 					   errhint("The token needs the https://www.googleapis.com/auth/gmail.readonly scope, "
 							   "without gmail.metadata."));
-	remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+	remote_failure(RF_HTTP,
 				   errmsg("Gmail %s answered HTTP %ld%s%s", gmail_method_name(call->method), status,
 						  reason ? ", reason " : "", reason ? reason : ""),
 				   errdetail("Gmail said: %s", gmsg));

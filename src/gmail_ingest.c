@@ -200,7 +200,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	s->gmail = gmail_client_create(s->api_http, token_source, s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 
-	gi_pending_remote_failure = RF_NONE;
+	remote_failure_clear();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(sync_cxt);
 	PG_TRY();
@@ -213,6 +213,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		RemoteFailure kind;
 
 		MemoryContextSwitchTo(sync_cxt);
 		edata = CopyErrorData();
@@ -222,13 +223,13 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 		CurrentResourceOwner = owner;
 
 		/* Only Gmail-side failures are recorded; cancels and bugs go on up. */
-		if (gi_pending_remote_failure == RF_NONE ||
+		kind = remote_failure_take();
+		if (kind == RF_NONE ||
 			edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(edata);
-		failure_kind = gi_pending_remote_failure;
+		failure_kind = kind;
 		failure = edata;
-		gi_pending_remote_failure = RF_NONE;
 	}
 	PG_END_TRY();
 
@@ -244,7 +245,8 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
 						 false, 0, NULL, &s->counters);
 		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
-					 psprintf("{\"sqlstate\":\"%s\"}", unpack_sql_state(failure->sqlerrcode)));
+					 psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
+							  unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind)));
 		if (gi_raise_on_failure)
 			ReThrowError(failure);
 		ereport(WARNING,

@@ -111,14 +111,14 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 
 		err = doc ? json_get_str(doc, "error") : NULL;
 		if (err != NULL && strcmp(err, "invalid_grant") == 0)
-			remote_failure(RF_REVOKED, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+			remote_failure(RF_REVOKED,
 						   errmsg("Google refused the mailbox's refresh token (invalid_grant)"),
 						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
 									 safe_text(json_get_str(doc, "error_description"))),
 						   errhint("The mailbox must be authorized again; then call gmail_ingest.add_mailbox with the new refresh token."));
 		if (err != NULL && (strcmp(err, "invalid_client") == 0 ||
 							strcmp(err, "unauthorized_client") == 0))
-			remote_failure(RF_CONFIG, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+			remote_failure(RF_CONFIG,
 						   errmsg("Google refused the OAuth client (%s)", err),
 						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
 									 safe_text(json_get_str(doc, "error_description"))),
@@ -137,16 +137,20 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 			http_request_reset(&req);
 			continue;
 		}
+		if (req.transport_failed && req.too_large)
+			remote_failure(RF_PROTOCOL,
+						   errmsg("the OAuth token endpoint's answer could not be read"),
+						   errdetail("The answer exceeds gmail_ingest.max_response_mb."));
 		if (req.transport_failed)
-			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+			remote_failure(RF_NETWORK,
 						   errmsg("could not reach the OAuth token endpoint"),
 						   errdetail_internal("%s", req.error));
 		if (req.status == 200)
-			remote_failure(RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+			remote_failure(RF_PROTOCOL,
 						   errmsg("the OAuth token endpoint's answer could not be read"),
 						   errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
 									 perr ? safe_text(perr) : ""));
-		remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+		remote_failure(RF_HTTP,
 					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
 					   err ? errdetail("Error \"%s\": %s.", safe_text(err),
 									   safe_text(json_get_str(doc, "error_description")))

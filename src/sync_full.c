@@ -41,7 +41,7 @@ read_profile(SyncState *s)
 
 	/* A token of another account would file its mail under this mailbox. */
 	if (call.email != NULL && pg_strcasecmp(call.email, s->mb.email) != 0)
-		remote_failure(RF_AUTH, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+		remote_failure(RF_AUTH,
 					   errmsg("the refresh token of mailbox " INT64_FORMAT " belongs to another account",
 							  s->mb.id),
 					   errdetail("The mailbox is registered as \"%s\"; Gmail says the token is for \"%s\".",
