@@ -11,8 +11,6 @@
  */
 #include "postgres.h"
 
-#include <time.h>
-
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -353,45 +351,35 @@ reason_is(const char *reason, const char *what)
 	return reason != NULL && strcmp(reason, what) == 0;
 }
 
-/* "Retry after 2026-11-28T12:57:51.196Z" in Gmail's message -> ms from now. */
-static long
-retry_after_from_message(const char *msg)
-{
-	const char *p = msg ? strstr(msg, "Retry after ") : NULL;
-	struct tm	tm;
-	int			y, mo, d, h, mi;
-	double		sec;
-	time_t		when;
-	double		delta;
-
-	if (p == NULL)
-		return -1;
-	if (sscanf(p + 12, "%d-%d-%dT%d:%d:%lf", &y, &mo, &d, &h, &mi, &sec) != 6)
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = (int) sec;
-	when = timegm(&tm);
-	delta = ((double) when + (sec - (int) sec)) - (double) time(NULL);
-	if (delta < 0)
-		return 0;
-	if (delta > 3600)
-		delta = 3600;
-	return (long) (delta * 1000);
-}
-
 static void
 retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 			  const char *what)
 {
 	long		wait;
 
+	/*
+	 * A hint beyond what a sync waits for ends the run now: waiting would
+	 * hold the caller's transaction, its snapshot and the mailbox's sync
+	 * lock for hours (a spent daily quota says "Retry after" the next day).
+	 * The time is kept with the failure, so the run's record carries it for
+	 * whoever schedules the next sync.
+	 */
+	if (hint_ms > RETRY_HINT_MAX_MS)
+	{
+		TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms);
+
+		remote_failure_set_retry_after(at);
+		remote_failure(kind,
+					   errmsg("Gmail %s asked to retry after %s", gmail_method_name(call->method),
+							  retry_time_text(at)),
+					   errdetail("%s", what),
+					   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
+							   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
+	}
 	if (call->attempt >= gi_max_retries)
 	{
+		if (hint_ms > 0)
+			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
 		if (kind == RF_NETWORK)
 			remote_failure(kind,
 						   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
@@ -761,8 +749,8 @@ handle_completion(GmailClient *c, GmailCall *call)
 	gmsg = gmsg ? safe_text(gmsg) : "(no message)";
 	if (retry_after >= 0)
 		hint_ms = (long) (retry_after * 1000);
-	if (retry_after_from_message(gmsg) > hint_ms)
-		hint_ms = retry_after_from_message(gmsg);
+	if (retry_hint_from_text(gmsg) > hint_ms)
+		hint_ms = retry_hint_from_text(gmsg);
 
 	if (status == 404 && (call->method == GM_MESSAGE_RAW || call->method == GM_MESSAGE_MINIMAL ||
 							 call->method == GM_THREAD_MINIMAL))

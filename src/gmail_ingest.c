@@ -25,6 +25,7 @@
 #include "http.h"
 #include "oauth.h"
 #include "remote_error.h"
+#include "retry_policy.h"
 #include "settings.h"
 #include "store.h"
 #include "sync.h"
@@ -164,6 +165,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	ResourceOwner owner = CurrentResourceOwner;
 	ErrorData  *volatile failure = NULL;
 	volatile RemoteFailure failure_kind = RF_NONE;
+	volatile TimestampTz retry_after = 0;
 	Datum		result;
 
 	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_backfill" : "gmail_sync");
@@ -214,6 +216,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	{
 		ErrorData  *edata;
 		RemoteFailure kind;
+		TimestampTz retry_at;
 
 		MemoryContextSwitchTo(sync_cxt);
 		edata = CopyErrorData();
@@ -223,12 +226,13 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 		CurrentResourceOwner = owner;
 
 		/* Only Gmail-side failures are recorded; cancels and bugs go on up. */
-		kind = remote_failure_take();
+		kind = remote_failure_take(&retry_at);
 		if (kind == RF_NONE ||
 			edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(edata);
 		failure_kind = kind;
+		retry_after = retry_at;
 		failure = edata;
 	}
 	PG_END_TRY();
@@ -244,9 +248,14 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 			store_set_auth_state(mailbox_id, "reauthorize");
 		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
 						 false, 0, NULL, &s->counters);
+		/* retry_after: when the server said to try again, for a scheduler's backoff */
 		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
-					 psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
-							  unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind)));
+					 retry_after != 0
+					 ? psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\",\"retry_after\":\"%s\"}",
+								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind),
+								retry_time_text(retry_after))
+					 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
+								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind)));
 		if (gi_raise_on_failure)
 			ReThrowError(failure);
 		ereport(WARNING,

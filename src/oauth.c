@@ -84,7 +84,9 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		JsonNode   *doc = NULL;
 		char	   *perr = NULL;
 		const char *err;
+		const char *desc;
 		int64		expires_in = 3600;
+		long		hint_ms = -1;
 		bool		retryable;
 
 		memset(&req, 0, sizeof(req));
@@ -110,33 +112,62 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		}
 
 		err = doc ? json_get_str(doc, "error") : NULL;
+		desc = doc ? json_get_str(doc, "error_description") : NULL;
 		if (err != NULL && strcmp(err, "invalid_grant") == 0)
 			remote_failure(RF_REVOKED,
 						   errmsg("Google refused the mailbox's refresh token (invalid_grant)"),
 						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
-									 safe_text(json_get_str(doc, "error_description"))),
+									 safe_text(desc)),
 						   errhint("The mailbox must be authorized again; then call gmail_ingest.add_mailbox with the new refresh token."));
 		if (err != NULL && (strcmp(err, "invalid_client") == 0 ||
 							strcmp(err, "unauthorized_client") == 0))
 			remote_failure(RF_CONFIG,
 						   errmsg("Google refused the OAuth client (%s)", err),
 						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
-									 safe_text(json_get_str(doc, "error_description"))),
+									 safe_text(desc)),
 						   errhint("Check gmail_ingest.client_id and gmail_ingest.client_secret."));
 
 		/* The same policy as Gmail calls: transient trouble is retried, with backoff. */
 		retryable = (req.transport_failed && !req.permanent && !req.too_large) ||
 			req.status == 429 || req.status >= 500 ||
 			(!req.transport_failed && req.status == 200);	/* an unreadable 200 */
+		/* Hints come with error answers; an unreadable 200 is retried on backoff alone. */
+		if (!req.transport_failed && req.status != 200)
+		{
+			if (req.retry_after_secs >= 0)
+				hint_ms = (long) (req.retry_after_secs * 1000);
+			if (retry_hint_from_text(desc) > hint_ms)
+				hint_ms = retry_hint_from_text(desc);
+		}
+
+		/*
+		 * A retry hint beyond what a sync waits for: fail now, keeping the
+		 * time, rather than hold the transaction open until then (as for
+		 * Gmail calls).
+		 */
+		if (retryable && hint_ms > RETRY_HINT_MAX_MS)
+		{
+			TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms);
+
+			remote_failure_set_retry_after(at);
+			remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
+						   errmsg("the OAuth token endpoint asked to retry after %s", retry_time_text(at)),
+						   err ? errdetail("It answered HTTP %ld, error \"%s\": %s.", req.status, safe_text(err),
+										   safe_text(desc))
+						   : errdetail("It answered HTTP %ld.", req.status),
+						   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
+								   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
+		}
 		if (retryable && attempt < gi_max_retries)
 		{
-			wait = retry_wait_ms(attempt + 1,
-								 req.retry_after_secs >= 0 ? (long) (req.retry_after_secs * 1000) : -1);
+			wait = retry_wait_ms(attempt + 1, hint_ms);
 			if (retries)
 				(*retries)++;
 			http_request_reset(&req);
 			continue;
 		}
+		if (hint_ms > 0)
+			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
 		if (req.transport_failed && req.too_large)
 			remote_failure(RF_PROTOCOL,
 						   errmsg("the OAuth token endpoint's answer could not be read"),
@@ -150,10 +181,9 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 						   errmsg("the OAuth token endpoint's answer could not be read"),
 						   errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
 									 perr ? safe_text(perr) : ""));
-		remote_failure(RF_HTTP,
+		remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
 					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
-					   err ? errdetail("Error \"%s\": %s.", safe_text(err),
-									   safe_text(json_get_str(doc, "error_description")))
+					   err ? errdetail("Error \"%s\": %s.", safe_text(err), safe_text(desc))
 					   : errdetail("The answer was not a token response."));
 	}
 	http_request_reset(&req);

@@ -37,6 +37,7 @@ static const struct
  * backend runs one sync at a time, so process-wide state suffices.
  */
 static RemoteFailure pending_kind = RF_NONE;
+static TimestampTz pending_retry_after = 0;
 
 int
 remote_failure_sqlstate(RemoteFailure kind)
@@ -61,16 +62,25 @@ remote_failure_mark(RemoteFailure kind)
 }
 
 void
+remote_failure_set_retry_after(TimestampTz when)
+{
+	pending_retry_after = when;
+}
+
+void
 remote_failure_clear(void)
 {
 	pending_kind = RF_NONE;
+	pending_retry_after = 0;
 }
 
 RemoteFailure
-remote_failure_take(void)
+remote_failure_take(TimestampTz *retry_after)
 {
 	RemoteFailure kind = pending_kind;
 
+	if (retry_after)
+		*retry_after = kind != RF_NONE ? pending_retry_after : 0;
 	remote_failure_clear();
 	return kind;
 }

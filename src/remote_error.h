@@ -16,6 +16,8 @@
 #ifndef GMAIL_INGEST_REMOTE_ERROR_H
 #define GMAIL_INGEST_REMOTE_ERROR_H
 
+#include "datatype/timestamp.h"
+
 typedef enum RemoteFailure
 {
 	RF_NONE = 0,
@@ -39,14 +41,21 @@ extern const char *remote_failure_name(RemoteFailure kind);
 /* Mark the ERROR about to be raised as a remote failure of this kind. */
 extern void remote_failure_mark(RemoteFailure kind);
 
+/*
+ * The time the server said to retry after, when the failure is that its
+ * hint was too far away (or the retries ran out while it gave one); kept
+ * with the pending failure so the run's record can carry it.
+ */
+extern void remote_failure_set_retry_after(TimestampTz when);
+
 /* Forget any pending failure (a sync starts). */
 extern void remote_failure_clear(void);
 
 /*
  * The pending failure's kind (RF_NONE when the ERROR was not a remote
- * failure), then forget it.
+ * failure) and its retry time (0 when none), then forget both.
  */
-extern RemoteFailure remote_failure_take(void);
+extern RemoteFailure remote_failure_take(TimestampTz *retry_after);
 
 /* Raise an ERROR marked as a remote failure of the given kind. */
 #define remote_failure(kind, ...) \
