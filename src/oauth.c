@@ -64,6 +64,47 @@ safe_text(const char *s)
 	return buf.data;
 }
 
+/*
+ * Bounds on what a token answer may hold.  A bearer token goes into an
+ * HTTP header on every request and into mailbox_credentials: Google's are
+ * a few hundred bytes of RFC 6750 b64token characters.  A longer one (a
+ * 10 MB token ran the backend out of memory) or one with other characters
+ * (CR LF would add headers of the server's choosing) is an unreadable
+ * answer, never cached.  expires_in is an hour in practice; a day bounds it
+ * so a hostile value cannot make an expiry PostgreSQL cannot print.
+ */
+#define OAUTH_MAX_EXPIRES_IN_S	86400
+
+/* Why a 200 answer's token cannot be used, or NULL when it can. */
+static const char *
+token_problem(JsonNode *doc, int64 *expires_in)
+{
+	const char *tok = json_get_str(doc, "access_token");
+	JsonNode   *exp = json_get(doc, "expires_in");
+	size_t		len;
+	size_t		i;
+
+	if (tok == NULL)
+		return "HTTP 200 without an access token";
+	len = strlen(tok);
+	if (len == 0)
+		return "The access token is empty";
+	if (len > OAUTH_MAX_TOKEN_BYTES)
+		return "The access token is longer than " CppAsString2(OAUTH_MAX_TOKEN_BYTES) " bytes";
+	/* b64token: ALPHA DIGIT - . _ ~ + / then trailing '=' (RFC 6750 2.1) */
+	for (i = 0; i < len && (isalnum((unsigned char) tok[i]) || strchr("-._~+/", tok[i])); i++)
+		;
+	while (i < len && tok[i] == '=')
+		i++;
+	if (i < len)
+		return "The access token holds characters a bearer token cannot";
+	if (exp != NULL && exp->kind != JK_NULL &&
+		(!json_get_int64(doc, "expires_in", expires_in) ||
+		 *expires_in < 1 || *expires_in > OAUTH_MAX_EXPIRES_IN_S))
+		return "expires_in is not between 1 and " CppAsString2(OAUTH_MAX_EXPIRES_IN_S) " seconds";
+	return NULL;
+}
+
 OAuthToken
 oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 {
@@ -83,6 +124,7 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 	{
 		JsonNode   *doc = NULL;
 		char	   *perr = NULL;
+		const char *problem = NULL;
 		const char *err;
 		const char *desc;
 		int64		expires_in = 3600;
@@ -101,14 +143,16 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		if (req.body != NULL)
 			doc = json_parse_text(req.body, (int) req.body_len, &perr);
 
-		if (!req.transport_failed && req.status == 200 && doc != NULL &&
-			json_get_str(doc, "access_token") != NULL)
+		if (!req.transport_failed && req.status == 200 && doc != NULL)
 		{
-			json_get_int64(doc, "expires_in", &expires_in);
-			result.access_token = pstrdup(json_get_str(doc, "access_token"));
-			result.expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															expires_in * 1000);
-			break;
+			problem = token_problem(doc, &expires_in);
+			if (problem == NULL)
+			{
+				result.access_token = pstrdup(json_get_str(doc, "access_token"));
+				result.expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																expires_in * 1000);
+				break;
+			}
 		}
 
 		err = doc ? json_get_str(doc, "error") : NULL;
@@ -179,8 +223,9 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		if (req.status == 200)
 			remote_failure(RF_PROTOCOL,
 						   errmsg("the OAuth token endpoint's answer could not be read"),
-						   errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
-									 perr ? safe_text(perr) : ""));
+						   problem ? errdetail("%s.", problem)
+						   : errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
+									   perr ? safe_text(perr) : ""));
 		remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
 					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
 					   err ? errdetail("Error \"%s\": %s.", safe_text(err), safe_text(desc))
