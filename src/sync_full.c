@@ -61,7 +61,9 @@ list_threads(SyncState *s, const char *query, int *count)
 				cap = 0,
 				i;
 	char	   *page = NULL;
+	PageGuard	guard;
 
+	page_guard_init(&guard, GM_THREADS_LIST, s->days);
 	do
 	{
 		memset(&call, 0, sizeof(call));
@@ -84,9 +86,10 @@ list_threads(SyncState *s, const char *query, int *count)
 			threads[nthreads].has_history = true;
 			nthreads++;
 		}
-		page = call.next_page_token ? pstrdup(call.next_page_token) : NULL;
+		page = page_guard_next(&guard, call.next_page_token);
 		gmail_call_release(&call);
 	} while (page != NULL);
+	page_guard_done(&guard);
 
 	*count = nthreads;
 	return threads;
@@ -113,6 +116,7 @@ full_sync(SyncState *s)
 	int			nitems = 0,
 				icap = 0;
 	char	   *page = NULL;
+	PageGuard	guard;
 	int			i;
 
 	read_profile(s);
@@ -188,6 +192,7 @@ full_sync(SyncState *s)
 
 	/* 4. The window's messages; keep those of changed threads. */
 	page = NULL;
+	page_guard_init(&guard, GM_MESSAGES_LIST, s->days);
 	do
 	{
 		char	  **ids;
@@ -229,9 +234,10 @@ full_sync(SyncState *s)
 		}
 		hash_destroy(mstates);
 		pfree(ids);
-		page = call.next_page_token ? pstrdup(call.next_page_token) : NULL;
+		page = page_guard_next(&guard, call.next_page_token);
 		gmail_call_release(&call);
 	} while (page != NULL);
+	page_guard_done(&guard);
 
 	/*
 	 * 5. Stored messages of changed threads inside the window: labels may
