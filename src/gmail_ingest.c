@@ -168,7 +168,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	volatile TimestampTz retry_after = 0;
 	Datum		result;
 
-	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_backfill" : "gmail_sync");
+	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_ingest._backfill_step" : "gmail_sync");
 	mailbox_id = PG_GETARG_INT64(0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -301,9 +301,12 @@ PG_FUNCTION_INFO_V1(gmail_backfill_step);
 Datum
 gmail_backfill_step(PG_FUNCTION_ARGS)
 {
-	int32		batch = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	int32		batch;
 
-	if (!PG_ARGISNULL(2) && (batch < 1 || batch > 100000))
+	/* A NULL batch must not turn the step into a plain gmail_sync. */
+	check_arguments(fcinfo, "gmail_ingest._backfill_step");
+	batch = PG_GETARG_INT32(2);
+	if (batch < 1 || batch > 100000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be between 1 and 100000, got %d", batch)));
