@@ -9,6 +9,10 @@ SELECT gmail_ingest.gmail_sync(999999);
 SELECT gmail_ingest.gmail_sync(1, 0);
 SELECT gmail_ingest.gmail_sync(1, 3651);
 SELECT gmail_ingest.gmail_sync(1, -5);
+-- The backfill step names itself, and a NULL batch is not a plain sync.
+SELECT gmail_ingest._backfill_step(1, 7, NULL);
+SELECT gmail_ingest._backfill_step(NULL, 7, 500);
+SELECT gmail_ingest._backfill_step(1, 7, 0);
 SELECT gmail_ingest.verify(NULL);
 SELECT gmail_ingest.verify(424242);
 SELECT gmail_ingest.add_mailbox(NULL, 'a@b.c', 'x');

@@ -11,8 +11,6 @@
  */
 #include "postgres.h"
 
-#include <time.h>
-
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -24,9 +22,17 @@
 #include "settings.h"
 #include "utf8_text.h"
 
-RemoteFailure gi_pending_remote_failure = RF_NONE;
+#define LIST_PAGE_SIZE GMAIL_LIST_PAGE_SIZE
 
-#define LIST_PAGE_SIZE 500
+/*
+ * Ranges of the numbers Gmail sends.  A number outside its range makes the
+ * answer unreadable (RF_PROTOCOL), like invalid JSON, so it never reaches a
+ * row: a timestamp PostgreSQL cannot print would break SELECT * and
+ * pg_dump of the whole table.  internalDate: 1900-01-01 to 9999-12-31 in
+ * epoch ms (imported mail may predate 1970; nothing predates 1900).
+ */
+#define INTERNAL_DATE_MIN_MS	INT64CONST(-2208988800000)
+#define INTERNAL_DATE_MAX_MS	INT64CONST(253402300799999)
 #define BUDGET_WINDOW_MS 61000
 
 /* One charge against the per-minute budget, kept in a ring. */
@@ -364,51 +370,41 @@ reason_is(const char *reason, const char *what)
 	return reason != NULL && strcmp(reason, what) == 0;
 }
 
-/* "Retry after 2026-11-28T12:57:51.196Z" in Gmail's message -> ms from now. */
-static long
-retry_after_from_message(const char *msg)
-{
-	const char *p = msg ? strstr(msg, "Retry after ") : NULL;
-	struct tm	tm;
-	int			y, mo, d, h, mi;
-	double		sec;
-	time_t		when;
-	double		delta;
-
-	if (p == NULL)
-		return -1;
-	if (sscanf(p + 12, "%d-%d-%dT%d:%d:%lf", &y, &mo, &d, &h, &mi, &sec) != 6)
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = (int) sec;
-	when = timegm(&tm);
-	delta = ((double) when + (sec - (int) sec)) - (double) time(NULL);
-	if (delta < 0)
-		return 0;
-	if (delta > 3600)
-		delta = 3600;
-	return (long) (delta * 1000);
-}
-
 static void
 retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
-			  int sqlstate, const char *what)
+			  const char *what)
 {
 	long		wait;
 
+	/*
+	 * A hint beyond what a sync waits for ends the run now: waiting would
+	 * hold the caller's transaction, its snapshot and the mailbox's sync
+	 * lock for hours (a spent daily quota says "Retry after" the next day).
+	 * The time is kept with the failure, so the run's record carries it for
+	 * whoever schedules the next sync.
+	 */
+	if (hint_ms > RETRY_HINT_MAX_MS)
+	{
+		TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms);
+
+		remote_failure_set_retry_after(at);
+		remote_failure(kind,
+					   errmsg("Gmail %s asked to retry after %s", gmail_method_name(call->method),
+							  retry_time_text(at)),
+					   errdetail("%s", what),
+					   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
+							   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
+	}
 	if (call->attempt >= gi_max_retries)
 	{
+		if (hint_ms > 0)
+			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
 		if (kind == RF_NETWORK)
-			remote_failure(kind, sqlstate,
+			remote_failure(kind,
 						   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
 								  call->attempt + 1),
 						   errdetail_internal("%s", what));
-		remote_failure(kind, sqlstate,
+		remote_failure(kind,
 					   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
 							  call->attempt + 1),
 					   errdetail("%s", what));
@@ -439,10 +435,39 @@ parse_labels(JsonNode *msg, GmailMessage *m, const char *key)
 	}
 }
 
+/*
+ * A number Gmail sent, when present: it must parse and lie in [min, max],
+ * else the answer is unreadable (*why says what was wrong).  Absent is not
+ * an error here: Gmail leaves out what it has nothing for.
+ */
 static bool
-parse_message(JsonNode *msg, GmailMessage *m, bool want_raw)
+get_number(JsonNode *obj, const char *key, int64 min, int64 max, int64 *out,
+		   const char **why, const char *what)
+{
+	JsonNode   *v = json_get(obj, key);
+	int64		x;
+
+	if (v == NULL || v->kind == JK_NULL)
+		return false;
+	if (!json_get_int64(obj, key, &x) || x < min || x > max)
+	{
+		*why = what;
+		return false;
+	}
+	*out = x;
+	return true;
+}
+
+/* A historyId: positive. */
+#define get_history_id(obj, key, out, why) \
+	get_number((obj), (key), 1, PG_INT64_MAX, (out), (why), key " is not a positive 64-bit integer")
+
+/* false when the message is unusable; *why is set when that makes the whole answer unreadable */
+static bool
+parse_message(JsonNode *msg, GmailMessage *m, bool want_raw, const char **why)
 {
 	const char *raw;
+	int64		size = 0;
 
 	memset(m, 0, sizeof(*m));
 	m->id = (char *) json_get_str(msg, "id");
@@ -450,14 +475,14 @@ parse_message(JsonNode *msg, GmailMessage *m, bool want_raw)
 	if (m->id == NULL)
 		return false;
 	parse_labels(msg, m, "labelIds");
-	json_get_int64(msg, "historyId", &m->history_id);
-	json_get_int64(msg, "internalDate", &m->internal_date_ms);
-	{
-		int64		size = 0;
-
-		if (json_get_int64(msg, "sizeEstimate", &size))
-			m->size_estimate = (int) Min(size, PG_INT32_MAX);
-	}
+	get_history_id(msg, "historyId", &m->history_id, why);
+	get_number(msg, "internalDate", INTERNAL_DATE_MIN_MS, INTERNAL_DATE_MAX_MS, &m->internal_date_ms,
+			   why, "internalDate is not a time between the years 1900 and 9999");
+	if (get_number(msg, "sizeEstimate", 0, PG_INT32_MAX, &size,
+				   why, "sizeEstimate is not a non-negative 32-bit integer"))
+		m->size_estimate = (int) size;
+	if (*why != NULL)
+		return false;
 	m->snippet = (char *) json_get_str(msg, "snippet");
 	if (want_raw)
 	{
@@ -475,16 +500,16 @@ parse_message(JsonNode *msg, GmailMessage *m, bool want_raw)
 }
 
 static GmailMessage *
-parse_message_array(JsonNode *arr, int *count, bool need_thread)
+parse_message_array(JsonNode *arr, int *count, bool need_thread, const char **why)
 {
 	int			n = json_len(arr);
 	GmailMessage *out = palloc0(sizeof(GmailMessage) * Max(n, 1));
 	int			i,
 				k = 0;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && *why == NULL; i++)
 	{
-		if (!parse_message(json_at(arr, i), &out[k], false))
+		if (!parse_message(json_at(arr, i), &out[k], false, why))
 			continue;
 		if (need_thread && out[k].thread_id == NULL)
 			continue;
@@ -496,14 +521,14 @@ parse_message_array(JsonNode *arr, int *count, bool need_thread)
 
 static void
 add_history_events(GmailCall *call, JsonNode *rec, const char *key, HistoryChange change,
-				   int *cap)
+				   int *cap, const char **why)
 {
 	JsonNode   *list = json_get(rec, key);
 	int64		rid = 0;
 	int			i;
 
-	json_get_int64(rec, "id", &rid);
-	for (i = 0; i < json_len(list); i++)
+	get_number(rec, "id", 1, PG_INT64_MAX, &rid, why, "a history record's id is not a positive 64-bit integer");
+	for (i = 0; i < json_len(list) && *why == NULL; i++)
 	{
 		JsonNode   *item = json_at(list, i);
 		GmailHistoryEvent *ev;
@@ -517,7 +542,7 @@ add_history_events(GmailCall *call, JsonNode *rec, const char *key, HistoryChang
 		}
 		ev = &call->events[call->event_count];
 		memset(ev, 0, sizeof(*ev));
-		if (!parse_message(json_get(item, "message"), &ev->message, false))
+		if (!parse_message(json_get(item, "message"), &ev->message, false, why))
 			continue;
 		ev->change = change;
 		ev->record_id = rid;
@@ -622,22 +647,34 @@ static const char *const gmail_exact_names[] = {
 };
 static const JsonReadSpec gmail_read_spec = {gmail_read_names, gmail_exact_names};
 
-/* Fill the call's results from a 200 answer; false if it is unusable. */
+/*
+ * Fill the call's results from a 200 answer; false if it is unusable, with
+ * *why saying why when the JSON parsed but its content did not hold.
+ */
 static bool
-parse_answer(GmailCall *call, JsonNode *doc)
+parse_answer(GmailCall *call, JsonNode *doc, const char **why)
 {
+	bool		ok;
+
 	if (doc == NULL || doc->kind != JK_OBJECT)
 		return false;
 	call->next_page_token = (char *) json_get_str(doc, "nextPageToken");
+	if (call->next_page_token && strlen(call->next_page_token) > GMAIL_MAX_TOKEN_BYTES)
+	{
+		*why = "nextPageToken is longer than " CppAsString2(GMAIL_MAX_TOKEN_BYTES) " bytes";
+		return false;
+	}
 	switch (call->method)
 	{
 		case GM_PROFILE:
 			call->email = (char *) json_get_str(doc, "emailAddress");
-			return json_get_int64(doc, "historyId", &call->history_id);
+			ok = get_history_id(doc, "historyId", &call->history_id, why);
+			break;
 		case GM_MESSAGES_LIST:
 			call->messages = parse_message_array(json_get(doc, "messages"),
-												 &call->message_count, true);
-			return true;
+												 &call->message_count, true, why);
+			ok = true;
+			break;
 		case GM_THREADS_LIST:
 			{
 				JsonNode   *arr = json_get(doc, "threads");
@@ -645,58 +682,67 @@ parse_answer(GmailCall *call, JsonNode *doc)
 							i;
 
 				call->threads = palloc0(sizeof(GmailThreadItem) * Max(n, 1));
-				for (i = 0; i < n; i++)
+				for (i = 0; i < n && *why == NULL; i++)
 				{
 					JsonNode   *t = json_at(arr, i);
 					GmailThreadItem *ti = &call->threads[call->thread_count];
 
 					ti->id = (char *) json_get_str(t, "id");
-					if (ti->id == NULL || !json_get_int64(t, "historyId", &ti->history_id))
+					if (ti->id == NULL || !get_history_id(t, "historyId", &ti->history_id, why))
 						continue;
 					ti->snippet = (char *) json_get_str(t, "snippet");
 					call->thread_count++;
 				}
-				return true;
+				ok = true;
+				break;
 			}
 		case GM_MESSAGE_RAW:
 			if (call->predecoded_raw != NULL)
 			{
 				/* raw was decoded before the parse; its member is now "". */
-				if (!parse_message(doc, &call->message, false) || call->message.thread_id == NULL ||
-					json_get(doc, "raw") == NULL)
-					return false;
-				call->message.raw = call->predecoded_raw;
-				call->message.raw_len = call->predecoded_len;
-				return true;
+				ok = parse_message(doc, &call->message, false, why) && call->message.thread_id != NULL &&
+					json_get(doc, "raw") != NULL;
+				if (ok)
+				{
+					call->message.raw = call->predecoded_raw;
+					call->message.raw_len = call->predecoded_len;
+				}
 			}
-			return parse_message(doc, &call->message, true);
+			else
+				ok = parse_message(doc, &call->message, true, why);
+			break;
 		case GM_MESSAGE_MINIMAL:
-			return parse_message(doc, &call->message, false);
+			ok = parse_message(doc, &call->message, false, why);
+			break;
 		case GM_THREAD_MINIMAL:
-			json_get_int64(doc, "historyId", &call->history_id);
+			get_history_id(doc, "historyId", &call->history_id, why);
 			call->messages = parse_message_array(json_get(doc, "messages"),
-												 &call->message_count, false);
-			return json_get_str(doc, "id") != NULL;
+												 &call->message_count, false, why);
+			ok = json_get_str(doc, "id") != NULL;
+			break;
 		case GM_HISTORY_LIST:
 			{
 				JsonNode   *hist = json_get(doc, "history");
 				int			cap = 0,
 							i;
 
-				for (i = 0; i < json_len(hist); i++)
+				for (i = 0; i < json_len(hist) && *why == NULL; i++)
 				{
 					JsonNode   *rec = json_at(hist, i);
 
-					add_history_events(call, rec, "messagesAdded", HC_ADDED, &cap);
-					add_history_events(call, rec, "messagesDeleted", HC_DELETED, &cap);
-					add_history_events(call, rec, "labelsAdded", HC_LABELS_ADDED, &cap);
-					add_history_events(call, rec, "labelsRemoved", HC_LABELS_REMOVED, &cap);
+					add_history_events(call, rec, "messagesAdded", HC_ADDED, &cap, why);
+					add_history_events(call, rec, "messagesDeleted", HC_DELETED, &cap, why);
+					add_history_events(call, rec, "labelsAdded", HC_LABELS_ADDED, &cap, why);
+					add_history_events(call, rec, "labelsRemoved", HC_LABELS_REMOVED, &cap, why);
 				}
-				return json_get_int64(doc, "historyId", &call->history_id);
+				ok = get_history_id(doc, "historyId", &call->history_id, why);
+				break;
 			}
 		default:
-			return false;
+			ok = false;
+			break;
 	}
+	return ok && *why == NULL;
 }
 
 /*
@@ -728,14 +774,15 @@ handle_completion(GmailClient *c, GmailCall *call)
 	if (r->transport_failed)
 	{
 		if (r->too_large)
-			remote_failure(RF_PROTOCOL, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+			remote_failure(RF_PROTOCOL,
 						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
-								  gmail_method_name(call->method)));
+								  gmail_method_name(call->method)),
+						   errdetail("The answer was longer than %d MB.", gi_max_response_mb));
 		if (r->permanent)
-			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+			remote_failure(RF_NETWORK,
 						   errmsg("Gmail %s failed", gmail_method_name(call->method)),
 						   errdetail_internal("%s", r->error));
-		retry_or_fail(c, call, -1, RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+		retry_or_fail(c, call, -1, RF_NETWORK,
 					  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
 		return false;
 	}
@@ -766,17 +813,18 @@ handle_completion(GmailClient *c, GmailCall *call)
 	if (status == 200)
 	{
 		bool		ok;
+		const char *why = NULL;
 
 		old = MemoryContextSwitchTo(call->result_cxt);
-		ok = parse_answer(call, doc);
+		ok = parse_answer(call, doc, &why);
 		MemoryContextSwitchTo(old);
 		if (ok)
 			return true;
 		gmail_call_release(call);
-		retry_or_fail(c, call, -1, RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+		retry_or_fail(c, call, -1, RF_PROTOCOL,
 					  psprintf("Gmail's answer to %s could not be read%s%s.",
 							   gmail_method_name(call->method),
-							   perr ? ": " : "", perr ? safe_text(perr) : ""));
+							   (perr || why) ? ": " : "", perr ? safe_text(perr) : why ? why : ""));
 		return false;
 	}
 
@@ -788,8 +836,8 @@ handle_completion(GmailClient *c, GmailCall *call)
 	gmsg = gmsg ? safe_text(gmsg) : "(no message)";
 	if (retry_after >= 0)
 		hint_ms = (long) (retry_after * 1000);
-	if (retry_after_from_message(gmsg) > hint_ms)
-		hint_ms = retry_after_from_message(gmsg);
+	if (retry_hint_from_text(gmsg) > hint_ms)
+		hint_ms = retry_hint_from_text(gmsg);
 
 	if (status == 404 && (call->method == GM_MESSAGE_RAW || call->method == GM_MESSAGE_MINIMAL ||
 							 call->method == GM_THREAD_MINIMAL))
@@ -822,7 +870,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 			start_attempt(c, call, 0);
 			return false;
 		}
-		remote_failure(RF_AUTH, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+		remote_failure(RF_AUTH,
 					   errmsg("Gmail %s refused a freshly refreshed access token (HTTP 401)",
 							  gmail_method_name(call->method)),
 					   errdetail("Gmail said: %s", gmsg));
@@ -836,20 +884,18 @@ handle_completion(GmailClient *c, GmailCall *call)
 		gmail_call_release(call);
 		retry_or_fail(c, call, hint_ms,
 					  (status == 429 || status == 403) ? RF_RATE_LIMIT : RF_HTTP,
-					  (status == 429 || status == 403) ? ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
-					  : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
 					  psprintf("Gmail answered HTTP %ld%s%s: %s", status,
 							   reason ? ", reason " : "", reason ? reason : "", gmsg));
 		return false;
 	}
 	if (status == 403)
-		remote_failure(RF_AUTH, ERRCODE_INSUFFICIENT_PRIVILEGE,
+		remote_failure(RF_PERMISSION,
 					   errmsg("Gmail %s was refused (HTTP 403%s%s)", gmail_method_name(call->method),
 							  reason ? ", " : "", reason ? reason : ""),
 					   errdetail("Gmail said: %s", gmsg),
 					   errhint("The token needs the https://www.googleapis.com/auth/gmail.readonly scope, "
 							   "without gmail.metadata."));
-	remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+	remote_failure(RF_HTTP,
 				   errmsg("Gmail %s answered HTTP %ld%s%s", gmail_method_name(call->method), status,
 						  reason ? ", reason " : "", reason ? reason : ""),
 				   errdetail("Gmail said: %s", gmsg));

@@ -16,6 +16,15 @@
 #include "datatype/timestamp.h"
 #include "http.h"
 
+/* Items per list page: we ask for Gmail's maximum. */
+#define GMAIL_LIST_PAGE_SIZE 500
+
+/*
+ * Longest nextPageToken accepted (Gmail's are about 20 bytes); a longer one
+ * is an unreadable answer, not something to send back in a URL.
+ */
+#define GMAIL_MAX_TOKEN_BYTES 8192
+
 typedef enum GmailMethod
 {
 	GM_PROFILE,

@@ -25,6 +25,7 @@
 #include "http.h"
 #include "oauth.h"
 #include "remote_error.h"
+#include "retry_policy.h"
 #include "settings.h"
 #include "store.h"
 #include "sync.h"
@@ -172,9 +173,10 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	ResourceOwner owner = CurrentResourceOwner;
 	ErrorData  *volatile failure = NULL;
 	volatile RemoteFailure failure_kind = RF_NONE;
+	volatile TimestampTz retry_after = 0;
 	Datum		result;
 
-	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_backfill" : "gmail_sync");
+	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_ingest._backfill_step" : "gmail_sync");
 	mailbox_id = PG_GETARG_INT64(0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -210,7 +212,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	s->gmail = gmail_client_create(s->api_http, token_source, s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 
-	gi_pending_remote_failure = RF_NONE;
+	remote_failure_clear();
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(sync_cxt);
 	PG_TRY();
@@ -223,6 +225,8 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		RemoteFailure kind;
+		TimestampTz retry_at;
 
 		MemoryContextSwitchTo(sync_cxt);
 		edata = CopyErrorData();
@@ -232,13 +236,14 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 		CurrentResourceOwner = owner;
 
 		/* Only Gmail-side failures are recorded; cancels and bugs go on up. */
-		if (gi_pending_remote_failure == RF_NONE ||
+		kind = remote_failure_take(&retry_at);
+		if (kind == RF_NONE ||
 			edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(edata);
-		failure_kind = gi_pending_remote_failure;
+		failure_kind = kind;
+		retry_after = retry_at;
 		failure = edata;
-		gi_pending_remote_failure = RF_NONE;
 	}
 	PG_END_TRY();
 
@@ -253,8 +258,14 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 			store_set_auth_state(mailbox_id, "reauthorize");
 		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
 						 false, 0, NULL, &s->counters);
+		/* retry_after: when the server said to try again, for a scheduler's backoff */
 		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
-					 psprintf("{\"sqlstate\":\"%s\"}", unpack_sql_state(failure->sqlerrcode)));
+					 retry_after != 0
+					 ? psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\",\"retry_after\":\"%s\"}",
+								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind),
+								retry_time_text(retry_after))
+					 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
+								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind)));
 		if (gi_raise_on_failure)
 			ReThrowError(failure);
 		ereport(WARNING,
@@ -304,9 +315,12 @@ PG_FUNCTION_INFO_V1(gmail_backfill_step);
 Datum
 gmail_backfill_step(PG_FUNCTION_ARGS)
 {
-	int32		batch = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
+	int32		batch;
 
-	if (!PG_ARGISNULL(2) && (batch < 1 || batch > 100000))
+	/* A NULL batch must not turn the step into a plain gmail_sync. */
+	check_arguments(fcinfo, "gmail_ingest._backfill_step");
+	batch = PG_GETARG_INT32(2);
+	if (batch < 1 || batch > 100000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be between 1 and 100000, got %d", batch)));

@@ -64,6 +64,47 @@ safe_text(const char *s)
 	return buf.data;
 }
 
+/*
+ * Bounds on what a token answer may hold.  A bearer token goes into an
+ * HTTP header on every request and into mailbox_credentials: Google's are
+ * a few hundred bytes of RFC 6750 b64token characters.  A longer one (a
+ * 10 MB token ran the backend out of memory) or one with other characters
+ * (CR LF would add headers of the server's choosing) is an unreadable
+ * answer, never cached.  expires_in is an hour in practice; a day bounds it
+ * so a hostile value cannot make an expiry PostgreSQL cannot print.
+ */
+#define OAUTH_MAX_EXPIRES_IN_S	86400
+
+/* Why a 200 answer's token cannot be used, or NULL when it can. */
+static const char *
+token_problem(JsonNode *doc, int64 *expires_in)
+{
+	const char *tok = json_get_str(doc, "access_token");
+	JsonNode   *exp = json_get(doc, "expires_in");
+	size_t		len;
+	size_t		i;
+
+	if (tok == NULL)
+		return "HTTP 200 without an access token";
+	len = strlen(tok);
+	if (len == 0)
+		return "The access token is empty";
+	if (len > OAUTH_MAX_TOKEN_BYTES)
+		return "The access token is longer than " CppAsString2(OAUTH_MAX_TOKEN_BYTES) " bytes";
+	/* b64token: ALPHA DIGIT - . _ ~ + / then trailing '=' (RFC 6750 2.1) */
+	for (i = 0; i < len && (isalnum((unsigned char) tok[i]) || strchr("-._~+/", tok[i])); i++)
+		;
+	while (i < len && tok[i] == '=')
+		i++;
+	if (i < len)
+		return "The access token holds characters a bearer token cannot";
+	if (exp != NULL && exp->kind != JK_NULL &&
+		(!json_get_int64(doc, "expires_in", expires_in) ||
+		 *expires_in < 1 || *expires_in > OAUTH_MAX_EXPIRES_IN_S))
+		return "expires_in is not between 1 and " CppAsString2(OAUTH_MAX_EXPIRES_IN_S) " seconds";
+	return NULL;
+}
+
 OAuthToken
 oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 {
@@ -83,8 +124,11 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 	{
 		JsonNode   *doc = NULL;
 		char	   *perr = NULL;
+		const char *problem = NULL;
 		const char *err;
+		const char *desc;
 		int64		expires_in = 3600;
+		long		hint_ms = -1;
 		bool		retryable;
 
 		memset(&req, 0, sizeof(req));
@@ -99,57 +143,92 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		if (req.body != NULL)
 			doc = json_parse_text(req.body, (int) req.body_len, &perr);
 
-		if (!req.transport_failed && req.status == 200 && doc != NULL &&
-			json_get_str(doc, "access_token") != NULL)
+		if (!req.transport_failed && req.status == 200 && doc != NULL)
 		{
-			json_get_int64(doc, "expires_in", &expires_in);
-			result.access_token = pstrdup(json_get_str(doc, "access_token"));
-			result.expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															expires_in * 1000);
-			break;
+			problem = token_problem(doc, &expires_in);
+			if (problem == NULL)
+			{
+				result.access_token = pstrdup(json_get_str(doc, "access_token"));
+				result.expires_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																expires_in * 1000);
+				break;
+			}
 		}
 
 		err = doc ? json_get_str(doc, "error") : NULL;
+		desc = doc ? json_get_str(doc, "error_description") : NULL;
 		if (err != NULL && strcmp(err, "invalid_grant") == 0)
-			remote_failure(RF_REVOKED, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+			remote_failure(RF_REVOKED,
 						   errmsg("Google refused the mailbox's refresh token (invalid_grant)"),
 						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
-									 safe_text(json_get_str(doc, "error_description"))),
+									 safe_text(desc)),
 						   errhint("The mailbox must be authorized again; then call gmail_ingest.add_mailbox with the new refresh token."));
 		if (err != NULL && (strcmp(err, "invalid_client") == 0 ||
 							strcmp(err, "unauthorized_client") == 0))
-			remote_failure(RF_CONFIG, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+			remote_failure(RF_CONFIG,
 						   errmsg("Google refused the OAuth client (%s)", err),
 						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
-									 safe_text(json_get_str(doc, "error_description"))),
+									 safe_text(desc)),
 						   errhint("Check gmail_ingest.client_id and gmail_ingest.client_secret."));
 
 		/* The same policy as Gmail calls: transient trouble is retried, with backoff. */
 		retryable = (req.transport_failed && !req.permanent && !req.too_large) ||
 			req.status == 429 || req.status >= 500 ||
 			(!req.transport_failed && req.status == 200);	/* an unreadable 200 */
+		/* Hints come with error answers; an unreadable 200 is retried on backoff alone. */
+		if (!req.transport_failed && req.status != 200)
+		{
+			if (req.retry_after_secs >= 0)
+				hint_ms = (long) (req.retry_after_secs * 1000);
+			if (retry_hint_from_text(desc) > hint_ms)
+				hint_ms = retry_hint_from_text(desc);
+		}
+
+		/*
+		 * A retry hint beyond what a sync waits for: fail now, keeping the
+		 * time, rather than hold the transaction open until then (as for
+		 * Gmail calls).
+		 */
+		if (retryable && hint_ms > RETRY_HINT_MAX_MS)
+		{
+			TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms);
+
+			remote_failure_set_retry_after(at);
+			remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
+						   errmsg("the OAuth token endpoint asked to retry after %s", retry_time_text(at)),
+						   err ? errdetail("It answered HTTP %ld, error \"%s\": %s.", req.status, safe_text(err),
+										   safe_text(desc))
+						   : errdetail("It answered HTTP %ld.", req.status),
+						   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
+								   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
+		}
 		if (retryable && attempt < gi_max_retries)
 		{
-			wait = retry_wait_ms(attempt + 1,
-								 req.retry_after_secs >= 0 ? (long) (req.retry_after_secs * 1000) : -1);
+			wait = retry_wait_ms(attempt + 1, hint_ms);
 			if (retries)
 				(*retries)++;
 			http_request_reset(&req);
 			continue;
 		}
+		if (hint_ms > 0)
+			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
+		if (req.transport_failed && req.too_large)
+			remote_failure(RF_PROTOCOL,
+						   errmsg("the OAuth token endpoint's answer could not be read"),
+						   errdetail("The answer exceeds gmail_ingest.max_response_mb."));
 		if (req.transport_failed)
-			remote_failure(RF_NETWORK, ERRCODE_CONNECTION_FAILURE,
+			remote_failure(RF_NETWORK,
 						   errmsg("could not reach the OAuth token endpoint"),
 						   errdetail_internal("%s", req.error));
 		if (req.status == 200)
-			remote_failure(RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+			remote_failure(RF_PROTOCOL,
 						   errmsg("the OAuth token endpoint's answer could not be read"),
-						   errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
-									 perr ? safe_text(perr) : ""));
-		remote_failure(RF_HTTP, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+						   problem ? errdetail("%s.", problem)
+						   : errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
+									   perr ? safe_text(perr) : ""));
+		remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
 					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
-					   err ? errdetail("Error \"%s\": %s.", safe_text(err),
-									   safe_text(json_get_str(doc, "error_description")))
+					   err ? errdetail("Error \"%s\": %s.", safe_text(err), safe_text(desc))
 					   : errdetail("The answer was not a token response."));
 	}
 	http_request_reset(&req);

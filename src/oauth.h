@@ -9,6 +9,9 @@
 #include "datatype/timestamp.h"
 #include "http.h"
 
+/* Longest access token accepted; Google's are a few hundred bytes. */
+#define OAUTH_MAX_TOKEN_BYTES 8192
+
 typedef struct OAuthToken
 {
 	char	   *access_token;	/* palloc'd */
@@ -18,8 +21,9 @@ typedef struct OAuthToken
 /*
  * Exchange a refresh token for an access token, retrying transient failures
  * as Gmail calls are (counted in *retries).  Raises a remote failure
- * (RF_REVOKED on invalid_grant, RF_CONFIG on invalid_client, RF_NETWORK or
- * RF_HTTP otherwise) whose text never contains a secret.
+ * (RF_REVOKED on invalid_grant, RF_CONFIG on invalid_client, RF_PROTOCOL on
+ * an unreadable answer or a token out of bounds, RF_RATE_LIMIT on a 429,
+ * RF_NETWORK or RF_HTTP otherwise) whose text never contains a secret.
  */
 extern OAuthToken oauth_refresh(HttpClient *http, const char *refresh_token, int *retries);
 

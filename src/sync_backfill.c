@@ -26,9 +26,11 @@ stage_listing(SyncState *s)
 	ThreadFinal *threads;
 	int			nthreads;
 	char	   *page = NULL;
+	PageGuard	guard;
 
 	threads = list_threads(s, query, &nthreads);
 	store_backfill_stage_threads(s->mb.id, threads, nthreads);
+	page_guard_init(&guard, GM_MESSAGES_LIST, s->days);
 	do
 	{
 		GmailCall	call;
@@ -49,9 +51,10 @@ stage_listing(SyncState *s)
 			tids[i] = call.messages[i].thread_id;
 		}
 		store_backfill_stage_messages(s->mb.id, ids, tids, call.message_count);
-		page = call.next_page_token ? pstrdup(call.next_page_token) : NULL;
+		page = page_guard_next(&guard, call.next_page_token);
 		gmail_call_release(&call);
 	} while (page != NULL);
+	page_guard_done(&guard);
 }
 
 /* Thread rows for the batch; fills each item's thread_id. */

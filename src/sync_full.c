@@ -46,11 +46,11 @@ read_profile(SyncState *s)
 	 * other account from this mailbox's history id or staged listing.
 	 */
 	if (call.email == NULL)
-		remote_failure(RF_PROTOCOL, ERRCODE_PROTOCOL_VIOLATION,
+		remote_failure(RF_PROTOCOL,
 					   errmsg("Gmail's profile of mailbox " INT64_FORMAT " names no account", s->mb.id),
 					   errdetail("users.getProfile answered without emailAddress."));
 	if (pg_strcasecmp(call.email, s->mb.email) != 0)
-		remote_failure(RF_AUTH, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+		remote_failure(RF_AUTH,
 					   errmsg("the refresh token of mailbox " INT64_FORMAT " belongs to another account",
 							  s->mb.id),
 					   errdetail("The mailbox is registered as \"%s\"; Gmail says the token is for \"%s\".",
@@ -69,7 +69,9 @@ list_threads(SyncState *s, const char *query, int *count)
 				cap = 0,
 				i;
 	char	   *page = NULL;
+	PageGuard	guard;
 
+	page_guard_init(&guard, GM_THREADS_LIST, s->days);
 	do
 	{
 		memset(&call, 0, sizeof(call));
@@ -92,9 +94,10 @@ list_threads(SyncState *s, const char *query, int *count)
 			threads[nthreads].has_history = true;
 			nthreads++;
 		}
-		page = call.next_page_token ? pstrdup(call.next_page_token) : NULL;
+		page = page_guard_next(&guard, call.next_page_token);
 		gmail_call_release(&call);
 	} while (page != NULL);
+	page_guard_done(&guard);
 
 	*count = nthreads;
 	return threads;
@@ -121,6 +124,7 @@ full_sync(SyncState *s)
 	int			nitems = 0,
 				icap = 0;
 	char	   *page = NULL;
+	PageGuard	guard;
 	int			i;
 
 	/* The next sync starts at the history id read before listing began. */
@@ -198,6 +202,7 @@ full_sync(SyncState *s)
 
 	/* 4. The window's messages; keep those of changed threads. */
 	page = NULL;
+	page_guard_init(&guard, GM_MESSAGES_LIST, s->days);
 	do
 	{
 		char	  **ids;
@@ -239,9 +244,10 @@ full_sync(SyncState *s)
 		}
 		hash_destroy(mstates);
 		pfree(ids);
-		page = call.next_page_token ? pstrdup(call.next_page_token) : NULL;
+		page = page_guard_next(&guard, call.next_page_token);
 		gmail_call_release(&call);
 	} while (page != NULL);
+	page_guard_done(&guard);
 
 	/*
 	 * 5. Stored messages of changed threads inside the window: labels may

@@ -118,6 +118,7 @@ incremental_sync(SyncState *s)
 	HTAB	   *threads_touched;
 	FetchItem  *items;
 	ThreadFinal *threads;
+	PageGuard	guard;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = 256;
@@ -126,6 +127,7 @@ incremental_sync(SyncState *s)
 	folded = hash_create("history", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	/* Every page, including pages with a token and no records. */
+	page_guard_init(&guard, GM_HISTORY_LIST, s->days);
 	do
 	{
 		memset(&call, 0, sizeof(call));
@@ -142,9 +144,10 @@ incremental_sync(SyncState *s)
 			fold_event(folded, &call.events[i], &order);
 		s->new_history_id = call.history_id;
 		s->has_new_history = true;
-		page = call.next_page_token ? pstrdup(call.next_page_token) : NULL;
+		page = page_guard_next(&guard, call.next_page_token);
 		gmail_call_release(&call);
 	} while (page != NULL);
+	page_guard_done(&guard);
 
 	nfolded = (int) hash_get_num_entries(folded);
 	if (nfolded == 0)

@@ -6,6 +6,8 @@
 #ifndef GMAIL_INGEST_SYNC_INTERNAL_H
 #define GMAIL_INGEST_SYNC_INTERNAL_H
 
+#include "utils/hsearch.h"
+
 #include "sync.h"
 
 #define PROGRESS_EVERY_MESSAGES 500
@@ -34,6 +36,27 @@ typedef struct FetchItem
 	StoredMessageRef *refs;		/* whole_thread: the stored messages to check */
 	int			nrefs;
 } FetchItem;
+
+/* sync_paging.c: what stops a listing that never ends */
+typedef struct PageGuard
+{
+	GmailMethod method;
+	int			days;			/* what the cap is derived from */
+	int			pages;			/* answered so far */
+	int			max_pages;
+	HTAB	   *seen;			/* every nextPageToken answered */
+	MemoryContext cxt;			/* holds the tokens */
+} PageGuard;
+
+extern void page_guard_init(PageGuard *g, GmailMethod method, int days);
+
+/*
+ * After each page: the token to ask for next (a copy that lives until
+ * page_guard_done), or NULL when the listing is complete.  A token answered
+ * before, or a page count beyond the cap, raises an RF_PROTOCOL failure.
+ */
+extern char *page_guard_next(PageGuard *g, const char *next_token);
+extern void page_guard_done(PageGuard *g);
 
 /* sync_fetch.c: the fetch pipeline and what is stored for each answer */
 extern char *action_detail(StoreAction a, const char *extra_key, const char *extra_json);

@@ -646,6 +646,10 @@ def test_faults(c):
     r = request(c.base, "GET", f"{G}/profile", token=c.token)
     check("body fault", r.status == 200 and r.data == b'{"a":[0,0,0,0\xff]}'
           and r.headers.get("retry-after") == "9", r.data[:100])
+    faults({"endpoint": "profile", "kind": "body", "count": 2,
+            "body": [{"text": '{"nextPageToken":"p'}, {"counter": True}, {"text": '"}'}]})
+    pages = [request(c.base, "GET", f"{G}/profile", token=c.token).data for _ in range(2)]
+    check("body fault counter part", pages == [b'{"nextPageToken":"p1"}', b'{"nextPageToken":"p2"}'], pages)
     faults({"endpoint": "token", "kind": "body", "status": 400, "body": [{"text": "{}"}]})
     check("body fault at the token endpoint", request(c.base, "POST", "/token", body=b"").status == 400)
     check("bad body fault refused", isinstance(_exception(lambda: c.admin(

@@ -535,16 +535,19 @@ class FaultRule:
 
     def body_bytes(self):
         """A hostile answer, built from parts so that a test can ask for 60 MB
-        or invalid UTF-8 without sending it: each part is {"text": str} (UTF-8)
-        or {"hex": str} (raw bytes), repeated "repeat" times (default 1)."""
+        or invalid UTF-8 without sending it: each part is {"text": str} (UTF-8),
+        {"hex": str} (raw bytes) or {"counter": true} (how often the rule has
+        fired, in decimal: a page token that never repeats), repeated "repeat"
+        times (default 1)."""
         if not isinstance(self.body, list):
             raise AdminError(400, "body must be a list of parts")
         out = []
         for part in self.body:
-            if not isinstance(part, dict) or len(set(part) - {"text", "hex", "repeat"}) \
-                    or ("text" in part) == ("hex" in part):
-                raise AdminError(400, "a body part is {\"text\"|\"hex\": ..., \"repeat\": n}")
-            chunk = part["text"].encode("utf-8") if "text" in part else bytes.fromhex(part["hex"])
+            if not isinstance(part, dict) or len(set(part) - {"text", "hex", "counter", "repeat"}) \
+                    or sum(k in part for k in ("text", "hex", "counter")) != 1:
+                raise AdminError(400, "a body part is {\"text\"|\"hex\"|\"counter\": ..., \"repeat\": n}")
+            chunk = part["text"].encode("utf-8") if "text" in part \
+                else bytes.fromhex(part["hex"]) if "hex" in part else str(self.fired).encode()
             repeat = int(part.get("repeat", 1))
             if not 0 <= repeat or len(chunk) * repeat > 256 << 20:
                 raise AdminError(400, "a body part may expand to at most 256 MB")

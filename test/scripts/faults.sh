@@ -288,7 +288,7 @@ for e in profile threads.list messages.list messages.get; do
 		add "$e 403 rateLimitExceeded" full "$(st $e 403 rateLimitExceeded)" "ok 1 1"
 		add "$e 401, then a refreshed token" full "$(st $e 401)" "ok 0 1 1"
 		add "$e 403 insufficientPermissions" full "$(st $e 403 insufficientPermissions -1 "$NOPERM$only")" \
-			"fail 42501 1 $m.*HTTP 403.*insufficientPermissions"
+			"fail 28000 1 $m.*HTTP 403.*insufficientPermissions"
 		add "$e 503 beyond max_retries" full "$(st $e 503 backendError -1 "${only#,}")" \
 			"fail 38000 2 $m.*2.attempts.*HTTP 503.*backendError" ;;
 	esac
@@ -343,7 +343,7 @@ add "threads.get invalid JSON" rc "$(kind threads.get invalid_json)" "ok 1 1"
 add "threads.get 403 rateLimitExceeded" rc "$(st threads.get 403 rateLimitExceeded)" "ok 1 1"
 add "threads.get 400" rc "$(st threads.get 400 invalidArgument -1)" "fail 38000 1 users.threads.get.*HTTP 400"
 add "threads.get 503 beyond max_retries" rc "$(st threads.get 503 backendError -1)" "fail 38000 2 users.threads.get.*2.attempts.*HTTP 503"
-add "threads.get 403 insufficientPermissions" rc "$(st threads.get 403 insufficientPermissions -1 "$NOPERM")" "fail 42501 1 users.threads.get.*HTTP 403.*insufficientPermissions"
+add "threads.get 403 insufficientPermissions" rc "$(st threads.get 403 insufficientPermissions -1 "$NOPERM")" "fail 28000 1 users.threads.get.*HTTP 403.*insufficientPermissions"
 add "messages.get minimal 503" rc "$(st messages.get 503 backendError 1 "\"message_id\":\"$M_SINGLE\"")" "ok 1 1"
 add "messages.get minimal truncated body" rc "$(kind messages.get truncate 1 "\"message_id\":\"$M_SINGLE\"")" "ok 1 1"
 add "messages.get minimal 400" rc "$(st messages.get 400 invalidArgument -1 "\"message_id\":\"$M_SINGLE\"")" "fail 38000 1 users.messages.get.*HTTP 400"
