@@ -34,6 +34,8 @@ SHLIB_LINK  = -lcurl -lcrypto $(GMIME_LIBS)
 # and Gmail API double that test/run_tests.sh starts; DOUBLE_URL names it.
 REGRESS   = setup bad_input idempotency changes cancel oauth incremental verify security
 ISOLATION = concurrent_sync sync_readers
+# The regression inputs ask the double for what it holds ($DQ in backticks).
+export DQ ?= python3 $(CURDIR)/test/double/dq.py
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -46,6 +48,15 @@ $(EXTENSION).control: $(EXTENSION).control.in Makefile
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql Makefile
 	sed 's/@EXTVERSION@/$(EXTVERSION)/g' $< >$@
+
+# Before pg_regress: a double must answer at DOUBLE_URL and the server must
+# send its Gmail and OAuth calls there, or every test would fail obscurely.
+installcheck: check-double
+.PHONY: check-double
+check-double:
+	@test -n "$$DOUBLE_URL" || { echo "make installcheck: DOUBLE_URL is not set. Run 'bash test/run_tests.sh installcheck', which starts a cluster and the Gmail API double (test/double/gmail_double.py), or start the double and export DOUBLE_URL." >&2; exit 1; }
+	@python3 test/double/double_client.py "$$DOUBLE_URL" GET /admin/config >/dev/null 2>&1 || { echo "make installcheck: no Gmail API double answers at $$DOUBLE_URL." >&2; exit 1; }
+	@url=$$(psql -X -At -d postgres -c "SHOW gmail_ingest.api_base_url" 2>/dev/null); test "$$url" = "$$DOUBLE_URL" || { echo "make installcheck: the server's gmail_ingest.api_base_url is '$$url', not the double's $$DOUBLE_URL; set it, and gmail_ingest.oauth_token_url = '$$DOUBLE_URL/token', client_id and client_secret, in postgresql.conf." >&2; exit 1; }
 
 # The objects see EXTVERSION.
 $(OBJS): Makefile

@@ -2,7 +2,7 @@
 -- statement is cancelled with PostgreSQL's own message within a second of
 -- the timeout, and no row of the run remains.
 SELECT id AS mb FROM gmail_ingest.mailboxes WHERE provider_email = 'other@example.com' \gset
-\! python3 test/dq.py faults '[{"endpoint": "messages.get", "kind": "delay", "ms": 30000, "count": -1}]'
+\! $DQ faults '[{"endpoint": "messages.get", "kind": "delay", "ms": 30000, "count": -1}]'
 CREATE TEMP TABLE before3 AS
 SELECT (SELECT count(*) FROM gmail_ingest.sync_runs WHERE mailbox_id = :mb) AS runs,
        (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb) AS messages,
@@ -25,7 +25,7 @@ SELECT pg_backend_pid() AS pid \gset
 SELECT clock_timestamp() AS t0 \gset
 SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);
 SELECT clock_timestamp() - :'t0'::timestamptz < interval '3 s' AS cancelled_promptly;
-\! python3 test/dq.py clear-faults
+\! $DQ clear-faults
 
 -- Afterwards the mailbox syncs normally.
 SELECT status, messages_inserted > 0 AS stored FROM gmail_ingest.gmail_sync(:mb, 7);

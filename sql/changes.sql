@@ -4,9 +4,9 @@ SELECT id AS mb FROM gmail_ingest.mailboxes WHERE provider_email = 'proof@exampl
 -- Two new messages: one in a new thread, one replying in an existing thread.
 SELECT provider_thread_id AS some_thread FROM gmail_ingest.mail_threads
  WHERE mailbox_id = :mb ORDER BY last_message_at DESC, id LIMIT 1 \gset
-\set new1 `python3 test/dq.py add proof@example.com`
-\set new2 `python3 test/dq.py add proof@example.com :some_thread`
-\! python3 test/dq.py reset-stats
+\set new1 `$DQ add proof@example.com`
+\set new2 `$DQ add proof@example.com :some_thread`
+\! $DQ reset-stats
 CREATE TEMP TABLE before2 AS
 SELECT (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb) AS messages,
        (SELECT count(*) FROM gmail_ingest.mail_threads WHERE mailbox_id = :mb) AS threads,
@@ -32,8 +32,8 @@ SELECT count(*) AS new_ones_stored, count(DISTINCT thread_id) AS in_threads,
   FROM gmail_ingest.mail_messages WHERE mailbox_id = :mb AND provider_message_id IN (:'new1', :'new2');
 -- Only the new messages were downloaded; the thread that got a reply had its
 -- stored messages' labels checked with one threads.get.
-\set gets `python3 test/dq.py requests proof@example.com messages.get`
-\set tgets `python3 test/dq.py requests proof@example.com threads.get`
+\set gets `$DQ requests proof@example.com messages.get`
+\set tgets `$DQ requests proof@example.com threads.get`
 SELECT :gets AS messages_get, :tgets AS threads_get;
 SELECT l.event, l.detail->>'action' AS action, count(*)
   FROM gmail_ingest.ledger l, before2 b
@@ -41,10 +41,10 @@ SELECT l.event, l.detail->>'action' AS action, count(*)
  GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- Labels changed on the double: exactly those messages are updated, one event each.
-\set m1 `python3 test/dq.py nth-id proof@example.com 7 3`
-\set m2 `python3 test/dq.py nth-id proof@example.com 7 5`
-\! python3 test/dq.py labels proof@example.com $(python3 test/dq.py nth-id proof@example.com 7 3) STARRED,Label_test_a - > /dev/null
-\! python3 test/dq.py labels proof@example.com $(python3 test/dq.py nth-id proof@example.com 7 5) Label_test_b - > /dev/null
+\set m1 `$DQ nth-id proof@example.com 7 3`
+\set m2 `$DQ nth-id proof@example.com 7 5`
+\! $DQ labels proof@example.com $($DQ nth-id proof@example.com 7 3) STARRED,Label_test_a - > /dev/null
+\! $DQ labels proof@example.com $($DQ nth-id proof@example.com 7 5) Label_test_b - > /dev/null
 TRUNCATE before2;
 INSERT INTO before2 SELECT 0, 0, (SELECT max(id) FROM gmail_ingest.ledger WHERE mailbox_id = :mb);
 SELECT status, messages_inserted, messages_updated

@@ -1,9 +1,9 @@
 -- The proof of the two acceptance criteria: a re-run over the same window
 -- creates no row and writes no tuple, and every invariant holds.
 SELECT id AS mb FROM gmail_ingest.mailboxes WHERE provider_email = 'proof@example.com' \gset
-\set expected_messages `python3 test/dq.py window-count proof@example.com 7`
-\set expected_attachments `python3 test/dq.py window-attachments proof@example.com 7`
-\! python3 test/dq.py reset-stats
+\set expected_messages `$DQ window-count proof@example.com 7`
+\set expected_attachments `$DQ window-attachments proof@example.com 7`
+\! $DQ reset-stats
 
 -- First sync.
 SELECT mode, status, error, messages_inserted = :expected_messages AS all_messages,
@@ -11,8 +11,8 @@ SELECT mode, status, error, messages_inserted = :expected_messages AS all_messag
        attachments_inserted >= 40 AS at_least_40, messages_vanished, messages_parse_errors,
        blobs_inserted > 0 AS blobs_written, http_requests > 0 AS counted_requests
   FROM gmail_ingest.gmail_sync(:mb, 7);
-\set units `python3 test/dq.py units proof@example.com`
-\set gets `python3 test/dq.py requests proof@example.com messages.get`
+\set units `$DQ units proof@example.com`
+\set gets `$DQ requests proof@example.com messages.get`
 SELECT :units = quota_units AS units_match_double,
        :gets = messages_inserted AS one_get_per_message,
        quota_units::numeric / messages_inserted < 5.2 AS under_5_2_units_per_message
@@ -30,7 +30,7 @@ SELECT (SELECT count(*) FROM gmail_ingest.mail_threads WHERE mailbox_id = :mb) A
        (SELECT count(*) FROM gmail_ingest.mail_attachments WHERE mailbox_id = :mb) AS attachments,
        (SELECT count(*) FROM gmail_ingest.blobs) AS blobs,
        (SELECT count(*) FROM gmail_ingest.ledger WHERE mailbox_id = :mb) AS ledger;
-\! python3 test/dq.py reset-stats
+\! $DQ reset-stats
 
 -- The re-run, forced full, inside one transaction so its own writes can be counted.
 BEGIN;
@@ -59,10 +59,10 @@ SELECT event FROM gmail_ingest.ledger
  WHERE mailbox_id = :mb AND sync_run_id = (SELECT max(id) FROM gmail_ingest.sync_runs WHERE mailbox_id = :mb)
  ORDER BY id;
 -- The double saw no message download on the re-run: the profile and the thread list.
-\set gets `python3 test/dq.py requests proof@example.com messages.get`
-\set lists `python3 test/dq.py requests proof@example.com messages.list`
-\set threadlists `python3 test/dq.py requests proof@example.com threads.list`
-\set profiles `python3 test/dq.py requests proof@example.com profile`
+\set gets `$DQ requests proof@example.com messages.get`
+\set lists `$DQ requests proof@example.com messages.list`
+\set threadlists `$DQ requests proof@example.com threads.list`
+\set profiles `$DQ requests proof@example.com profile`
 SELECT :gets AS messages_get, :lists AS messages_list, :threadlists AS threads_list, :profiles AS profile;
 SELECT * FROM gmail_ingest.verify(:mb);
 

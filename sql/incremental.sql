@@ -4,7 +4,7 @@
 SELECT id AS mb FROM gmail_ingest.mailboxes WHERE provider_email = 'proof@example.com' \gset
 
 -- Unchanged.
-\! python3 test/dq.py reset-stats
+\! $DQ reset-stats
 BEGIN;
 CREATE TEMP TABLE xact0 AS
 SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables WHERE schemaname = 'gmail_ingest';
@@ -19,20 +19,20 @@ COMMIT;
 
 -- Changes on Gmail's side: two new messages (one a reply), one deleted for
 -- good, one moved to Trash, labels added to one and removed from another.
-\set deleted `python3 test/dq.py nth-id proof@example.com 7 10`
-\set trashed `python3 test/dq.py nth-id proof@example.com 7 12`
-\set relabelled `python3 test/dq.py nth-id proof@example.com 7 14`
-\set unlabelled `python3 test/dq.py nth-id proof@example.com 7 16`
+\set deleted `$DQ nth-id proof@example.com 7 10`
+\set trashed `$DQ nth-id proof@example.com 7 12`
+\set relabelled `$DQ nth-id proof@example.com 7 14`
+\set unlabelled `$DQ nth-id proof@example.com 7 16`
 SELECT provider_thread_id AS reply_thread FROM gmail_ingest.mail_messages
  WHERE mailbox_id = :mb AND provider_message_id = :'relabelled' \gset
-\set new1 `python3 test/dq.py add proof@example.com`
-\set new2 `python3 test/dq.py add proof@example.com :reply_thread`
-\set ignore `python3 test/dq.py delete proof@example.com :deleted`
-\set ignore `python3 test/dq.py labels proof@example.com :trashed TRASH INBOX`
-\set ignore `python3 test/dq.py labels proof@example.com :relabelled STARRED,Label_inc -`
-\set ignore `python3 test/dq.py labels proof@example.com :unlabelled - UNREAD,INBOX`
+\set new1 `$DQ add proof@example.com`
+\set new2 `$DQ add proof@example.com :reply_thread`
+\set ignore `$DQ delete proof@example.com :deleted`
+\set ignore `$DQ labels proof@example.com :trashed TRASH INBOX`
+\set ignore `$DQ labels proof@example.com :relabelled STARRED,Label_inc -`
+\set ignore `$DQ labels proof@example.com :unlabelled - UNREAD,INBOX`
 SELECT max(id) AS last_event FROM gmail_ingest.ledger WHERE mailbox_id = :mb \gset
-\! python3 test/dq.py reset-stats
+\! $DQ reset-stats
 
 SELECT mode, status, messages_inserted, messages_updated, messages_deleted, messages_vanished
   FROM gmail_ingest.gmail_sync(:mb, 7);
@@ -52,25 +52,25 @@ SELECT provider_message_id = :'deleted' AS deleted_one, provider_message_id = :'
 SELECT event, detail->>'action' AS action, count(*) FROM gmail_ingest.ledger
  WHERE mailbox_id = :mb AND id > :last_event GROUP BY 1, 2 ORDER BY 1, 2;
 -- The double saw history.list and one messages.get per new message, nothing else.
-\set hist `python3 test/dq.py requests proof@example.com history.list`
-\set gets `python3 test/dq.py requests proof@example.com messages.get`
-\set tgets `python3 test/dq.py requests proof@example.com threads.get`
-\set lists `python3 test/dq.py requests proof@example.com messages.list`
-\set tlists `python3 test/dq.py requests proof@example.com threads.list`
+\set hist `$DQ requests proof@example.com history.list`
+\set gets `$DQ requests proof@example.com messages.get`
+\set tgets `$DQ requests proof@example.com threads.get`
+\set lists `$DQ requests proof@example.com messages.list`
+\set tlists `$DQ requests proof@example.com threads.list`
 SELECT :hist >= 1 AS used_history, :gets AS messages_get, :tgets AS threads_get,
        :lists AS messages_list, :tlists AS threads_list;
 SELECT * FROM gmail_ingest.verify(:mb) WHERE NOT ok;
 
 -- Mail arrives, then Gmail forgets the history since our history id: a full
 -- sync of the window, recorded as a fallback, picks the new mail up.
-\set new3 `python3 test/dq.py add proof@example.com`
-\set ignore `python3 test/dq.py expire-history proof@example.com`
+\set new3 `$DQ add proof@example.com`
+\set ignore `$DQ expire-history proof@example.com`
 SELECT mode, status, fallback, messages_inserted FROM gmail_ingest.gmail_sync(:mb, 7);
 SELECT detail->>'fallback' AS fallback FROM gmail_ingest.ledger
  WHERE mailbox_id = :mb AND event = 'sync.completed' ORDER BY id DESC LIMIT 1;
 -- Twice in a row: a WARNING, and mailbox_status counts it.
-\set new4 `python3 test/dq.py add proof@example.com`
-\set ignore `python3 test/dq.py expire-history proof@example.com`
+\set new4 `$DQ add proof@example.com`
+\set ignore `$DQ expire-history proof@example.com`
 SELECT mode, status, fallback, messages_inserted FROM gmail_ingest.gmail_sync(:mb, 7);
 SELECT consecutive_history_fallbacks, last_run_mode FROM gmail_ingest.mailbox_status WHERE mailbox_id = :mb;
 -- Then incremental again.

@@ -4,34 +4,34 @@ SELECT id AS mb FROM gmail_ingest.mailboxes WHERE provider_email = 'other@exampl
 SELECT access_token AS first_token FROM gmail_ingest.mailbox_credentials WHERE mailbox_id = :mb \gset
 
 -- A cached token that is still valid is reused.
-\! python3 test/dq.py reset-stats
+\! $DQ reset-stats
 SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);
-\set tokens `python3 test/dq.py token-requests other@example.com`
+\set tokens `$DQ token-requests other@example.com`
 SELECT :tokens AS token_requests;
 
 -- Gmail drops the token early: one 401, exactly one refresh, and the sync succeeds.
-\! python3 test/double_client.py "$DOUBLE_URL" POST /admin/expire_tokens '{}' > /dev/null
+\! python3 test/double/double_client.py "$DOUBLE_URL" POST /admin/expire_tokens '{}' > /dev/null
 SELECT status, error FROM gmail_ingest.gmail_sync(:mb, 7, force_full => true);
-\set tokens `python3 test/dq.py token-requests other@example.com`
-\set unauthorized `python3 test/dq.py unauthenticated`
+\set tokens `$DQ token-requests other@example.com`
+\set unauthorized `$DQ unauthenticated`
 SELECT :tokens AS token_requests, :unauthorized AS answers_401,
        access_token <> :'first_token' AS token_replaced, access_token_expires_at > now() + interval '50 minutes' AS fresh
   FROM gmail_ingest.mailbox_credentials WHERE mailbox_id = :mb;
 
 -- A token within a minute of its expiry is refreshed before use, without a 401.
 UPDATE gmail_ingest.mailbox_credentials SET access_token_expires_at = now() + interval '30 seconds' WHERE mailbox_id = :mb;
-\! python3 test/dq.py reset-stats
+\! $DQ reset-stats
 SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);
-\set tokens `python3 test/dq.py token-requests other@example.com`
-\set unauthorized `python3 test/dq.py unauthenticated`
+\set tokens `$DQ token-requests other@example.com`
+\set unauthorized `$DQ unauthenticated`
 SELECT :tokens AS token_requests, :unauthorized AS answers_401;
 
 -- The grant is revoked: the run is recorded as failed, nothing is retried,
 -- the mailbox needs re-authorization, and a WARNING says so.
-\! python3 test/double_client.py "$DOUBLE_URL" POST /admin/mailboxes/other@example.com/revoke '{}' > /dev/null
-\! python3 test/dq.py reset-stats
+\! python3 test/double/double_client.py "$DOUBLE_URL" POST /admin/mailboxes/other@example.com/revoke '{}' > /dev/null
+\! $DQ reset-stats
 SELECT mode, status, error, messages_inserted FROM gmail_ingest.gmail_sync(:mb, 7, force_full => true);
-\set tokens `python3 test/dq.py token-requests other@example.com`
+\set tokens `$DQ token-requests other@example.com`
 SELECT :tokens AS token_requests_not_retried;
 SELECT auth_state FROM gmail_ingest.mailboxes WHERE id = :mb;
 SELECT event, detail FROM gmail_ingest.ledger
@@ -45,7 +45,7 @@ SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);
 RESET gmail_ingest.raise_on_failure;
 
 -- Re-consent: the grant works again and add_mailbox clears the state.
-\! python3 test/double_client.py "$DOUBLE_URL" POST /admin/mailboxes/other@example.com/revoke '{"revoked": false}' > /dev/null
+\! python3 test/double/double_client.py "$DOUBLE_URL" POST /admin/mailboxes/other@example.com/revoke '{"revoked": false}' > /dev/null
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000b', 'other@example.com', 'rt-other') = :mb AS same_mailbox;
 SELECT auth_state FROM gmail_ingest.mailboxes WHERE id = :mb;
 SELECT status FROM gmail_ingest.gmail_sync(:mb, 7);

@@ -1,8 +1,8 @@
 -- Two demo mailboxes on the Gmail API double, registered with add_mailbox.
 CREATE EXTENSION gmail_ingest;
-\! python3 test/double_client.py "$DOUBLE_URL" POST /admin/reset '{}' > /dev/null
-\! python3 test/double_client.py "$DOUBLE_URL" POST /admin/mailboxes '{"email":"proof@example.com","refresh_token":"rt-proof","seed":7,"threads":90,"messages":420,"days":9,"window_days":7,"attachments":260}' > /dev/null
-\! python3 test/double_client.py "$DOUBLE_URL" POST /admin/mailboxes '{"email":"other@example.com","refresh_token":"rt-other","seed":8,"threads":10,"messages":30,"days":10,"window_days":7,"attachments":8}' > /dev/null
+\! python3 test/double/double_client.py "$DOUBLE_URL" POST /admin/reset '{}' > /dev/null
+\! python3 test/double/double_client.py "$DOUBLE_URL" POST /admin/mailboxes '{"email":"proof@example.com","refresh_token":"rt-proof","seed":7,"threads":90,"messages":420,"days":9,"window_days":7,"attachments":260}' > /dev/null
+\! python3 test/double/double_client.py "$DOUBLE_URL" POST /admin/mailboxes '{"email":"other@example.com","refresh_token":"rt-other","seed":8,"threads":10,"messages":30,"days":10,"window_days":7,"attachments":8}' > /dev/null
 
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000a', 'proof@example.com', 'rt-proof') AS proof_id;
 SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-00000000000b', 'Other@Example.com', 'rt-other') AS other_id;

@@ -42,7 +42,7 @@ run_step() {
 	fi
 }
 
-run_step double_selftest python3 test/double_selftest.py
+run_step double_selftest python3 test/double/double_selftest.py
 [ -f test/mime/run.sh ] && run_step mime_parser bash test/mime/run.sh
 run_step installcheck make -s installcheck
 for script in "$GI_ROOT"/test/scripts/*.sh; do

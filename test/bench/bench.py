@@ -38,7 +38,7 @@ import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "double"))
 from double_client import get_token, request  # noqa: E402
 
 DATA_TABLES = "('mail_threads', 'mail_messages', 'mail_attachments', 'blobs')"

@@ -62,7 +62,7 @@ done
 for e in "fail-$email" "revoked-$email"; do
 	gi_double POST /admin/mailboxes '{"email":"'"$e"'","refresh_token":"rt-'"$e"'","seed":5,"threads":5,"messages":20,"days":7,"window_days":7,"attachments":3}' >/dev/null || exit 1
 done
-python3 test/dq.py faults '[{"endpoint": "messages.get", "kind": "status", "status": 503, "reason": "backendError", "count": -1, "after": 3, "email": "fail-'"$email"'"}]' || exit 1
+$DQ faults '[{"endpoint": "messages.get", "kind": "status", "status": 503, "reason": "backendError", "count": -1, "after": 3, "email": "fail-'"$email"'"}]' || exit 1
 gi_double POST "/admin/mailboxes/revoked-$email/revoke" '{}' >/dev/null || exit 1
 gi_log "corpus: ${#files[@]} + 1 messages in the double"
 

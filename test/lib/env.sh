@@ -47,7 +47,7 @@ gi_free_port() {
 gi_start_double() {
 	local portfile="$GI_WORK/double.port"
 	rm -f "$portfile"
-	python3 "$GI_ROOT/test/gmail_double.py" --port 0 --port-file "$portfile" "$@" \
+	python3 "$GI_ROOT/test/double/gmail_double.py" --port 0 --port-file "$portfile" "$@" \
 		>"$GI_WORK/double.log" 2>&1 &
 	echo $! >"$GI_WORK/double.pid"
 	for _ in $(seq 1 100); do
@@ -109,5 +109,9 @@ gi_start_all() {
 	gi_start_cluster
 }
 
+# One-line answers from the double, for scripts and pg_regress inputs
+# (psql backticks run through the shell, so they see it too).
+export DQ="python3 $GI_ROOT/test/double/dq.py"
+
 # The double's admin API.
-gi_double() { python3 "$GI_ROOT/test/double_client.py" "$DOUBLE_URL" "$@"; }
+gi_double() { python3 "$GI_ROOT/test/double/double_client.py" "$DOUBLE_URL" "$@"; }

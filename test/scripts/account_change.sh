@@ -29,8 +29,8 @@ install_digests $db
 org=00000000-0000-0000-0000-0000000000c1
 a=$(q $db "SELECT gmail_ingest.add_mailbox('$org', '$A', 'rt-$A')")
 check "A: first sync" "$(q $db "SELECT status FROM gmail_ingest.gmail_sync($a, 7)")" succeeded
-for _ in 1 2 3; do python3 test/dq.py add "$B" >/dev/null; done
-b_ids=$(python3 test/dq.py nth-id "$B" 7 0),$(python3 test/dq.py nth-id "$B" 7 1),$(python3 test/dq.py nth-id "$B" 7 2)
+for _ in 1 2 3; do $DQ add "$B" >/dev/null; done
+b_ids=$($DQ nth-id "$B" 7 0),$($DQ nth-id "$B" 7 1),$($DQ nth-id "$B" 7 2)
 history_a=$(q $db "SELECT history_id FROM gmail_ingest.mailboxes WHERE id = $a")
 rows=$(q $db "SELECT gi_test_db_digest()")
 b_stored="SELECT count(*) FROM gmail_ingest.mail_messages WHERE provider_message_id = ANY (string_to_array('$b_ids', ','))"
@@ -63,7 +63,7 @@ refused "full" "gmail_ingest.gmail_sync($a, 7)"
 
 # 3. A backfill staged with A's token, resumed with B's.
 c=$(q $db "SELECT gmail_ingest.add_mailbox('$org', '$C', 'rt-$C')")
-for _ in 1 2 3; do python3 test/dq.py add "$C" >/dev/null; done
+for _ in 1 2 3; do $DQ add "$C" >/dev/null; done
 check "backfill: first step" "$(q $db "SELECT status FROM gmail_ingest._backfill_step($c, 7, 10)")" succeeded
 staged=$(q $db "SELECT count(*) FROM gmail_ingest.backfill_queue WHERE mailbox_id = $c")
 check "backfill: messages staged" "$([ "$staged" -gt 0 ] && echo yes)" yes

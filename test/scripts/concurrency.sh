@@ -32,7 +32,7 @@ check "no deadlock, no other error: only succeeded or 55P03" "$(cat "$out"/* | g
 check "every mailbox synced at least once" "$(q $db "SELECT count(DISTINCT mailbox_id) FROM gmail_ingest.sync_runs WHERE status = 'succeeded'")" 10
 for i in $(seq 0 9); do
 	email="conc$((i + 1))-$tag@example.com"
-	want=$(python3 test/dq.py window-count "$email" 7)
+	want=$($DQ window-count "$email" 7)
 	got=$(q $db "SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = ${mbs[$i]}")
 	[ "$got" = "$want" ] || check "mailbox $email complete" "$got" "$want"
 done

@@ -13,7 +13,7 @@ q $db "CREATE EXTENSION IF NOT EXISTS pg_cron" >/dev/null
 q $db "CREATE EXTENSION gmail_ingest" >/dev/null
 gi_double POST /admin/mailboxes '{"email":"cron@example.com","refresh_token":"rt-cron","seed":31,"threads":10,"messages":40,"days":9,"window_days":7,"attachments":8}' >/dev/null
 mb=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000c1', '$email', 'rt-cron')")
-expected=$(python3 test/dq.py window-count $email 7)
+expected=$($DQ window-count $email 7)
 
 job=$(q $db "SELECT gmail_ingest.schedule_sync($mb, '* * * * *', 7)")
 job_again=$(q $db "SELECT gmail_ingest.schedule_sync($mb, '* * * * *', 7)")

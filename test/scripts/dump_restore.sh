@@ -18,7 +18,7 @@ fresh_db $db
 install_digests $db
 a=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000d1', '$A', 'rt-$A')")
 check "source: first sync" "$(q $db "SELECT status FROM gmail_ingest.gmail_sync($a, 7)")" succeeded
-python3 test/dq.py add "$A" >/dev/null
+$DQ add "$A" >/dev/null
 check "source: incremental sync" "$(q $db "SELECT status FROM gmail_ingest.gmail_sync($a, 7)")" succeeded
 
 positions="SELECT string_agg(t || '=' || coalesce(pg_sequence_last_value(pg_get_serial_sequence('gmail_ingest.' || t, 'id')::regclass)::text, 'unset'), ' ' ORDER BY t)
@@ -43,7 +43,7 @@ for format in plain custom; do
 	check "$format: the sequences stand where they stood" "$(q $rdb "$positions")" "$src_positions"
 	check "$format: every row" "$(q $rdb "SELECT gi_test_db_digest()")" "$src_rows"
 
-	python3 test/dq.py add "$A" >/dev/null
+	$DQ add "$A" >/dev/null
 	added=$((added + 1))		# every restore starts from the source's state
 	check "$format: new mail syncs" \
 		"$(q $rdb "SELECT status || ' ' || messages_inserted FROM gmail_ingest.gmail_sync($a, 7)" 2>&1)" "succeeded $added"

@@ -81,7 +81,7 @@ check "reference: clean full sync" "$(sync ${P}_ref_full "$ref_mb_full" false | 
 REF_FULL=$(q ${P}_ref_full "SELECT gi_test_digest($ref_mb_full)")
 REF_FULL_STATS=$(dstats "ref-full-$TAG@faults.example")
 check "reference: stored every listed message" "$(q ${P}_ref_full "SELECT count(*) FROM gmail_ingest.mail_messages")" \
-	"$(python3 test/dq.py window-count "ref-full-$TAG@faults.example" 7)"
+	"$($DQ window-count "ref-full-$TAG@faults.example" 7)"
 check "reference: verify" "$(verify_ok ${P}_ref_full "$ref_mb_full")" t
 
 # Message and thread ids are the same in every mailbox of this content.

@@ -38,19 +38,19 @@ check "unchanged incremental: at most 3 units" "$([ "$units" -le 3 ] && echo yes
 check "unchanged incremental: no data tuple written" "$tuples" 0
 echo "# unchanged incremental: $units units, $ms ms"
 
-for n in 20 22 24 26 28 30 32 34 36 38; do ids+=("$(python3 test/dq.py nth-id $email 7 $n)"); done
-for _ in 1 2 3 4; do python3 test/dq.py add $email >/dev/null; done
-python3 test/dq.py delete $email "${ids[0]}"
-python3 test/dq.py delete $email "${ids[1]}"
-python3 test/dq.py labels $email "${ids[2]}" TRASH INBOX
-python3 test/dq.py labels $email "${ids[3]}" TRASH INBOX
-python3 test/dq.py labels $email "${ids[4]}" STARRED -
-python3 test/dq.py labels $email "${ids[5]}" Label_figures -
-python3 test/dq.py reset-stats
+for n in 20 22 24 26 28 30 32 34 36 38; do ids+=("$($DQ nth-id $email 7 $n)"); done
+for _ in 1 2 3 4; do $DQ add $email >/dev/null; done
+$DQ delete $email "${ids[0]}"
+$DQ delete $email "${ids[1]}"
+$DQ labels $email "${ids[2]}" TRASH INBOX
+$DQ labels $email "${ids[3]}" TRASH INBOX
+$DQ labels $email "${ids[4]}" STARRED -
+$DQ labels $email "${ids[5]}" Label_figures -
+$DQ reset-stats
 read -r mode units ms ins upd del tuples <<<"$(run false)"
 check "10 changes: 4 inserted, 4 updated, 2 deleted" "$ins/$upd/$del" "4/4/2"
-check "10 changes: one messages.get per new message" "$(python3 test/dq.py requests $email messages.get)" 4
-check "10 changes: no listing" "$(python3 test/dq.py requests $email messages.list)/$(python3 test/dq.py requests $email threads.list)" "0/0"
+check "10 changes: one messages.get per new message" "$($DQ requests $email messages.get)" 4
+check "10 changes: no listing" "$($DQ requests $email messages.list)/$($DQ requests $email threads.list)" "0/0"
 check "10 changes: invariants hold" "$(q $db "SELECT bool_and(ok) FROM gmail_ingest.verify($mb)")" t
 echo "# incremental with 10 changes: $units units, $ms ms"
 

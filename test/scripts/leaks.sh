@@ -41,7 +41,7 @@ for who in ok bad1 bad2 bad3 bad4 bad5 cancel; do
 	new_mailbox "$e" "$PARAMS"
 	MB[$who]=$(q $DB "SELECT gmail_ingest.add_mailbox(gen_random_uuid(), '$e', 'rt-$e')")
 done
-X=$(python3 test/dq.py nth-id "leak-ok-$TAG@leaks.example" 7 3)   # a message in the middle
+X=$($DQ nth-id "leak-ok-$TAG@leaks.example" 7 3)   # a message in the middle
 f() { echo "{\"email\":\"leak-$1-$TAG@leaks.example\",\"endpoint\":\"$2\",\"kind\":\"$3\",\"count\":-1$4}"; }
 dbl POST /admin/faults "[$(f bad1 messages.get status ',"status":400,"message_id":"'"$X"'"'),
 	$(f bad2 messages.get invalid_json ',"message_id":"'"$X"'"'),

@@ -10,10 +10,10 @@ email=progress@example.com
 fresh_db $db
 gi_double POST /admin/mailboxes '{"email":"progress@example.com","refresh_token":"rt-progress","seed":41,"threads":300,"messages":1300,"days":8,"window_days":7,"attachments":60}' >/dev/null
 mb=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000d1', '$email', 'rt-progress')")
-expected=$(python3 test/dq.py window-count $email 7)
+expected=$($DQ window-count $email 7)
 
 # Each download waits 20 ms, so the sync lasts a few seconds.
-python3 test/dq.py faults '[{"endpoint": "messages.get", "kind": "delay", "ms": 20, "count": -1}]'
+$DQ faults '[{"endpoint": "messages.get", "kind": "delay", "ms": 20, "count": -1}]'
 psql -X -d $db -c "SELECT status FROM gmail_ingest.gmail_sync($mb, 7)" >"$GI_WORK/progress.out" 2>&1 &
 caller=$!
 waits=0
@@ -24,7 +24,7 @@ for _ in $(seq 1 100); do
 	sleep 0.05
 done
 wait $caller
-python3 test/dq.py clear-faults
+$DQ clear-faults
 
 notices=$(grep -c "NOTICE:  gmail_sync: mailbox $mb: [0-9]* of $expected messages done" "$GI_WORK/progress.out" || true)
 check "sync succeeded" "$(grep -c succeeded "$GI_WORK/progress.out")" 1

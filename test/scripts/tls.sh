@@ -56,11 +56,11 @@ start_tls_double() {  # start_tls_double NAME: sets PORT_<NAME>
 start_tls_double good
 start_tls_double wrong
 GOOD=https://127.0.0.1:$PORT_good
-tls_admin() { python3 test/double_client.py "$1" "${@:2}"; }
+tls_admin() { python3 test/double/double_client.py "$1" "${@:2}"; }
 for base in "$GOOD" "https://127.0.0.1:$PORT_wrong"; do
 	tls_admin "$base" POST /admin/mailboxes "{\"email\":\"$EMAIL\",\"refresh_token\":\"rt-$EMAIL\",\"seed\":91,\"threads\":6,\"messages\":20,\"days\":7,\"window_days\":7,\"attachments\":4,\"now_ms\":$NOW_MS}" >/dev/null
 done
-expected=$(DOUBLE_URL=$GOOD python3 test/dq.py window-count "$EMAIL" 7)
+expected=$(DOUBLE_URL=$GOOD $DQ window-count "$EMAIL" 7)
 
 fresh_db $DB
 mb=$(q $DB "SELECT gmail_ingest.add_mailbox(gen_random_uuid(), '$EMAIL', 'rt-$EMAIL')")
@@ -121,6 +121,6 @@ check "wrong host name: a failed run, no row stored" "$(cut -d'|' -f1,2 <<<"$out
 check "wrong host name: the error says the certificate does not match the host" \
 	"$(grep -Eqi 'subject name|does not match|certificate' <<<"$out" && echo yes || echo "no: $out")" yes
 check "wrong host name: the double never saw a request" \
-	"$(python3 test/double_client.py "https://127.0.0.1:$PORT_wrong" GET "/admin/stats" --get token_requests)" 0
+	"$(python3 test/double/double_client.py "https://127.0.0.1:$PORT_wrong" GET "/admin/stats" --get token_requests)" 0
 check "verify" "$(verify_ok $DB "$mb")" t
 finish

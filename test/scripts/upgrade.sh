@@ -91,7 +91,7 @@ check "1.0 installed" "$(q $db "SELECT extversion FROM pg_extension WHERE extnam
 a=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000a1', '$A', 'rt-$A')")
 b=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000a1', '$B', 'rt-$B')")
 check "1.0: first sync" "$(q $db "SELECT status FROM gmail_ingest.gmail_sync($a, 7)")" succeeded
-python3 test/dq.py add "$A" >/dev/null
+$DQ add "$A" >/dev/null
 check "1.0: incremental sync" "$(q $db "SELECT mode || ' ' || status || ' ' || messages_inserted FROM gmail_ingest.gmail_sync($a, 7)")" \
 	"incremental succeeded 1"
 check "1.0: forced full sync" "$(q $db "SELECT mode || ' ' || status FROM gmail_ingest.gmail_sync($a, 7, true)")" "full succeeded"
@@ -155,7 +155,7 @@ COMMIT;
 SQL
 )
 check "forced full re-run after the update writes 0 tuples" "$written" "succeeded 0"
-python3 test/dq.py add "$A" >/dev/null
+$DQ add "$A" >/dev/null
 check "incremental sync after the update" \
 	"$(q $db "SELECT mode || ' ' || status || ' ' || messages_inserted FROM gmail_ingest.gmail_sync($a, 7)")" \
 	"incremental succeeded 1"
@@ -163,7 +163,7 @@ psql -X -q -d $db -c "CALL gmail_ingest.gmail_backfill($b, 7, 25)" >/dev/null 2>
 check "the 1.0 backfill completes" \
 	"$(q $db "SELECT history_id IS NOT NULL AND backfill_history_id IS NULL FROM gmail_ingest.mailboxes WHERE id = $b")" t
 check "backfill: every message of the window" \
-	"$(q $db "SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = $b")" "$(python3 test/dq.py window-count "$B" 7)"
+	"$(q $db "SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = $b")" "$($DQ window-count "$B" 7)"
 check "verify() after more syncs" "$(verify_ok $db $a) $(verify_ok $db $b)" "t t"
 check "no duplicate" "$(q $db "SELECT gi_test_duplicates($a) + gi_test_duplicates($b)")" 0
 
@@ -177,7 +177,7 @@ check "restored at the library's version" "$(q $rdb "SELECT extversion FROM pg_e
 check "restored: every row" "$(q $rdb "SELECT gi_test_db_digest()")" "$before_rows"
 check "restored: ledger" "$(q $rdb "$ledger_digest")" "$before_ledger"
 check "restored: verify()" "$(verify_ok $rdb $a) $(verify_ok $rdb $b)" "t t"
-python3 test/dq.py add "$A" >/dev/null
+$DQ add "$A" >/dev/null
 check "restored: a sync writes again" "$(q $rdb "SELECT status FROM gmail_ingest.gmail_sync($a, 7)")" succeeded
 new_mailbox "$N" '"seed":43,"threads":3,"messages":6,"days":9,"window_days":7'
 n=$(q $rdb "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000a1', '$N', 'rt-$N')" 2>&1)
