@@ -1267,6 +1267,49 @@ header_decode(parse_ctx *ctx, const char *raw)
 	return res;
 }
 
+/*
+ * A Date value with a blank put between the time and a zone glued to it
+ * ("00:01+0000", "00:01:30GMT"): RFC 5322 makes the CFWS between them
+ * optional, but GMime 3.2.13's date parser reads such a token as a time of
+ * 00:00 and no zone.  g_malloc'd.
+ */
+static char *
+date_unglue_zone(const char *s)
+{
+	GString    *out = g_string_sized_new(strlen(s) + 2);
+	const char *p = s;
+
+	while (*p)
+	{
+		const char *t = p;
+		int			groups = 0;
+
+		/* a time: 1*2DIGIT ":" 2DIGIT [":" 2DIGIT], at a token start */
+		if (g_ascii_isdigit(*t) && (t == s || !g_ascii_isalnum(t[-1])))
+		{
+			while (g_ascii_isdigit(*t) && t - p < 2)
+				t++;
+			while (groups < 2 && t[0] == ':' && g_ascii_isdigit(t[1]) &&
+				   g_ascii_isdigit(t[2]))
+			{
+				t += 3;
+				groups++;
+			}
+			if (groups > 0 && !g_ascii_isdigit(*t) &&
+				(*t == '+' || *t == '-' || g_ascii_isalpha(*t)))
+			{
+				g_string_append_len(out, p, (gssize) (t - p));
+				g_string_append_c(out, ' ');
+				p = t;
+				continue;
+			}
+		}
+		g_string_append_c(out, *p);
+		p++;
+	}
+	return g_string_free(out, FALSE);
+}
+
 /* The first top-level header named name (case-insensitive), or NULL. */
 static GMimeHeader *
 first_header(GMimeHeaderList *list, const char *name)
@@ -2269,7 +2312,8 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 	if ((h = first_header(hl, "Date")) != NULL && g_mime_header_get_raw_value(h) != NULL)
 	{
 		char	   *unfolded = header_unfold(g_mime_header_get_raw_value(h));
-		GDateTime  *dt = g_mime_utils_header_decode_date(unfolded);
+		char	   *spaced = date_unglue_zone(unfolded);
+		GDateTime  *dt = g_mime_utils_header_decode_date(spaced);
 
 		if (dt != NULL)
 		{
@@ -2277,6 +2321,7 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 			out->date_epoch = (int64_t) g_date_time_to_unix(dt);
 			g_date_time_unref(dt);
 		}
+		g_free(spaced);
 		g_free(unfolded);
 	}
 
