@@ -47,7 +47,7 @@
 
 #include <gmime/gmime.h>
 
-/* Deepest multipart nesting we walk; deeper parts are ignored. */
+/* Deepest multipart nesting we walk; below it only the body text is sought. */
 #define MP_MAX_DEPTH		64
 /* Inputs larger than this are not handed to GMime (GByteArray is 32-bit). */
 #define MP_MAX_INPUT		((size_t) 1 << 30)
@@ -90,7 +90,7 @@ static const struct
 	{PE_NO_BOUNDARY, "multipart without boundary"},
 	{PE_EMPTY_MULTIPART, "multipart without parts"},
 	{PE_TRUNCATED, "message truncated (a multipart without its closing boundary, or an unterminated header block)"},
-	{PE_NESTING, "MIME nesting deeper than 64 levels; deeper parts ignored"},
+	{PE_NESTING, "MIME nesting deeper than 64 levels; the parts below were cut (only searched for the body)"},
 	{PE_SAME_BOUNDARY, "a nested multipart reuses the boundary of a multipart that contains it"},
 	{PE_EMPTY_PART, "MIME part without headers or content"},
 	{PE_MALFORMED, "malformed message"},
@@ -1746,6 +1746,45 @@ related_root(GMimeMultipart *mp)
 }
 
 /*
+ * find_body() below MP_MAX_DEPTH: the first text (or HTML) leaf of the
+ * subtree in document order, found with an explicit stack instead of
+ * recursion, so that a message nested hundreds of levels deep still has its
+ * text (GMime itself parses up to 1024 levels).  The finer rules of
+ * find_body() (the richest alternative, related's start=) are not applied
+ * down there; encrypted parts are still skipped.
+ */
+static GMimeObject *
+find_body_flat(GMimeObject *top, bool want_html)
+{
+	GPtrArray  *stack = g_ptr_array_new();
+	GMimeObject *found = NULL;
+
+	g_ptr_array_add(stack, top);
+	while (stack->len > 0 && found == NULL)
+	{
+		GMimeObject *obj = g_ptr_array_remove_index(stack, stack->len - 1);
+
+		if (GMIME_IS_MULTIPART(obj))
+		{
+			GMimeMultipart *mp = (GMimeMultipart *) obj;
+			int			i;
+
+			if (GMIME_IS_MULTIPART_ENCRYPTED(obj))
+				continue;
+			/* pushed last to first, so that the first part is looked at first */
+			for (i = g_mime_multipart_get_count(mp) - 1; i >= 0; i--)
+				g_ptr_array_add(stack, g_mime_multipart_get_part(mp, i));
+		}
+		else if (GMIME_IS_PART(obj) &&
+				 ct_is(obj, "text", want_html ? "html" : "plain") &&
+				 !is_explicit_attachment(obj))
+			found = obj;
+	}
+	g_ptr_array_free(stack, TRUE);
+	return found;
+}
+
+/*
  * The part a mail reader would show as the text (want_html false) or HTML
  * body, or NULL.
  */
@@ -1763,7 +1802,7 @@ find_body(parse_ctx *ctx, GMimeObject *obj, bool want_html, int depth)
 		if (depth >= MP_MAX_DEPTH)
 		{
 			ctx->errors |= PE_NESTING;
-			return NULL;
+			return find_body_flat(obj, want_html);
 		}
 		if (ct_is(obj, "multipart", "alternative"))
 		{

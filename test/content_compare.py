@@ -302,6 +302,21 @@ def related_root(part):
     return kids[0]
 
 
+def find_body_flat(top, want_html):
+    """find_body_flat() of src/mime_parse.c: below MAX_DEPTH, the first text
+    (or HTML) leaf in document order, encrypted parts skipped."""
+    stack = [top]
+    while stack:
+        part = stack.pop()
+        if is_python_multipart(part):
+            if ctype_of(part) != 'multipart/encrypted':
+                stack.extend(reversed(children(part)))
+        elif ctype_of(part) == ('text/html' if want_html else 'text/plain') \
+                and not is_explicit_attachment(part):
+            return part
+    return None
+
+
 def find_body(part, want_html, depth=0):
     """find_body() of src/mime_parse.c, on Python's tree (for the walk)."""
     if part is None:
@@ -309,7 +324,7 @@ def find_body(part, want_html, depth=0):
     ct = ctype_of(part)
     if is_python_multipart(part):
         if depth >= MAX_DEPTH:
-            return None
+            return find_body_flat(part, want_html)
         kids = children(part)
         if ct == 'multipart/alternative':
             for c in (reversed(kids) if want_html else kids):

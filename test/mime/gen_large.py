@@ -42,10 +42,12 @@ def main():
     os.makedirs(d, exist_ok=True)
     rnd = random.Random(20240101)
 
-    # 1,000 nested multiparts: the walk stops at 64 levels and says so
+    # 1,000 nested multiparts: the walk stops at 64 levels and says so; the
+    # text below is still found (without recursion)
     write(d, 'deep_nesting_1000', nested(1000),
-          'subject=nested 1000\nbody_text=null\nparse_error~=nesting\n')
-    # deeper than GMime's own limit (1024)
+          'subject=nested 1000\nbody_text=deep body\nparse_error~=nesting\n')
+    # deeper than GMime's own limit (1024): GMime keeps what lies below it
+    # as the unparsed prologue of the 1024th multipart, so there is no text
     write(d, 'deep_nesting_5000', nested(5000),
           'subject=nested 5000\nbody_text=null\nparse_error~=nesting\n')
     # a shallow one under the limit still finds its body
