@@ -1654,6 +1654,178 @@ is_explicit_attachment(GMimeObject *obj)
 	return gmime_filename(obj, &from_type) != NULL;
 }
 
+/* Most RFC 2231 sections of one parameter we join. */
+#define MP_MAX_SECTIONS		128
+
+/*
+ * The RFC 2231 value of parameter pname in a raw Content-Type or
+ * Content-Disposition value: the sections pname*0, pname*1 ... (pname*N*
+ * percent-encoded; pname* alone is section 0), joined in section order as
+ * bytes, then converted from the charset named in section 0 (by the rules
+ * of the bodies), so that a character split between two sections comes out
+ * whole.  GMime 3.2.13 takes the charset from whichever section is written
+ * first, and then reads "utf-8''..." of section 0 as text when the sections
+ * are out of order.  malloc'd clean UTF-8, or NULL when the parameter has
+ * no RFC 2231 form (or is blank).
+ */
+static char *
+rfc2231_param(parse_ctx *ctx, const char *raw, const char *pname)
+{
+	char	   *text = header_unfold(raw);
+	size_t		plen = strlen(pname);
+	char	   *sect[MP_MAX_SECTIONS];
+	bool		enc[MP_MAX_SECTIONS];
+	bool		any = false;
+	const char *p = text;
+	const char *charset = NULL;
+	GString    *joined;
+	unsigned char *data;
+	char	   *res;
+	int			i;
+
+	memset(sect, 0, sizeof(sect));
+	memset(enc, 0, sizeof(enc));
+	/* skip the type or disposition itself */
+	while (*p && *p != ';')
+		p++;
+	while (*p)
+	{
+		const char *a;
+		const char *ae;
+		GString    *val = g_string_new(NULL);
+		long		n = -1;
+		bool		e = false;
+
+		while (*p == ';' || *p == ' ' || *p == '\t')
+			p++;
+		a = p;
+		while (*p && *p != '=' && *p != ';')
+			p++;
+		ae = p;
+		while (ae > a && (ae[-1] == ' ' || ae[-1] == '\t'))
+			ae--;
+		if (*p == '=')
+		{
+			p++;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p == '"')
+			{
+				for (p++; *p && *p != '"'; p++)
+				{
+					if (*p == '\\' && p[1] != '\0')
+						p++;
+					g_string_append_c(val, *p);
+				}
+				if (*p == '"')
+					p++;
+				while (*p && *p != ';')
+					p++;
+			}
+			else
+			{
+				const char *v = p;
+				const char *ve;
+
+				while (*p && *p != ';')
+					p++;
+				ve = p;
+				while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+					ve--;
+				g_string_append_len(val, v, (gssize) (ve - v));
+			}
+			/* name*  or  name*N  or  name*N* */
+			if ((size_t) (ae - a) > plen && g_ascii_strncasecmp(a, pname, plen) == 0 &&
+				a[plen] == '*')
+			{
+				const char *q = a + plen + 1;
+
+				if (q == ae)
+				{
+					n = 0;
+					e = true;
+				}
+				else if (g_ascii_isdigit(*q))
+				{
+					n = 0;
+					while (q < ae && g_ascii_isdigit(*q) && n < MP_MAX_SECTIONS)
+						n = n * 10 + (*q++ - '0');
+					if (q < ae && *q == '*')
+					{
+						e = true;
+						q++;
+					}
+					if (q != ae || n >= MP_MAX_SECTIONS)
+						n = -1;
+				}
+			}
+		}
+		if (n >= 0 && sect[n] == NULL)
+		{
+			sect[n] = g_string_free(val, FALSE);
+			enc[n] = e;
+			any = true;
+		}
+		else
+			g_string_free(val, TRUE);
+	}
+
+	res = NULL;
+	if (any && sect[0] != NULL)
+	{
+		joined = g_string_new(NULL);
+		for (i = 0; i < MP_MAX_SECTIONS; i++)
+		{
+			const char *v = sect[i];
+
+			if (v == NULL)
+				continue;
+			if (i == 0 && enc[0])
+			{
+				/* charset'language'value */
+				const char *q1 = strchr(v, '\'');
+				const char *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
+
+				if (q2 != NULL)
+				{
+					sect[0][q1 - v] = '\0';
+					charset = v;
+					v = q2 + 1;
+				}
+			}
+			for (; *v; v++)
+			{
+				if (enc[i] && v[0] == '%' && g_ascii_isxdigit(v[1]) && g_ascii_isxdigit(v[2]))
+				{
+					g_string_append_c(joined, (char) (g_ascii_xdigit_value(v[1]) * 16 +
+													  g_ascii_xdigit_value(v[2])));
+					v += 2;
+				}
+				else
+					g_string_append_c(joined, *v);
+			}
+		}
+		data = malloc(joined->len + 1);
+		if (data == NULL)
+			ctx->oom = true;
+		else
+		{
+			memcpy(data, joined->str, joined->len);
+			res = text_to_utf8(ctx, data, joined->len, charset, false);
+			if (res != NULL && is_blank_str(res))
+			{
+				free(res);
+				res = NULL;
+			}
+		}
+		g_string_free(joined, TRUE);
+	}
+	for (i = 0; i < MP_MAX_SECTIONS; i++)
+		g_free(sect[i]);
+	g_free(text);
+	return res;
+}
+
 /*
  * The decoded filename (RFC 2231 or RFC 2047, disposition filename, else the
  * type's name), g_malloc'd, or NULL.  When the header holds encoded words it
@@ -1674,6 +1846,19 @@ part_filename(parse_ctx *ctx, GMimeObject *obj)
 	h = first_header(g_mime_object_get_header_list(obj),
 					 from_type ? "Content-Type" : "Content-Disposition");
 	raw = h ? g_mime_header_get_raw_value(h) : NULL;
+	if (raw != NULL && strchr(raw, '*') != NULL)
+	{
+		char	   *v = rfc2231_param(ctx, raw, from_type ? "name" : "filename");
+
+		if (v != NULL)
+		{
+			res = g_strdup(v);
+			free(v);
+			return res;
+		}
+		if (ctx->oom)
+			return NULL;
+	}
 	if (raw != NULL && strstr(raw, "=?") != NULL)
 	{
 		char	   *unfolded = header_unfold(raw);
