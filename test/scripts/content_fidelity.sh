@@ -39,6 +39,7 @@ msg_27.txt            from,to
 msg_29.txt            from
 msg_44.txt            from
 quoted_names_comments.eml bcc
+addr_spec_comments.eml reply_to
 
 reason: null sender "Name <>": GMime's address parser drops the mailbox (from_address keeps the text); Python keeps the name without an address
 msg_43.txt            from
