@@ -106,6 +106,8 @@ typedef struct parse_ctx
 	bool		oom;
 	GMimeObject *text_part;		/* chosen bodies (borrowed) */
 	GMimeObject *html_part;
+	const unsigned char *raw;	/* the bytes GMime parses (lent to it) */
+	size_t		raw_len;
 	size_t		att_cap;
 	const char *bounds[MP_MAX_DEPTH];	/* boundaries of the walk's ancestors */
 } parse_ctx;
@@ -1032,6 +1034,7 @@ part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 		GMimeDataWrapper *w = g_mime_part_get_content((GMimePart *) obj);
 		GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
 		GMimeContentEncoding enc;
+		unsigned char *res;
 
 		if (s == NULL)
 		{
@@ -1042,22 +1045,38 @@ part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 			return empty;
 		}
 		enc = g_mime_data_wrapper_get_encoding(w);
+		if (s->super_stream != NULL && s->bound_start >= 0 &&
+			s->bound_end > s->bound_start && (guint64) s->bound_end < ctx->raw_len &&
+			ctx->raw[s->bound_end] == '\n' && ctx->raw[s->bound_end - 1] == '\r')
+		{
+			/*
+			 * The line break before a boundary belongs to the boundary, but
+			 * GMime 3.2.13 drops its CR only when the boundary line itself
+			 * ends in CRLF: before a closing boundary at the very end of the
+			 * input (no line break after it) the part kept a stray CR.  The
+			 * content is a substream of our buffer: read it without.
+			 */
+			s = g_mime_stream_substream(s, s->bound_start, s->bound_end - 1);
+		}
+		else
+			g_object_ref(s);
+		g_mime_stream_reset(s);
 		if (enc == GMIME_CONTENT_ENCODING_UUENCODE)
 		{
 			/* uuencode needs the begin/end line handling of the filter */
 			GMimeStream *fs = g_mime_stream_filter_new(s);
 			GMimeFilter *f = g_mime_filter_basic_new(enc, FALSE);
-			unsigned char *res;
 
-			g_mime_stream_reset(s);
 			g_mime_stream_filter_add(GMIME_STREAM_FILTER(fs), f);
 			g_object_unref(f);
 			res = read_stream(ctx, fs, GMIME_CONTENT_ENCODING_DEFAULT, lenp);
 			g_object_unref(fs);
-			g_mime_stream_reset(s);
-			return res;
 		}
-		return read_stream(ctx, s, enc, lenp);
+		else
+			res = read_stream(ctx, s, enc, lenp);
+		g_mime_stream_reset(s);
+		g_object_unref(s);
+		return res;
 	}
 	if (GMIME_IS_MESSAGE_PART(obj))
 	{
@@ -2653,6 +2672,8 @@ mp_parse(const unsigned char *raw, size_t len, mp_message *out)
 		ctx.errors |= PE_HEADER_BREAK;
 	}
 
+	ctx.raw = raw;
+	ctx.raw_len = len;
 	ctx.opts = g_mime_parser_options_new();
 	g_mime_parser_options_set_fallback_charsets(ctx.opts, fallback);
 	g_mime_parser_options_set_allow_addresses_without_domain(ctx.opts, TRUE);
