@@ -1287,17 +1287,24 @@ header_decode(parse_ctx *ctx, const char *raw)
 }
 
 /*
- * A Date value with a blank put between the time and a zone glued to it
- * ("00:01+0000", "00:01:30GMT"): RFC 5322 makes the CFWS between them
- * optional, but GMime 3.2.13's date parser reads such a token as a time of
- * 00:00 and no zone.  g_malloc'd.
+ * A Date value made fit for GMime 3.2.13's date parser, which reads a time
+ * token it does not understand as 00:00:00 (so the date lands on midnight):
+ *
+ * - a zone glued to the time ("00:01+0000", "00:01:30GMT"; RFC 5322 makes
+ *   the CFWS between them optional) gets a blank before it;
+ * - fractional seconds ("22:23:35.882", seen from some mailers) are
+ *   dropped.
+ *
+ * *has_time says whether a time (HH:MM[:SS]) was found at all: without one
+ * the value is no date (GMime would make it midnight).  g_malloc'd.
  */
 static char *
-date_unglue_zone(const char *s)
+date_prepare(const char *s, bool *has_time)
 {
 	GString    *out = g_string_sized_new(strlen(s) + 2);
 	const char *p = s;
 
+	*has_time = false;
 	while (*p)
 	{
 		const char *t = p;
@@ -1314,11 +1321,17 @@ date_unglue_zone(const char *s)
 				t += 3;
 				groups++;
 			}
-			if (groups > 0 && !g_ascii_isdigit(*t) &&
-				(*t == '+' || *t == '-' || g_ascii_isalpha(*t)))
+			if (groups > 0 && !g_ascii_isdigit(*t) && *t != ':')
 			{
+				*has_time = true;
 				g_string_append_len(out, p, (gssize) (t - p));
-				g_string_append_c(out, ' ');
+				if (groups == 2 && t[0] == '.' && g_ascii_isdigit(t[1]))
+				{
+					for (t++; g_ascii_isdigit(*t); t++)
+						;
+				}
+				if (*t == '+' || *t == '-' || g_ascii_isalpha(*t))
+					g_string_append_c(out, ' ');
 				p = t;
 				continue;
 			}
@@ -2555,8 +2568,9 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 	if ((h = first_header(hl, "Date")) != NULL && g_mime_header_get_raw_value(h) != NULL)
 	{
 		char	   *unfolded = header_unfold(g_mime_header_get_raw_value(h));
-		char	   *spaced = date_unglue_zone(unfolded);
-		GDateTime  *dt = g_mime_utils_header_decode_date(spaced);
+		bool		has_time;
+		char	   *spaced = date_prepare(unfolded, &has_time);
+		GDateTime  *dt = has_time ? g_mime_utils_header_decode_date(spaced) : NULL;
 
 		if (dt != NULL)
 		{

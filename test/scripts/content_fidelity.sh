@@ -98,6 +98,9 @@ charset_evil_name.eml body_text
 reason: RFC 2231 sections are joined as bytes before the charset is decoded, so a character split between sections comes out whole; Python decodes each section on its own (U+FFFD for a split euc-jp character)
 rfc2231_split_char.eml attachment:4.filename,attachment:4.storage_path
 
+reason: a Date with fractional seconds (22:23:35.882) is read to the second here; Python cannot read it
+date_fractional_seconds.eml sent_at
+
 reason: HTML without a charset parameter is decoded with its <meta> charset; Python ignores it
 html_meta_charset.eml body_html
 
