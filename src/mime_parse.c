@@ -2360,6 +2360,14 @@ walk(parse_ctx *ctx, GMimeObject *obj, char *path, size_t plen, int depth,
 			ctx->errors |= PE_NESTING;
 			return true;
 		}
+		/*
+		 * RFC 2046 5.1.1: a multipart has at least one part.  None, with a
+		 * boundary and a closing line, means no boundary line opened a part
+		 * (one with text after it, only the closing line), which GMime does
+		 * not report; without them GMime did.
+		 */
+		if (n == 0 && !(ctx->errors & (PE_NO_BOUNDARY | PE_TRUNCATED)))
+			ctx->errors |= PE_EMPTY_MULTIPART;
 		/* RFC 2046 5.1.1: a boundary must not occur in the parts it delimits */
 		ctx->bounds[depth] = boundary;
 		for (i = 0; boundary != NULL && i < depth; i++)

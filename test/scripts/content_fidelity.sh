@@ -67,6 +67,7 @@ msg_25.txt            body_text
 msg_31.txt            body_text
 msg_41.txt            body_text
 multipart_no_boundary.eml body_text
+multipart_no_part_opened.eml body_text
 
 reason: malformed MIME (a nested multipart reusing its parent's boundary; boundary lines inside a part): GMime and Python recover different trees; parse_error is set
 msg_15.txt            attachments
