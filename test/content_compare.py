@@ -48,8 +48,8 @@ difference of field "python"):
                  are, so that it keeps their exact content.
   parse_error    set exactly for the malformed messages: the crafted cases
                  whose .expect says so, the generated 1,000-level nesting, and
-                 the Python corpus messages in which Python finds a
-                 structural defect (see STRUCTURAL)
+                 the Python and peer corpus messages in which Python
+                 finds a structural defect (see STRUCTURAL)
 
 Also checked for every row: the export is valid UTF-8 (strict), no string
 holds a NUL, every message was stored.
@@ -82,6 +82,9 @@ ADDRESS_FIELDS = [("from", "From", "from_address", "from_email"),
                   ("cc", "Cc", "cc_addresses", "cc_emails"),
                   ("bcc", "Bcc", "bcc_addresses", "bcc_emails"),
                   ("reply_to", "Reply-To", "reply_to", "reply_to_emails")]
+# the peer corpora's messages are named <source>__<group>-<name>.eml
+PEER_SOURCES = ("mime4j", "mailparser", "mail")
+PEER_NAME = re.compile(r'^(%s)__' % '|'.join(PEER_SOURCES))
 # Python defects that mean the MIME structure itself is broken
 STRUCTURAL = {"NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect",
               "CloseBoundaryNotFoundDefect", "FirstHeaderLineIsContinuationDefect",
@@ -586,6 +589,12 @@ def first_diff(a, b):
     return ' [from char %d: db %s, python %s]' % (i, short(a[i:i + 40], 60), short(b[i:i + 40], 60))
 
 
+def group_of(name):
+    if name.startswith("msg_"):
+        return "Python"
+    return "peer corpora" if PEER_NAME.match(name) else "crafted or generated"
+
+
 def compare(manifest_path, export_path, allow_path, absent=''):
     manifest = json.load(open(manifest_path))
     raw_export = open(export_path, 'rb').read()
@@ -603,15 +612,20 @@ def compare(manifest_path, export_path, allow_path, absent=''):
     differences = []                  # (message, field, db, python)
     fields = set()
 
+    by_group = {}                     # group -> [messages, comparisons, differences]
+
     def cmp(name, fld, db, py, detail=''):
         nonlocal comparisons
         comparisons += 1
+        by_group[group_of(name)][1] += 1
         fields.add('attachment.' + fld.rsplit('.', 1)[1] if fld.startswith('attachment:') else fld)
         if db != py:
             differences.append((name, fld, db, py, detail))
+            by_group[group_of(name)][2] += 1
 
     for m in manifest:
         name = m["name"]
+        by_group.setdefault(group_of(name), [0, 0, 0])[0] += 1
         row = rows.get(m["id"])
         if row is None:
             problems.append("%s: not stored (Gmail id %s)" % (name, m["id"]))
@@ -702,11 +716,19 @@ def compare(manifest_path, export_path, allow_path, absent=''):
     for p in problems:
         print("PROBLEM  %s" % p)
 
-    print("corpus: %d messages (%d Python email test messages, %d crafted or generated), %d bytes"
-          % (len(manifest), sum(1 for m in manifest if m["name"].startswith("msg_")),
-             sum(1 for m in manifest if not m["name"].startswith("msg_")),
+    peer = [m for m in manifest if PEER_NAME.match(m["name"])]
+    print("corpus: %d messages (%d Python email test messages, %d of the peer corpora%s, "
+          "%d crafted or generated), %d bytes"
+          % (len(manifest), sum(1 for m in manifest if m["name"].startswith("msg_")), len(peer),
+             "".join(", %s %d" % (src, sum(1 for m in peer if m["name"].startswith(src + "__")))
+                     for src in PEER_SOURCES) if peer else "",
+             sum(1 for m in manifest if not m["name"].startswith("msg_") and m not in peer),
              sum(m["size"] for m in manifest)))
     print("fields compared (%d): %s" % (len(fields), ", ".join(sorted(fields))))
+    for g in ("Python", "peer corpora", "crafted or generated"):
+        if g in by_group:
+            print("  %s: %d messages, %d comparisons, %d differences"
+                  % (g, by_group[g][0], by_group[g][1], by_group[g][2]))
     print("comparisons: %d, differences: %d (%d allowed, %d not allowed), stale allow-list entries: %d"
           % (comparisons, len(differences), len(differences) - len(unexpected), len(unexpected),
              len(stale)))
