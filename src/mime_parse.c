@@ -1050,11 +1050,11 @@ part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 			ctx->raw[s->bound_end] == '\n' && ctx->raw[s->bound_end - 1] == '\r')
 		{
 			/*
-			 * The line break before a boundary belongs to the boundary, but
-			 * GMime 3.2.13 drops its CR only when the boundary line itself
-			 * ends in CRLF: before a closing boundary at the very end of the
-			 * input (no line break after it) the part kept a stray CR.  The
-			 * content is a substream of our buffer: read it without.
+			 * The CRLF before a boundary belongs to the boundary, but GMime
+			 * 3.2.13 drops its CR only when the boundary line itself ends in
+			 * CRLF: a part before a boundary line that ends the input (or
+			 * ends in LF alone) kept a stray CR.  The content is a substream
+			 * of our buffer, so it is read without that CR.
 			 */
 			s = g_mime_stream_substream(s, s->bound_start, s->bound_end - 1);
 		}
