@@ -47,7 +47,7 @@
 
 #include <gmime/gmime.h>
 
-/* Deepest multipart nesting we walk; below it only the body text is sought. */
+/* Deepest multipart nesting we walk; a multipart there is one attachment. */
 #define MP_MAX_DEPTH		64
 /* Inputs larger than this are not handed to GMime (GByteArray is 32-bit). */
 #define MP_MAX_INPUT		((size_t) 1 << 30)
@@ -90,7 +90,7 @@ static const struct
 	{PE_NO_BOUNDARY, "multipart without boundary"},
 	{PE_EMPTY_MULTIPART, "multipart without parts"},
 	{PE_TRUNCATED, "message truncated (a multipart without its closing boundary, or an unterminated header block)"},
-	{PE_NESTING, "MIME nesting deeper than 64 levels; the parts below were cut (only searched for the body)"},
+	{PE_NESTING, "MIME nesting deeper than 64 levels; each multipart at that depth is stored whole, as one attachment"},
 	{PE_SAME_BOUNDARY, "a nested multipart reuses the boundary of a multipart that contains it"},
 	{PE_EMPTY_PART, "MIME part without headers or content"},
 	{PE_MALFORMED, "malformed message"},
@@ -110,6 +110,8 @@ typedef struct parse_ctx
 	size_t		raw_len;
 	size_t		att_cap;
 	const char *bounds[MP_MAX_DEPTH];	/* boundaries of the walk's ancestors */
+	const char *cut_boundary;	/* boundary around the multipart cut at
+								 * MP_MAX_DEPTH being stored */
 } parse_ctx;
 
 static bool mp_initialized = false;
@@ -1021,8 +1023,88 @@ oom:
 }
 
 /*
+ * True if what follows "--boundary" on a line makes it a delimiter line: an
+ * optional "--", then only blanks up to the line end (RFC 2046 5.1.1), so
+ * that boundary "b6" does not match "--b64".
+ */
+static bool
+delimiter_rest(const unsigned char *p, const unsigned char *end)
+{
+	if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+		p += 2;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+		p++;
+	return p == end || *p == '\n';
+}
+
+/*
+ * The exact bytes of a multipart cut at MP_MAX_DEPTH, headers included:
+ * from its first header up to the delimiter line of the multipart around it
+ * (boundary; its line break belongs to the delimiter), else to the end of
+ * the input.  malloc'd with room for one more byte; NULL only on OOM.
+ */
+static unsigned char *
+subtree_bytes(parse_ctx *ctx, GMimeObject *obj, const char *boundary, size_t *lenp)
+{
+	GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+	gint64		off = -1;
+	size_t		start,
+				end,
+				pos;
+	unsigned char *out;
+
+	*lenp = 0;
+	if (hl != NULL && g_mime_header_list_get_count(hl) > 0)
+		off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, 0));
+	if (off < 0 || (guint64) off >= ctx->raw_len)
+	{
+		out = malloc(1);
+		if (out == NULL)
+			ctx->oom = true;
+		return out;
+	}
+	start = (size_t) off;
+	end = ctx->raw_len;
+	if (boundary != NULL && *boundary != '\0')
+	{
+		size_t		blen = strlen(boundary);
+
+		for (pos = start; pos < ctx->raw_len;)
+		{
+			const unsigned char *nl;
+
+			if (ctx->raw_len - pos >= blen + 2 && ctx->raw[pos] == '-' &&
+				ctx->raw[pos + 1] == '-' && memcmp(ctx->raw + pos + 2, boundary, blen) == 0 &&
+				delimiter_rest(ctx->raw + pos + 2 + blen, ctx->raw + ctx->raw_len))
+			{
+				end = pos;
+				if (end > start && ctx->raw[end - 1] == '\n')
+					end--;
+				if (end > start && ctx->raw[end - 1] == '\r')
+					end--;
+				break;
+			}
+			nl = memchr(ctx->raw + pos, '\n', ctx->raw_len - pos);
+			if (nl == NULL)
+				break;
+			pos = (size_t) (nl - ctx->raw) + 1;
+		}
+	}
+	out = malloc(end - start + 1);
+	if (out == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+	memcpy(out, ctx->raw + start, end - start);
+	*lenp = end - start;
+	return out;
+}
+
+/*
  * The transfer-decoded content of a leaf part (exact bytes, no charset
- * conversion), malloc'd with room for one more byte.  NULL only on OOM.
+ * conversion), malloc'd with room for one more byte; for a multipart, the
+ * bytes of the subtree cut at MP_MAX_DEPTH.  NULL only on OOM.
  */
 static unsigned char *
 part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
@@ -1078,6 +1160,8 @@ part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 		g_object_unref(s);
 		return res;
 	}
+	if (GMIME_IS_MULTIPART(obj))
+		return subtree_bytes(ctx, obj, ctx->cut_boundary, lenp);
 	if (GMIME_IS_MESSAGE_PART(obj))
 	{
 		/*
@@ -2357,8 +2441,14 @@ walk(parse_ctx *ctx, GMimeObject *obj, char *path, size_t plen, int depth,
 
 		if (depth >= MP_MAX_DEPTH)
 		{
+			/*
+			 * What lies below stays reachable without recursion: the whole
+			 * subtree as one attachment of its exact bytes (its text was
+			 * sought for the body by find_body_flat()).
+			 */
 			ctx->errors |= PE_NESTING;
-			return true;
+			ctx->cut_boundary = ctx->bounds[depth - 1];
+			return add_attachment(ctx, obj, path);
 		}
 		/*
 		 * RFC 2046 5.1.1: a multipart has at least one part.  None, with a

@@ -419,7 +419,7 @@ def part_bytes(part):
     return data if data is not None else b''
 
 
-def attachment_of(part, path):
+def attachment_of(part, path, data=None):
     ct = ctype_of(part)
     f = filename_of(part)
     name = clean_filename(f) if f is not None else None
@@ -429,7 +429,8 @@ def attachment_of(part, path):
         name = ('message-' if ext == '.eml' else 'attachment-') + path + ext
     cid = content_id(part)
     disp = disposition(part)
-    data = part_bytes(part)
+    if data is None:
+        data = part_bytes(part)
     return {"part_id": path, "filename": name, "filename_derived": derived,
             "mime_type": ct, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
             "is_inline": (disp == 'inline') if disp else cid is not None,
@@ -439,14 +440,50 @@ def attachment_of(part, path):
 RENDERABLE = {'text/plain', 'text/html', 'text/enriched', 'text/richtext'}
 
 
-def walk(part, path, depth, in_alt, bodies, out):
+def delimiter_lines(seg, boundary):
+    """The delimiter lines of boundary in seg (RFC 2046 5.1.1: "--boundary",
+    an optional "--", blanks), as (start, end of line without its LF)."""
+    pat = re.compile(rb'(?m)^--' + re.escape(boundary.encode('utf-8', 'surrogateescape'))
+                     + rb'(?:--)?[ \t\r]*$')
+    return [(m.start(), m.end()) for m in pat.finditer(seg)]
+
+
+def subtree_bytes(raw, chain):
+    """The exact bytes of the part reached from the top by chain, a list of
+    (boundary, child index): each step keeps the bytes between the child's
+    delimiter line and the next one (whose line break belongs to it).  The
+    independent counterpart of subtree_bytes() of src/mime_parse.c, which
+    starts at the part's first header as GMime found it."""
+    m = re.search(rb'\r?\n\r?\n', raw)
+    seg = raw[m.end():] if m else b''
+    for boundary, idx in chain:
+        lines = delimiter_lines(seg, boundary)
+        if idx >= len(lines):
+            return b''
+        s = lines[idx][1]
+        if seg[s:s + 1] == b'\n':
+            s += 1
+        e = lines[idx + 1][0] if idx + 1 < len(lines) else len(seg)
+        if idx + 1 < len(lines):
+            if e > s and seg[e - 1:e] == b'\n':
+                e -= 1
+            if e > s and seg[e - 1:e] == b'\r':
+                e -= 1
+        seg = seg[s:e]
+    return seg
+
+
+def walk(part, path, depth, in_alt, bodies, out, raw=b'', chain=()):
     """walk() of src/mime_parse.c."""
     if is_python_multipart(part):
         if depth >= MAX_DEPTH:
+            # the subtree below the cap is one attachment of its exact bytes
+            out.append(attachment_of(part, path, subtree_bytes(raw, chain)))
             return
         alt = in_alt or ctype_of(part) == 'multipart/alternative'
         for i, c in enumerate(children(part)):
-            walk(c, (path + '.' if path else '') + str(i + 1), depth + 1, alt, bodies, out)
+            walk(c, (path + '.' if path else '') + str(i + 1), depth + 1, alt, bodies, out,
+                 raw, chain + ((part.get_boundary(), i),))
         return
     if not path:
         path = '1'
@@ -527,7 +564,7 @@ def python_reading(raw):
     def attachments():
         bodies = [find_body(msg, False), find_body(msg, True)]
         out = []
-        walk(msg, '', 0, False, [b for b in bodies if b is not None], out)
+        walk(msg, '', 0, False, [b for b in bodies if b is not None], out, raw)
         return out
     field("attachments", attachments)
     field("structural", lambda: sorted(structural_defects(msg)))
