@@ -47,7 +47,7 @@
 
 #include <gmime/gmime.h>
 
-/* Deepest multipart nesting we walk; deeper parts are ignored. */
+/* Deepest multipart nesting we walk; a multipart there is one attachment. */
 #define MP_MAX_DEPTH		64
 /* Inputs larger than this are not handed to GMime (GByteArray is 32-bit). */
 #define MP_MAX_INPUT		((size_t) 1 << 30)
@@ -90,7 +90,7 @@ static const struct
 	{PE_NO_BOUNDARY, "multipart without boundary"},
 	{PE_EMPTY_MULTIPART, "multipart without parts"},
 	{PE_TRUNCATED, "message truncated (a multipart without its closing boundary, or an unterminated header block)"},
-	{PE_NESTING, "MIME nesting deeper than 64 levels; deeper parts ignored"},
+	{PE_NESTING, "MIME nesting deeper than 64 levels; each multipart at that depth is stored whole, as one attachment"},
 	{PE_SAME_BOUNDARY, "a nested multipart reuses the boundary of a multipart that contains it"},
 	{PE_EMPTY_PART, "MIME part without headers or content"},
 	{PE_MALFORMED, "malformed message"},
@@ -106,8 +106,12 @@ typedef struct parse_ctx
 	bool		oom;
 	GMimeObject *text_part;		/* chosen bodies (borrowed) */
 	GMimeObject *html_part;
+	const unsigned char *raw;	/* the bytes GMime parses (lent to it) */
+	size_t		raw_len;
 	size_t		att_cap;
 	const char *bounds[MP_MAX_DEPTH];	/* boundaries of the walk's ancestors */
+	const char *cut_boundary;	/* boundary around the multipart cut at
+								 * MP_MAX_DEPTH being stored */
 } parse_ctx;
 
 static bool mp_initialized = false;
@@ -1019,8 +1023,88 @@ oom:
 }
 
 /*
+ * True if what follows "--boundary" on a line makes it a delimiter line: an
+ * optional "--", then only blanks up to the line end (RFC 2046 5.1.1), so
+ * that boundary "b6" does not match "--b64".
+ */
+static bool
+delimiter_rest(const unsigned char *p, const unsigned char *end)
+{
+	if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+		p += 2;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+		p++;
+	return p == end || *p == '\n';
+}
+
+/*
+ * The exact bytes of a multipart cut at MP_MAX_DEPTH, headers included:
+ * from its first header up to the delimiter line of the multipart around it
+ * (boundary; its line break belongs to the delimiter), else to the end of
+ * the input.  malloc'd with room for one more byte; NULL only on OOM.
+ */
+static unsigned char *
+subtree_bytes(parse_ctx *ctx, GMimeObject *obj, const char *boundary, size_t *lenp)
+{
+	GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+	gint64		off = -1;
+	size_t		start,
+				end,
+				pos;
+	unsigned char *out;
+
+	*lenp = 0;
+	if (hl != NULL && g_mime_header_list_get_count(hl) > 0)
+		off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, 0));
+	if (off < 0 || (guint64) off >= ctx->raw_len)
+	{
+		out = malloc(1);
+		if (out == NULL)
+			ctx->oom = true;
+		return out;
+	}
+	start = (size_t) off;
+	end = ctx->raw_len;
+	if (boundary != NULL && *boundary != '\0')
+	{
+		size_t		blen = strlen(boundary);
+
+		for (pos = start; pos < ctx->raw_len;)
+		{
+			const unsigned char *nl;
+
+			if (ctx->raw_len - pos >= blen + 2 && ctx->raw[pos] == '-' &&
+				ctx->raw[pos + 1] == '-' && memcmp(ctx->raw + pos + 2, boundary, blen) == 0 &&
+				delimiter_rest(ctx->raw + pos + 2 + blen, ctx->raw + ctx->raw_len))
+			{
+				end = pos;
+				if (end > start && ctx->raw[end - 1] == '\n')
+					end--;
+				if (end > start && ctx->raw[end - 1] == '\r')
+					end--;
+				break;
+			}
+			nl = memchr(ctx->raw + pos, '\n', ctx->raw_len - pos);
+			if (nl == NULL)
+				break;
+			pos = (size_t) (nl - ctx->raw) + 1;
+		}
+	}
+	out = malloc(end - start + 1);
+	if (out == NULL)
+	{
+		ctx->oom = true;
+		return NULL;
+	}
+	memcpy(out, ctx->raw + start, end - start);
+	*lenp = end - start;
+	return out;
+}
+
+/*
  * The transfer-decoded content of a leaf part (exact bytes, no charset
- * conversion), malloc'd with room for one more byte.  NULL only on OOM.
+ * conversion), malloc'd with room for one more byte; for a multipart, the
+ * bytes of the subtree cut at MP_MAX_DEPTH.  NULL only on OOM.
  */
 static unsigned char *
 part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
@@ -1032,6 +1116,7 @@ part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 		GMimeDataWrapper *w = g_mime_part_get_content((GMimePart *) obj);
 		GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
 		GMimeContentEncoding enc;
+		unsigned char *res;
 
 		if (s == NULL)
 		{
@@ -1042,23 +1127,41 @@ part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 			return empty;
 		}
 		enc = g_mime_data_wrapper_get_encoding(w);
+		if (s->super_stream != NULL && s->bound_start >= 0 &&
+			s->bound_end > s->bound_start && (guint64) s->bound_end < ctx->raw_len &&
+			ctx->raw[s->bound_end] == '\n' && ctx->raw[s->bound_end - 1] == '\r')
+		{
+			/*
+			 * The CRLF before a boundary belongs to the boundary, but GMime
+			 * 3.2.13 drops its CR only when the boundary line itself ends in
+			 * CRLF: a part before a boundary line that ends the input (or
+			 * ends in LF alone) kept a stray CR.  The content is a substream
+			 * of our buffer, so it is read without that CR.
+			 */
+			s = g_mime_stream_substream(s, s->bound_start, s->bound_end - 1);
+		}
+		else
+			g_object_ref(s);
+		g_mime_stream_reset(s);
 		if (enc == GMIME_CONTENT_ENCODING_UUENCODE)
 		{
 			/* uuencode needs the begin/end line handling of the filter */
 			GMimeStream *fs = g_mime_stream_filter_new(s);
 			GMimeFilter *f = g_mime_filter_basic_new(enc, FALSE);
-			unsigned char *res;
 
-			g_mime_stream_reset(s);
 			g_mime_stream_filter_add(GMIME_STREAM_FILTER(fs), f);
 			g_object_unref(f);
 			res = read_stream(ctx, fs, GMIME_CONTENT_ENCODING_DEFAULT, lenp);
 			g_object_unref(fs);
-			g_mime_stream_reset(s);
-			return res;
 		}
-		return read_stream(ctx, s, enc, lenp);
+		else
+			res = read_stream(ctx, s, enc, lenp);
+		g_mime_stream_reset(s);
+		g_object_unref(s);
+		return res;
 	}
+	if (GMIME_IS_MULTIPART(obj))
+		return subtree_bytes(ctx, obj, ctx->cut_boundary, lenp);
 	if (GMIME_IS_MESSAGE_PART(obj))
 	{
 		/*
@@ -1265,6 +1368,62 @@ header_decode(parse_ctx *ctx, const char *raw)
 	g_free(decoded);
 	g_free(text);
 	return res;
+}
+
+/*
+ * A Date value made fit for GMime 3.2.13's date parser, which reads a time
+ * token it does not understand as 00:00:00 (so the date lands on midnight):
+ *
+ * - a zone glued to the time ("00:01+0000", "00:01:30GMT"; RFC 5322 makes
+ *   the CFWS between them optional) gets a blank before it;
+ * - fractional seconds ("22:23:35.882", seen from some mailers) are
+ *   dropped.
+ *
+ * *has_time says whether a time (HH:MM[:SS]) was found at all: without one
+ * the value is no date (GMime would make it midnight).  g_malloc'd.
+ */
+static char *
+date_prepare(const char *s, bool *has_time)
+{
+	GString    *out = g_string_sized_new(strlen(s) + 2);
+	const char *p = s;
+
+	*has_time = false;
+	while (*p)
+	{
+		const char *t = p;
+		int			groups = 0;
+
+		/* a time: 1*2DIGIT ":" 2DIGIT [":" 2DIGIT], at a token start */
+		if (g_ascii_isdigit(*t) && (t == s || !g_ascii_isalnum(t[-1])))
+		{
+			while (g_ascii_isdigit(*t) && t - p < 2)
+				t++;
+			while (groups < 2 && t[0] == ':' && g_ascii_isdigit(t[1]) &&
+				   g_ascii_isdigit(t[2]))
+			{
+				t += 3;
+				groups++;
+			}
+			if (groups > 0 && !g_ascii_isdigit(*t) && *t != ':')
+			{
+				*has_time = true;
+				g_string_append_len(out, p, (gssize) (t - p));
+				if (groups == 2 && t[0] == '.' && g_ascii_isdigit(t[1]))
+				{
+					for (t++; g_ascii_isdigit(*t); t++)
+						;
+				}
+				if (*t == '+' || *t == '-' || g_ascii_isalpha(*t))
+					g_string_append_c(out, ' ');
+				p = t;
+				continue;
+			}
+		}
+		g_string_append_c(out, *p);
+		p++;
+	}
+	return g_string_free(out, FALSE);
 }
 
 /* The first top-level header named name (case-insensitive), or NULL. */
@@ -1611,6 +1770,178 @@ is_explicit_attachment(GMimeObject *obj)
 	return gmime_filename(obj, &from_type) != NULL;
 }
 
+/* Most RFC 2231 sections of one parameter we join. */
+#define MP_MAX_SECTIONS		128
+
+/*
+ * The RFC 2231 value of parameter pname in a raw Content-Type or
+ * Content-Disposition value: the sections pname*0, pname*1 ... (pname*N*
+ * percent-encoded; pname* alone is section 0), joined in section order as
+ * bytes, then converted from the charset named in section 0 (by the rules
+ * of the bodies), so that a character split between two sections comes out
+ * whole.  GMime 3.2.13 takes the charset from whichever section is written
+ * first, and then reads "utf-8''..." of section 0 as text when the sections
+ * are out of order.  malloc'd clean UTF-8, or NULL when the parameter has
+ * no RFC 2231 form (or is blank).
+ */
+static char *
+rfc2231_param(parse_ctx *ctx, const char *raw, const char *pname)
+{
+	char	   *text = header_unfold(raw);
+	size_t		plen = strlen(pname);
+	char	   *sect[MP_MAX_SECTIONS];
+	bool		enc[MP_MAX_SECTIONS];
+	bool		any = false;
+	const char *p = text;
+	const char *charset = NULL;
+	GString    *joined;
+	unsigned char *data;
+	char	   *res;
+	int			i;
+
+	memset(sect, 0, sizeof(sect));
+	memset(enc, 0, sizeof(enc));
+	/* skip the type or disposition itself */
+	while (*p && *p != ';')
+		p++;
+	while (*p)
+	{
+		const char *a;
+		const char *ae;
+		GString    *val = g_string_new(NULL);
+		long		n = -1;
+		bool		e = false;
+
+		while (*p == ';' || *p == ' ' || *p == '\t')
+			p++;
+		a = p;
+		while (*p && *p != '=' && *p != ';')
+			p++;
+		ae = p;
+		while (ae > a && (ae[-1] == ' ' || ae[-1] == '\t'))
+			ae--;
+		if (*p == '=')
+		{
+			p++;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p == '"')
+			{
+				for (p++; *p && *p != '"'; p++)
+				{
+					if (*p == '\\' && p[1] != '\0')
+						p++;
+					g_string_append_c(val, *p);
+				}
+				if (*p == '"')
+					p++;
+				while (*p && *p != ';')
+					p++;
+			}
+			else
+			{
+				const char *v = p;
+				const char *ve;
+
+				while (*p && *p != ';')
+					p++;
+				ve = p;
+				while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+					ve--;
+				g_string_append_len(val, v, (gssize) (ve - v));
+			}
+			/* name*  or  name*N  or  name*N* */
+			if ((size_t) (ae - a) > plen && g_ascii_strncasecmp(a, pname, plen) == 0 &&
+				a[plen] == '*')
+			{
+				const char *q = a + plen + 1;
+
+				if (q == ae)
+				{
+					n = 0;
+					e = true;
+				}
+				else if (g_ascii_isdigit(*q))
+				{
+					n = 0;
+					while (q < ae && g_ascii_isdigit(*q) && n < MP_MAX_SECTIONS)
+						n = n * 10 + (*q++ - '0');
+					if (q < ae && *q == '*')
+					{
+						e = true;
+						q++;
+					}
+					if (q != ae || n >= MP_MAX_SECTIONS)
+						n = -1;
+				}
+			}
+		}
+		if (n >= 0 && sect[n] == NULL)
+		{
+			sect[n] = g_string_free(val, FALSE);
+			enc[n] = e;
+			any = true;
+		}
+		else
+			g_string_free(val, TRUE);
+	}
+
+	res = NULL;
+	if (any && sect[0] != NULL)
+	{
+		joined = g_string_new(NULL);
+		for (i = 0; i < MP_MAX_SECTIONS; i++)
+		{
+			const char *v = sect[i];
+
+			if (v == NULL)
+				continue;
+			if (i == 0 && enc[0])
+			{
+				/* charset'language'value */
+				const char *q1 = strchr(v, '\'');
+				const char *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
+
+				if (q2 != NULL)
+				{
+					sect[0][q1 - v] = '\0';
+					charset = v;
+					v = q2 + 1;
+				}
+			}
+			for (; *v; v++)
+			{
+				if (enc[i] && v[0] == '%' && g_ascii_isxdigit(v[1]) && g_ascii_isxdigit(v[2]))
+				{
+					g_string_append_c(joined, (char) (g_ascii_xdigit_value(v[1]) * 16 +
+													  g_ascii_xdigit_value(v[2])));
+					v += 2;
+				}
+				else
+					g_string_append_c(joined, *v);
+			}
+		}
+		data = malloc(joined->len + 1);
+		if (data == NULL)
+			ctx->oom = true;
+		else
+		{
+			memcpy(data, joined->str, joined->len);
+			res = text_to_utf8(ctx, data, joined->len, charset, false);
+			if (res != NULL && is_blank_str(res))
+			{
+				free(res);
+				res = NULL;
+			}
+		}
+		g_string_free(joined, TRUE);
+	}
+	for (i = 0; i < MP_MAX_SECTIONS; i++)
+		g_free(sect[i]);
+	g_free(text);
+	return res;
+}
+
 /*
  * The decoded filename (RFC 2231 or RFC 2047, disposition filename, else the
  * type's name), g_malloc'd, or NULL.  When the header holds encoded words it
@@ -1631,6 +1962,19 @@ part_filename(parse_ctx *ctx, GMimeObject *obj)
 	h = first_header(g_mime_object_get_header_list(obj),
 					 from_type ? "Content-Type" : "Content-Disposition");
 	raw = h ? g_mime_header_get_raw_value(h) : NULL;
+	if (raw != NULL && strchr(raw, '*') != NULL)
+	{
+		char	   *v = rfc2231_param(ctx, raw, from_type ? "name" : "filename");
+
+		if (v != NULL)
+		{
+			res = g_strdup(v);
+			free(v);
+			return res;
+		}
+		if (ctx->oom)
+			return NULL;
+	}
 	if (raw != NULL && strstr(raw, "=?") != NULL)
 	{
 		char	   *unfolded = header_unfold(raw);
@@ -1703,6 +2047,45 @@ related_root(GMimeMultipart *mp)
 }
 
 /*
+ * find_body() below MP_MAX_DEPTH: the first text (or HTML) leaf of the
+ * subtree in document order, found with an explicit stack instead of
+ * recursion, so that a message nested hundreds of levels deep still has its
+ * text (GMime itself parses up to 1024 levels).  The finer rules of
+ * find_body() (the richest alternative, related's start=) are not applied
+ * down there; encrypted parts are still skipped.
+ */
+static GMimeObject *
+find_body_flat(GMimeObject *top, bool want_html)
+{
+	GPtrArray  *stack = g_ptr_array_new();
+	GMimeObject *found = NULL;
+
+	g_ptr_array_add(stack, top);
+	while (stack->len > 0 && found == NULL)
+	{
+		GMimeObject *obj = g_ptr_array_remove_index(stack, stack->len - 1);
+
+		if (GMIME_IS_MULTIPART(obj))
+		{
+			GMimeMultipart *mp = (GMimeMultipart *) obj;
+			int			i;
+
+			if (GMIME_IS_MULTIPART_ENCRYPTED(obj))
+				continue;
+			/* pushed last to first, so that the first part is looked at first */
+			for (i = g_mime_multipart_get_count(mp) - 1; i >= 0; i--)
+				g_ptr_array_add(stack, g_mime_multipart_get_part(mp, i));
+		}
+		else if (GMIME_IS_PART(obj) &&
+				 ct_is(obj, "text", want_html ? "html" : "plain") &&
+				 !is_explicit_attachment(obj))
+			found = obj;
+	}
+	g_ptr_array_free(stack, TRUE);
+	return found;
+}
+
+/*
  * The part a mail reader would show as the text (want_html false) or HTML
  * body, or NULL.
  */
@@ -1720,7 +2103,7 @@ find_body(parse_ctx *ctx, GMimeObject *obj, bool want_html, int depth)
 		if (depth >= MP_MAX_DEPTH)
 		{
 			ctx->errors |= PE_NESTING;
-			return NULL;
+			return find_body_flat(obj, want_html);
 		}
 		if (ct_is(obj, "multipart", "alternative"))
 		{
@@ -2058,9 +2441,23 @@ walk(parse_ctx *ctx, GMimeObject *obj, char *path, size_t plen, int depth,
 
 		if (depth >= MP_MAX_DEPTH)
 		{
+			/*
+			 * What lies below stays reachable without recursion: the whole
+			 * subtree as one attachment of its exact bytes (its text was
+			 * sought for the body by find_body_flat()).
+			 */
 			ctx->errors |= PE_NESTING;
-			return true;
+			ctx->cut_boundary = ctx->bounds[depth - 1];
+			return add_attachment(ctx, obj, path);
 		}
+		/*
+		 * RFC 2046 5.1.1: a multipart has at least one part.  None, with a
+		 * boundary and a closing line, means no boundary line opened a part
+		 * (one with text after it, only the closing line), which GMime does
+		 * not report; without them GMime did.
+		 */
+		if (n == 0 && !(ctx->errors & (PE_NO_BOUNDARY | PE_TRUNCATED)))
+			ctx->errors |= PE_EMPTY_MULTIPART;
 		/* RFC 2046 5.1.1: a boundary must not occur in the parts it delimits */
 		ctx->bounds[depth] = boundary;
 		for (i = 0; boundary != NULL && i < depth; i++)
@@ -2269,7 +2666,9 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 	if ((h = first_header(hl, "Date")) != NULL && g_mime_header_get_raw_value(h) != NULL)
 	{
 		char	   *unfolded = header_unfold(g_mime_header_get_raw_value(h));
-		GDateTime  *dt = g_mime_utils_header_decode_date(unfolded);
+		bool		has_time;
+		char	   *spaced = date_prepare(unfolded, &has_time);
+		GDateTime  *dt = has_time ? g_mime_utils_header_decode_date(spaced) : NULL;
 
 		if (dt != NULL)
 		{
@@ -2277,6 +2676,7 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 			out->date_epoch = (int64_t) g_date_time_to_unix(dt);
 			g_date_time_unref(dt);
 		}
+		g_free(spaced);
 		g_free(unfolded);
 	}
 
@@ -2384,6 +2784,8 @@ mp_parse(const unsigned char *raw, size_t len, mp_message *out)
 		ctx.errors |= PE_HEADER_BREAK;
 	}
 
+	ctx.raw = raw;
+	ctx.raw_len = len;
 	ctx.opts = g_mime_parser_options_new();
 	g_mime_parser_options_set_fallback_charsets(ctx.opts, fallback);
 	g_mime_parser_options_set_allow_addresses_without_domain(ctx.opts, TRUE);

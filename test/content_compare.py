@@ -48,8 +48,8 @@ difference of field "python"):
                  are, so that it keeps their exact content.
   parse_error    set exactly for the malformed messages: the crafted cases
                  whose .expect says so, the generated 1,000-level nesting, and
-                 the Python corpus messages in which Python finds a
-                 structural defect (see STRUCTURAL)
+                 the Python and peer corpus messages in which Python
+                 finds a structural defect (see STRUCTURAL)
 
 Also checked for every row: the export is valid UTF-8 (strict), no string
 holds a NUL, every message was stored.
@@ -82,6 +82,9 @@ ADDRESS_FIELDS = [("from", "From", "from_address", "from_email"),
                   ("cc", "Cc", "cc_addresses", "cc_emails"),
                   ("bcc", "Bcc", "bcc_addresses", "bcc_emails"),
                   ("reply_to", "Reply-To", "reply_to", "reply_to_emails")]
+# the peer corpora's messages are named <source>__<group>-<name>.eml
+PEER_SOURCES = ("mime4j", "mailparser", "mail")
+PEER_NAME = re.compile(r'^(%s)__' % '|'.join(PEER_SOURCES))
 # Python defects that mean the MIME structure itself is broken
 STRUCTURAL = {"NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect",
               "CloseBoundaryNotFoundDefect", "FirstHeaderLineIsContinuationDefect",
@@ -302,6 +305,21 @@ def related_root(part):
     return kids[0]
 
 
+def find_body_flat(top, want_html):
+    """find_body_flat() of src/mime_parse.c: below MAX_DEPTH, the first text
+    (or HTML) leaf in document order, encrypted parts skipped."""
+    stack = [top]
+    while stack:
+        part = stack.pop()
+        if is_python_multipart(part):
+            if ctype_of(part) != 'multipart/encrypted':
+                stack.extend(reversed(children(part)))
+        elif ctype_of(part) == ('text/html' if want_html else 'text/plain') \
+                and not is_explicit_attachment(part):
+            return part
+    return None
+
+
 def find_body(part, want_html, depth=0):
     """find_body() of src/mime_parse.c, on Python's tree (for the walk)."""
     if part is None:
@@ -309,7 +327,7 @@ def find_body(part, want_html, depth=0):
     ct = ctype_of(part)
     if is_python_multipart(part):
         if depth >= MAX_DEPTH:
-            return None
+            return find_body_flat(part, want_html)
         kids = children(part)
         if ct == 'multipart/alternative':
             for c in (reversed(kids) if want_html else kids):
@@ -401,7 +419,7 @@ def part_bytes(part):
     return data if data is not None else b''
 
 
-def attachment_of(part, path):
+def attachment_of(part, path, data=None):
     ct = ctype_of(part)
     f = filename_of(part)
     name = clean_filename(f) if f is not None else None
@@ -411,7 +429,8 @@ def attachment_of(part, path):
         name = ('message-' if ext == '.eml' else 'attachment-') + path + ext
     cid = content_id(part)
     disp = disposition(part)
-    data = part_bytes(part)
+    if data is None:
+        data = part_bytes(part)
     return {"part_id": path, "filename": name, "filename_derived": derived,
             "mime_type": ct, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
             "is_inline": (disp == 'inline') if disp else cid is not None,
@@ -421,14 +440,50 @@ def attachment_of(part, path):
 RENDERABLE = {'text/plain', 'text/html', 'text/enriched', 'text/richtext'}
 
 
-def walk(part, path, depth, in_alt, bodies, out):
+def delimiter_lines(seg, boundary):
+    """The delimiter lines of boundary in seg (RFC 2046 5.1.1: "--boundary",
+    an optional "--", blanks), as (start, end of line without its LF)."""
+    pat = re.compile(rb'(?m)^--' + re.escape(boundary.encode('utf-8', 'surrogateescape'))
+                     + rb'(?:--)?[ \t\r]*$')
+    return [(m.start(), m.end()) for m in pat.finditer(seg)]
+
+
+def subtree_bytes(raw, chain):
+    """The exact bytes of the part reached from the top by chain, a list of
+    (boundary, child index): each step keeps the bytes between the child's
+    delimiter line and the next one (whose line break belongs to it).  The
+    independent counterpart of subtree_bytes() of src/mime_parse.c, which
+    starts at the part's first header as GMime found it."""
+    m = re.search(rb'\r?\n\r?\n', raw)
+    seg = raw[m.end():] if m else b''
+    for boundary, idx in chain:
+        lines = delimiter_lines(seg, boundary)
+        if idx >= len(lines):
+            return b''
+        s = lines[idx][1]
+        if seg[s:s + 1] == b'\n':
+            s += 1
+        e = lines[idx + 1][0] if idx + 1 < len(lines) else len(seg)
+        if idx + 1 < len(lines):
+            if e > s and seg[e - 1:e] == b'\n':
+                e -= 1
+            if e > s and seg[e - 1:e] == b'\r':
+                e -= 1
+        seg = seg[s:e]
+    return seg
+
+
+def walk(part, path, depth, in_alt, bodies, out, raw=b'', chain=()):
     """walk() of src/mime_parse.c."""
     if is_python_multipart(part):
         if depth >= MAX_DEPTH:
+            # the subtree below the cap is one attachment of its exact bytes
+            out.append(attachment_of(part, path, subtree_bytes(raw, chain)))
             return
         alt = in_alt or ctype_of(part) == 'multipart/alternative'
         for i, c in enumerate(children(part)):
-            walk(c, (path + '.' if path else '') + str(i + 1), depth + 1, alt, bodies, out)
+            walk(c, (path + '.' if path else '') + str(i + 1), depth + 1, alt, bodies, out,
+                 raw, chain + ((part.get_boundary(), i),))
         return
     if not path:
         path = '1'
@@ -509,7 +564,7 @@ def python_reading(raw):
     def attachments():
         bodies = [find_body(msg, False), find_body(msg, True)]
         out = []
-        walk(msg, '', 0, False, [b for b in bodies if b is not None], out)
+        walk(msg, '', 0, False, [b for b in bodies if b is not None], out, raw)
         return out
     field("attachments", attachments)
     field("structural", lambda: sorted(structural_defects(msg)))
@@ -571,6 +626,12 @@ def first_diff(a, b):
     return ' [from char %d: db %s, python %s]' % (i, short(a[i:i + 40], 60), short(b[i:i + 40], 60))
 
 
+def group_of(name):
+    if name.startswith("msg_"):
+        return "Python"
+    return "peer corpora" if PEER_NAME.match(name) else "crafted or generated"
+
+
 def compare(manifest_path, export_path, allow_path, absent=''):
     manifest = json.load(open(manifest_path))
     raw_export = open(export_path, 'rb').read()
@@ -588,15 +649,20 @@ def compare(manifest_path, export_path, allow_path, absent=''):
     differences = []                  # (message, field, db, python)
     fields = set()
 
+    by_group = {}                     # group -> [messages, comparisons, differences]
+
     def cmp(name, fld, db, py, detail=''):
         nonlocal comparisons
         comparisons += 1
+        by_group[group_of(name)][1] += 1
         fields.add('attachment.' + fld.rsplit('.', 1)[1] if fld.startswith('attachment:') else fld)
         if db != py:
             differences.append((name, fld, db, py, detail))
+            by_group[group_of(name)][2] += 1
 
     for m in manifest:
         name = m["name"]
+        by_group.setdefault(group_of(name), [0, 0, 0])[0] += 1
         row = rows.get(m["id"])
         if row is None:
             problems.append("%s: not stored (Gmail id %s)" % (name, m["id"]))
@@ -687,11 +753,19 @@ def compare(manifest_path, export_path, allow_path, absent=''):
     for p in problems:
         print("PROBLEM  %s" % p)
 
-    print("corpus: %d messages (%d Python email test messages, %d crafted or generated), %d bytes"
-          % (len(manifest), sum(1 for m in manifest if m["name"].startswith("msg_")),
-             sum(1 for m in manifest if not m["name"].startswith("msg_")),
+    peer = [m for m in manifest if PEER_NAME.match(m["name"])]
+    print("corpus: %d messages (%d Python email test messages, %d of the peer corpora%s, "
+          "%d crafted or generated), %d bytes"
+          % (len(manifest), sum(1 for m in manifest if m["name"].startswith("msg_")), len(peer),
+             "".join(", %s %d" % (src, sum(1 for m in peer if m["name"].startswith(src + "__")))
+                     for src in PEER_SOURCES) if peer else "",
+             sum(1 for m in manifest if not m["name"].startswith("msg_") and m not in peer),
              sum(m["size"] for m in manifest)))
     print("fields compared (%d): %s" % (len(fields), ", ".join(sorted(fields))))
+    for g in ("Python", "peer corpora", "crafted or generated"):
+        if g in by_group:
+            print("  %s: %d messages, %d comparisons, %d differences"
+                  % (g, by_group[g][0], by_group[g][1], by_group[g][2]))
     print("comparisons: %d, differences: %d (%d allowed, %d not allowed), stale allow-list entries: %d"
           % (comparisons, len(differences), len(differences) - len(unexpected), len(unexpected),
              len(stale)))

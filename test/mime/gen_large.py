@@ -42,12 +42,18 @@ def main():
     os.makedirs(d, exist_ok=True)
     rnd = random.Random(20240101)
 
-    # 1,000 nested multiparts: the walk stops at 64 levels and says so
+    # 1,000 nested multiparts: the walk stops at 64 levels and says so; the
+    # text below is still found (without recursion) and the multipart at
+    # level 64 is one attachment of its exact bytes
     write(d, 'deep_nesting_1000', nested(1000),
-          'subject=nested 1000\nbody_text=null\nparse_error~=nesting\n')
-    # deeper than GMime's own limit (1024)
+          'subject=nested 1000\nbody_text=deep body\nattachments=1\n'
+          'attachments.0.mime_type=multipart/mixed\nparse_error~=nesting\n')
+    # deeper than GMime's own limit (1024): GMime keeps what lies below it
+    # as the unparsed prologue of the 1024th multipart, so there is no text,
+    # but the attachment still holds every byte down there
     write(d, 'deep_nesting_5000', nested(5000),
-          'subject=nested 5000\nbody_text=null\nparse_error~=nesting\n')
+          'subject=nested 5000\nbody_text=null\nattachments=1\n'
+          'attachments.0.size=347577\nparse_error~=nesting\n')
     # a shallow one under the limit still finds its body
     write(d, 'deep_nesting_60', nested(60),
           'body_text=deep body\nparse_error=null\nattachments=0\n')
