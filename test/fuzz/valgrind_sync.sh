@@ -11,7 +11,7 @@
 #
 # The corpus is the one of test/scripts/content_fidelity.sh: Python's email
 # test messages (libpython3.11-testsuite), test/mime/cases/*.eml, and the
-# 1,000-level nesting and 25 MB attachment made by test/content_compare.py;
+# 1,000-level nesting and 25 MB attachment made by test/scripts/content_compare.py;
 # the message with NUL bytes goes to a second mailbox (its sync fails, a
 # known bug outside the parser: that error path is run too).
 #
@@ -49,14 +49,14 @@ files=()
 for f in "$PYDATA"/msg_*.txt test/mime/cases/*.eml; do
 	[ -s "$f" ] && [ "$(basename "$f")" != nul_byte.eml ] && files+=("$f")
 done
-"$PY" test/content_compare.py generate "$OUT/gen" || exit 1
+"$PY" test/scripts/content_compare.py generate "$OUT/gen" || exit 1
 files+=("$OUT"/gen/*.eml)
 email=vg-$$@example.com
 for e in "$email" "nul-$email"; do
 	gi_double POST /admin/mailboxes '{"email":"'"$e"'","refresh_token":"rt-'"$e"'","messages":0,"threads":0}' >/dev/null || exit 1
 done
-"$PY" test/content_compare.py load "$DOUBLE_URL" "$email" "$OUT/manifest.json" "${files[@]}" || exit 1
-"$PY" test/content_compare.py load "$DOUBLE_URL" "nul-$email" "$OUT/manifest_nul.json" test/mime/cases/nul_byte.eml || exit 1
+"$PY" test/scripts/content_compare.py load "$DOUBLE_URL" "$email" "$OUT/manifest.json" "${files[@]}" || exit 1
+"$PY" test/scripts/content_compare.py load "$DOUBLE_URL" "nul-$email" "$OUT/manifest_nul.json" test/mime/cases/nul_byte.eml || exit 1
 # Two syncs that fail, so the failure paths run under valgrind too: Gmail
 # answering 503 mid-transfer (retries off), and a revoked grant.
 for e in "fail-$email" "revoked-$email"; do

@@ -8,7 +8,7 @@
 # a mailbox of the Gmail API double
 # as their exact bytes; one gmail_sync stores them; then every decoded field
 # in the database is compared with Python's own reading of the same bytes
-# (email package, policy default) by test/content_compare.py, which documents
+# (email package, policy default) by test/scripts/content_compare.py, which documents
 # the fields and the rules.  A difference fails unless ALLOWED below names it.
 # Also checked: the sync succeeds, every message is stored, verify() passes,
 # every string is valid UTF-8 without NUL, parse_error is set exactly for the
@@ -205,7 +205,7 @@ for f in test/mime/cases/*.eml; do
 	# 0 bytes: Gmail never holds an empty message (and the double would make one up)
 	[ -s "$f" ] && [ "$f" != "$nul_case" ] && files+=("$f")
 done
-"$PY" test/content_compare.py generate "$work/gen"
+"$PY" test/scripts/content_compare.py generate "$work/gen"
 files+=("$work"/gen/*.eml)
 # The peer corpora (mime4j, mailparser, mail: see their SOURCES.md), read in
 # place beside the repository, never copied into it.  Without them their
@@ -226,8 +226,8 @@ fresh_db $db
 for e in "$email" "nul-$email"; do
 	gi_double POST /admin/mailboxes '{"email":"'"$e"'","refresh_token":"rt-'"$e"'","messages":0,"threads":0}' >/dev/null
 done
-"$PY" test/content_compare.py load "$DOUBLE_URL" "$email" "$work/manifest.json" "${files[@]}"
-"$PY" test/content_compare.py load "$DOUBLE_URL" "nul-$email" "$work/manifest_nul.json" "$nul_case"
+"$PY" test/scripts/content_compare.py load "$DOUBLE_URL" "$email" "$work/manifest.json" "${files[@]}"
+"$PY" test/scripts/content_compare.py load "$DOUBLE_URL" "nul-$email" "$work/manifest_nul.json" "$nul_case"
 mb=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', '$email', 'rt-$email')")
 mb_nul=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', 'nul-$email', 'rt-nul-$email')")
 echo "# loaded ${#files[@]} + 1 messages in $((SECONDS - start)) s"
@@ -274,7 +274,7 @@ FROM gmail_ingest.mail_messages m WHERE m.mailbox_id IN ($mb, $mb_nul)"
 
 t0=$SECONDS
 rc=0
-"$PY" test/content_compare.py compare "$work/manifest.json" "$work/export.json" "$work/allowed" "$absent" \
+"$PY" test/scripts/content_compare.py compare "$work/manifest.json" "$work/export.json" "$work/allowed" "$absent" \
 	>"$work/compare.out" 2>&1 || rc=$?
 grep -v '^allowed  ' "$work/compare.out" | sed 's/^/# /'
 echo "# compared in $((SECONDS - t0)) s; the whole test took $((SECONDS - start)) s"
