@@ -19,6 +19,18 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@e
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.mail_attachments', 'id'), '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.sync_runs', 'id'), '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.ledger', 'id'), '');
+COMMENT ON SEQUENCE @extschema@.mailboxes_id_seq IS
+  'Identity of mailboxes.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
+COMMENT ON SEQUENCE @extschema@.mail_threads_id_seq IS
+  'Identity of mail_threads.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
+COMMENT ON SEQUENCE @extschema@.mail_messages_id_seq IS
+  'Identity of mail_messages.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
+COMMENT ON SEQUENCE @extschema@.mail_attachments_id_seq IS
+  'Identity of mail_attachments.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
+COMMENT ON SEQUENCE @extschema@.sync_runs_id_seq IS
+  'Identity of sync_runs.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
+COMMENT ON SEQUENCE @extschema@.ledger_id_seq IS
+  'Identity of ledger.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
 
 -- A dump taken before 1.1 carries no sequence positions: restored, every
 -- identity sequence starts again at 1 while the rows keep their ids.  A

@@ -23,3 +23,9 @@ SELECT count(*) AS public_function_grants
 -- Every table holding user data is kept by pg_dump.
 SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid
  WHERE e.extname = 'gmail_ingest' ORDER BY 1;
+-- Every object of the extension has a COMMENT.
+SELECT pg_describe_object(d.classid, d.objid, 0) AS uncommented
+  FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass
+ WHERE e.extname = 'gmail_ingest' AND d.deptype = 'e'
+   AND obj_description(d.objid, (SELECT relname FROM pg_class WHERE oid = d.classid)) IS NULL
+ ORDER BY 1;
