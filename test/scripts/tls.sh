@@ -47,7 +47,7 @@ check "openssl made the CA and the certificates" \
 	"$(openssl verify -CAfile "$DIR/ca.pem" "$DIR/good.pem" "$DIR/wrong.pem" 2>&1 | grep -c ': OK')" 2
 
 start_tls_double() {  # start_tls_double NAME: sets PORT_<NAME>
-	python3 test/gmail_double.py --port 0 --port-file "$DIR/$1.port" --tls-cert "$DIR/$1.pem" --tls-key "$DIR/$1.key" \
+	python3 test/double/gmail_double.py --port 0 --port-file "$DIR/$1.port" --tls-cert "$DIR/$1.pem" --tls-key "$DIR/$1.key" \
 		>"$DIR/$1.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 1 100); do [ -s "$DIR/$1.port" ] && break; sleep 0.1; done
