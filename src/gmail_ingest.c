@@ -94,6 +94,10 @@ lock_mailbox(int64 mailbox_id)
 				 errhint("Only one sync per mailbox runs at a time; try again when it has finished.")));
 }
 
+/*
+ * The arguments gmail_sync and _backfill_step share: mailbox_id, days and
+ * a third (force_full or batch_size) that no NULL may stand for.
+ */
 static void
 check_arguments(FunctionCallInfo fcinfo, const char *fname)
 {
@@ -161,12 +165,12 @@ copy_stats(SyncState *s)
 
 /*
  * One sync, or one backfill step when backfill_batch > 0, in the caller's
- * transaction; returns the run's sync_runs row.
+ * transaction; returns the run's sync_runs row.  The arguments were
+ * checked by the SQL-callable functions.
  */
 static Datum
-run_sync(FunctionCallInfo fcinfo, int backfill_batch)
+run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 {
-	int64		mailbox_id;
 	SyncState  *s;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	MemoryContext sync_cxt;
@@ -175,9 +179,6 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	volatile RemoteFailure failure_kind = RF_NONE;
 	volatile TimestampTz retry_after = 0;
 	Datum		result;
-
-	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_ingest._backfill_step" : "gmail_sync");
-	mailbox_id = PG_GETARG_INT64(0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "gmail_ingest: SPI_connect failed");
@@ -190,9 +191,11 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	sync_cxt = AllocSetContextCreate(CurTransactionContext, "gmail_sync", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(sync_cxt);
 	s = palloc0(sizeof(SyncState));
-	s->days = PG_GETARG_INT32(1);
-	s->force_full = backfill_batch > 0 || PG_GETARG_BOOL(2);
+	s->days = days;
+	s->force_full = backfill_batch > 0 || force_full;
 	s->backfill_batch = backfill_batch;
+	s->store_raw = gi_store_raw;
+	s->max_concurrency = gi_max_concurrency;
 
 	if (!store_load_mailbox(mailbox_id, &s->mb))
 		ereport(ERROR,
@@ -307,7 +310,8 @@ PG_FUNCTION_INFO_V1(gmail_sync);
 Datum
 gmail_sync(PG_FUNCTION_ARGS)
 {
-	return run_sync(fcinfo, 0);
+	check_arguments(fcinfo, "gmail_sync");
+	return run_sync(PG_GETARG_INT64(0), PG_GETARG_INT32(1), PG_GETARG_BOOL(2), 0);
 }
 
 PG_FUNCTION_INFO_V1(gmail_backfill_step);
@@ -324,5 +328,5 @@ gmail_backfill_step(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be between 1 and 100000, got %d", batch)));
-	return run_sync(fcinfo, batch);
+	return run_sync(PG_GETARG_INT64(0), PG_GETARG_INT32(1), true, batch);
 }

@@ -8,6 +8,7 @@
 
 #include "utils/timestamp.h"
 
+#include "sync.h"
 #include "sync_internal.h"
 
 void

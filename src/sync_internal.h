@@ -8,7 +8,7 @@
 
 #include "utils/hsearch.h"
 
-#include "sync.h"
+#include "sync_state.h"
 
 #define PROGRESS_EVERY_MESSAGES 500
 #define PROGRESS_EVERY_MS 5000
