@@ -164,6 +164,19 @@ copy_stats(SyncState *s)
 }
 
 /*
+ * Every message raised while a run is under way, from any layer, says
+ * which mailbox and run it is about (in the server log always; in psql
+ * as its SHOW_CONTEXT setting says).
+ */
+static void
+sync_error_context(void *arg)
+{
+	const SyncState *s = (const SyncState *) arg;
+
+	errcontext("syncing mailbox " INT64_FORMAT ", run " INT64_FORMAT, s->mb.id, s->run_id);
+}
+
+/*
  * One sync, or one backfill step when backfill_batch > 0, in the caller's
  * transaction; returns the run's sync_runs row.  The arguments were
  * checked by the SQL-callable functions.
@@ -172,6 +185,7 @@ static Datum
 run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 {
 	SyncState  *s;
+	ErrorContextCallback errcallback;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	MemoryContext sync_cxt;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -181,7 +195,7 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	Datum		result;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "gmail_ingest: SPI_connect failed");
+		elog(ERROR, "SPI_connect failed");
 	store_check_schema_version();
 
 	/*
@@ -209,6 +223,10 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	s->run_id = store_start_run(mailbox_id, s->mode, s->days, s->mb.has_history, s->mb.history_id);
 	store_ledger(s->run_id, mailbox_id, "sync.started", 0, NULL,
 				 psprintf("{\"mode\":\"%s\",\"window_days\":%d}", s->mode, s->days));
+	errcallback.callback = sync_error_context;
+	errcallback.arg = s;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	s->api_http = make_http(sync_cxt, gi_max_concurrency);
 	s->token_http = make_http(sync_cxt, 1);
@@ -294,6 +312,7 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	http_client_destroy(s->api_http);
 	http_client_destroy(s->token_http);
 
+	error_context_stack = errcallback.previous;
 	MemoryContextSwitchTo(caller_cxt);
 	result = store_run_row(mailbox_id, s->run_id);
 	SPI_finish();

@@ -53,10 +53,10 @@ plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 		SPIPlanPtr	p = SPI_prepare(sql, nargs, (Oid *) types);
 
 		if (p == NULL)
-			elog(ERROR, "gmail_ingest: SPI_prepare failed: %s",
+			elog(ERROR, "SPI_prepare failed: %s",
 				 SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "gmail_ingest: SPI_keepplan failed");
+			elog(ERROR, "SPI_keepplan failed");
 		MemoryContextSwitchTo(caller);
 		*slot = p;
 	}
@@ -71,7 +71,7 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 
 	MemoryContextSwitchTo(caller);
 	if (rc != expected)
-		elog(ERROR, "gmail_ingest: unexpected SPI result %s", SPI_result_code_string(rc));
+		elog(ERROR, "unexpected SPI result %s", SPI_result_code_string(rc));
 }
 
 static Datum
@@ -385,7 +385,7 @@ store_run_row(int64 mailbox_id, int64 run_id)
 	v[1] = Int64GetDatum(run_id);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	if (SPI_processed != 1)
-		elog(ERROR, "gmail_ingest: sync run " INT64_FORMAT " not found", run_id);
+		elog(ERROR, "sync run " INT64_FORMAT " not found", run_id);
 	return PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
 }
 
@@ -516,7 +516,7 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 		ThreadState *st = hash_search(h, provider_ids[i], HASH_FIND, NULL);
 
 		if (st == NULL)
-			elog(ERROR, "gmail_ingest: thread %s was not stored", provider_ids[i]);
+			elog(ERROR, "thread %s was not stored", provider_ids[i]);
 		ids[i] = st->id;
 	}
 	hash_destroy(h);

@@ -39,13 +39,13 @@ sync_execute(SyncState *s)
 		 */
 		if (store_previous_run_fell_back(s->mb.id, s->run_id))
 			ereport(WARNING,
-					(errmsg("gmail_sync: history of mailbox " INT64_FORMAT " expired at Gmail again; running a full sync of %d days",
+					(errmsg("history of mailbox " INT64_FORMAT " expired at Gmail again; running a full sync of %d days",
 							s->mb.id, s->days),
 					 errdetail("The previous sync of this mailbox also had to fall back to a full sync."),
 					 errhint("Sync more often than Gmail keeps history (typically a week, sometimes hours).")));
 		else
 			ereport(NOTICE,
-					(errmsg("gmail_sync: history of mailbox " INT64_FORMAT " expired at Gmail; running a full sync of %d days",
+					(errmsg("history of mailbox " INT64_FORMAT " expired at Gmail; running a full sync of %d days",
 							s->mb.id, s->days)));
 		s->fell_back = true;
 		s->mode = "full";

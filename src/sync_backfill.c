@@ -155,7 +155,6 @@ backfill_step(SyncState *s, int batch)
 		store_backfill_forget(s->mb.id, ids, n);
 	}
 	ereport(NOTICE,
-			(errmsg("gmail_backfill: mailbox " INT64_FORMAT ": %d messages fetched, " INT64_FORMAT " left",
-					s->mb.id, n, remaining - n)));
+			(errmsg("%d messages fetched, " INT64_FORMAT " left", n, remaining - n)));
 	return false;
 }

@@ -69,8 +69,7 @@ report_progress(SyncState *s, bool force)
 		return;
 	s->last_progress = now;
 	ereport(NOTICE,
-			(errmsg("gmail_sync: mailbox " INT64_FORMAT ": " INT64_FORMAT " of " INT64_FORMAT
-					" messages done", s->mb.id, s->done, s->todo)));
+			(errmsg(INT64_FORMAT " of " INT64_FORMAT " messages done", s->done, s->todo)));
 }
 
 /* ------------------------------------------------------------------ */
