@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * gmail_ingest.c
- *	  Module entry: _PG_init and the SQL-callable gmail_sync().
+ *	  Module entry: _PG_init, the SQL-callable gmail_sync() and
+ *	  _backfill_step(), and the run record around each sync.
  *
  * gmail_sync runs in the caller's transaction.  The data work happens in a
  * subtransaction so that a failure on Gmail's side can be recorded (the
@@ -164,6 +165,83 @@ copy_stats(SyncState *s)
 }
 
 /*
+ * The state of a new run of the mailbox, locked and checked, with its
+ * sync_runs row and sync.started event written.
+ */
+static SyncState *
+begin_run(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
+{
+	SyncState  *s = palloc0(sizeof(SyncState));
+
+	s->days = days;
+	s->force_full = backfill_batch > 0 || force_full;
+	s->backfill_batch = backfill_batch;
+	s->store_raw = gi_store_raw;
+	s->max_concurrency = gi_max_concurrency;
+
+	if (!store_load_mailbox(mailbox_id, &s->mb))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
+	lock_mailbox(mailbox_id);
+	check_mailbox_ready(&s->mb);
+	store_repair_sequences();
+
+	s->mode = (s->mb.has_history && !s->force_full) ? "incremental" : "full";
+	s->run_id = store_start_run(mailbox_id, s->mode, s->days, s->mb.has_history, s->mb.history_id);
+	store_ledger(s->run_id, mailbox_id, "sync.started", 0, NULL,
+				 psprintf("{\"mode\":\"%s\",\"window_days\":%d}", s->mode, s->days));
+	return s;
+}
+
+/*
+ * A remote failure in the run's row and ledger, then raised again
+ * (raise_on_failure) or reported as a WARNING.
+ */
+static void
+record_failure(SyncState *s, ErrorData *failure, RemoteFailure kind, TimestampTz retry_after)
+{
+	int64		mailbox_id = s->mb.id;
+	char	   *error = failure->detail
+		? psprintf("%s: %s", failure->message, failure->detail)
+		: pstrdup(failure->message);
+
+	if (kind == RF_REVOKED)
+		store_set_auth_state(mailbox_id, "reauthorize");
+	store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
+					 false, 0, NULL, &s->counters);
+	/* retry_after: when the server said to try again, for a scheduler's backoff */
+	store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
+				 retry_after != 0
+				 ? psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\",\"retry_after\":\"%s\"}",
+							unpack_sql_state(failure->sqlerrcode), remote_failure_name(kind),
+							retry_time_text(retry_after))
+				 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
+							unpack_sql_state(failure->sqlerrcode), remote_failure_name(kind)));
+	if (gi_raise_on_failure)
+		ReThrowError(failure);
+	ereport(WARNING,
+			(errcode(failure->sqlerrcode),
+			 errmsg("gmail_sync of mailbox " INT64_FORMAT " failed: %s", mailbox_id,
+					failure->message),
+			 failure->detail ? errdetail_internal("%s", failure->detail) : 0,
+			 failure->hint ? errhint("%s", failure->hint) : 0));
+}
+
+static void
+record_success(SyncState *s)
+{
+	store_finish_run(s->mb.id, s->run_id, s->mode, "succeeded", NULL,
+					 s->has_new_history, s->new_history_id,
+					 s->fell_back ? "history_expired" : NULL, &s->counters);
+	store_ledger(s->run_id, s->mb.id, "sync.completed", 0, NULL,
+				 psprintf("{\"mode\":\"%s\",\"fallback\":%s,\"messages_inserted\":" INT64_FORMAT
+						  ",\"quota_units\":" INT64_FORMAT "}",
+						  s->mode, s->fell_back ? "\"history_expired\"" : "null",
+						  s->counters.messages_inserted, s->counters.quota_units));
+}
+
+/*
  * Every message raised while a run is under way, from any layer, says
  * which mailbox and run it is about (in the server log always; in psql
  * as its SHOW_CONTEXT setting says).
@@ -204,25 +282,7 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	 */
 	sync_cxt = AllocSetContextCreate(CurTransactionContext, "gmail_sync", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(sync_cxt);
-	s = palloc0(sizeof(SyncState));
-	s->days = days;
-	s->force_full = backfill_batch > 0 || force_full;
-	s->backfill_batch = backfill_batch;
-	s->store_raw = gi_store_raw;
-	s->max_concurrency = gi_max_concurrency;
-
-	if (!store_load_mailbox(mailbox_id, &s->mb))
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
-	lock_mailbox(mailbox_id);
-	check_mailbox_ready(&s->mb);
-	store_repair_sequences();
-
-	s->mode = (s->mb.has_history && !s->force_full) ? "incremental" : "full";
-	s->run_id = store_start_run(mailbox_id, s->mode, s->days, s->mb.has_history, s->mb.history_id);
-	store_ledger(s->run_id, mailbox_id, "sync.started", 0, NULL,
-				 psprintf("{\"mode\":\"%s\",\"window_days\":%d}", s->mode, s->days));
+	s = begin_run(mailbox_id, days, force_full, backfill_batch);
 	errcallback.callback = sync_error_context;
 	errcallback.arg = s;
 	errcallback.previous = error_context_stack;
@@ -270,43 +330,9 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 
 	copy_stats(s);
 	if (failure != NULL)
-	{
-		char	   *error = failure->detail
-			? psprintf("%s: %s", failure->message, failure->detail)
-			: pstrdup(failure->message);
-
-		if (failure_kind == RF_REVOKED)
-			store_set_auth_state(mailbox_id, "reauthorize");
-		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
-						 false, 0, NULL, &s->counters);
-		/* retry_after: when the server said to try again, for a scheduler's backoff */
-		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
-					 retry_after != 0
-					 ? psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\",\"retry_after\":\"%s\"}",
-								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind),
-								retry_time_text(retry_after))
-					 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
-								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind)));
-		if (gi_raise_on_failure)
-			ReThrowError(failure);
-		ereport(WARNING,
-				(errcode(failure->sqlerrcode),
-				 errmsg("gmail_sync of mailbox " INT64_FORMAT " failed: %s", mailbox_id,
-						failure->message),
-				 failure->detail ? errdetail_internal("%s", failure->detail) : 0,
-				 failure->hint ? errhint("%s", failure->hint) : 0));
-	}
+		record_failure(s, failure, failure_kind, retry_after);
 	else
-	{
-		store_finish_run(mailbox_id, s->run_id, s->mode, "succeeded", NULL,
-						 s->has_new_history, s->new_history_id,
-						 s->fell_back ? "history_expired" : NULL, &s->counters);
-		store_ledger(s->run_id, mailbox_id, "sync.completed", 0, NULL,
-					 psprintf("{\"mode\":\"%s\",\"fallback\":%s,\"messages_inserted\":" INT64_FORMAT
-							  ",\"quota_units\":" INT64_FORMAT "}",
-							  s->mode, s->fell_back ? "\"history_expired\"" : "null",
-							  s->counters.messages_inserted, s->counters.quota_units));
-	}
+		record_success(s);
 
 	/* Free the libcurl handles now rather than at transaction end. */
 	http_client_destroy(s->api_http);
