@@ -16,45 +16,7 @@
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
-#include "remote_error.h"
 #include "sync_internal.h"
-
-char *
-window_query(SyncState *s)
-{
-	pg_time_t	after = timestamptz_to_time_t(s->window_start);
-
-	return psprintf("after:" INT64_FORMAT, (int64) after);
-}
-
-void
-read_profile(SyncState *s)
-{
-	GmailCall	call;
-
-	memset(&call, 0, sizeof(call));
-	call.method = GM_PROFILE;
-	gmail_run(s->gmail, &call);
-
-	/*
-	 * A token of another account would file its mail under this mailbox.
-	 * Every sync checks, whatever its plan: an incremental sync or a
-	 * backfill's later step with new credentials would otherwise read the
-	 * other account from this mailbox's history id or staged listing.
-	 */
-	if (call.email == NULL)
-		remote_failure(RF_PROTOCOL,
-					   errmsg("Gmail's profile of mailbox " INT64_FORMAT " names no account", s->mb.id),
-					   errdetail("users.getProfile answered without emailAddress."));
-	if (pg_strcasecmp(call.email, s->mb.email) != 0)
-		remote_failure(RF_AUTH,
-					   errmsg("the refresh token of mailbox " INT64_FORMAT " belongs to another account",
-							  s->mb.id),
-					   errdetail("The mailbox is registered as \"%s\"; Gmail says the token is for \"%s\".",
-								 s->mb.email, call.email));
-	s->profile_history_id = call.history_id;
-	gmail_call_release(&call);
-}
 
 /*
  * 2-3. Rows for the listed threads never stored, so their messages can

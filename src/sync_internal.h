@@ -113,6 +113,8 @@ typedef bool (*PageHandler) (SyncState *s, GmailCall *page, void *arg);
  */
 extern void list_pages(SyncState *s, const GmailCall *request, PageHandler handle, void *arg);
 
+extern char *window_query(SyncState *s);
+
 /* Every thread threads.list gives for the query, each once, in listed order. */
 extern ThreadFinal *list_threads(SyncState *s, const char *query, int *count);
 
@@ -130,8 +132,6 @@ extern FetchItem item_for_ref(const StoredMessageRef *ref);
 extern void fetch_and_store(SyncState *s, FetchItem *items, int n);
 
 /* sync_full.c */
-extern char *window_query(SyncState *s);
-extern void read_profile(SyncState *s);
 extern void full_sync(SyncState *s);
 
 /* sync_incremental.c: false when Gmail no longer has the start history id */

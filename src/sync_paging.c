@@ -19,6 +19,7 @@
 #include "common/hashfn.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "remote_error.h"
 #include "sync_internal.h"
@@ -133,6 +134,15 @@ list_pages(SyncState *s, const GmailCall *request, PageHandler handle, void *arg
 		gmail_call_release(&call);
 	} while (page != NULL);
 	page_guard_done(&guard);
+}
+
+/* The q= of the sync's window, to the second. */
+char *
+window_query(SyncState *s)
+{
+	pg_time_t	after = timestamptz_to_time_t(s->window_start);
+
+	return psprintf("after:" INT64_FORMAT, (int64) after);
 }
 
 /* Every page of a listing that takes a q= query. */
