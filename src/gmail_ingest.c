@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * gmail_ingest.c
- *	  Module entry: _PG_init and the SQL-callable gmail_sync().
+ *	  Module entry: _PG_init, the SQL-callable gmail_sync() and
+ *	  _backfill_step(), and the run record around each sync.
  *
  * gmail_sync runs in the caller's transaction.  The data work happens in a
  * subtransaction so that a failure on Gmail's side can be recorded (the
@@ -94,6 +95,10 @@ lock_mailbox(int64 mailbox_id)
 				 errhint("Only one sync per mailbox runs at a time; try again when it has finished.")));
 }
 
+/*
+ * The arguments gmail_sync and _backfill_step share: mailbox_id, days and
+ * a third (force_full or batch_size) that no NULL may stand for.
+ */
 static void
 check_arguments(FunctionCallInfo fcinfo, const char *fname)
 {
@@ -160,39 +165,19 @@ copy_stats(SyncState *s)
 }
 
 /*
- * One sync, or one backfill step when backfill_batch > 0, in the caller's
- * transaction; returns the run's sync_runs row.
+ * The state of a new run of the mailbox, locked and checked, with its
+ * sync_runs row and sync.started event written.
  */
-static Datum
-run_sync(FunctionCallInfo fcinfo, int backfill_batch)
+static SyncState *
+begin_run(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 {
-	int64		mailbox_id;
-	SyncState  *s;
-	MemoryContext caller_cxt = CurrentMemoryContext;
-	MemoryContext sync_cxt;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile failure = NULL;
-	volatile RemoteFailure failure_kind = RF_NONE;
-	volatile TimestampTz retry_after = 0;
-	Datum		result;
+	SyncState  *s = palloc0(sizeof(SyncState));
 
-	check_arguments(fcinfo, backfill_batch > 0 ? "gmail_ingest._backfill_step" : "gmail_sync");
-	mailbox_id = PG_GETARG_INT64(0);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "gmail_ingest: SPI_connect failed");
-	store_check_schema_version();
-
-	/*
-	 * Everything the sync allocates lives here; deleting it (or the abort of
-	 * the transaction) frees the libcurl handles through their callbacks.
-	 */
-	sync_cxt = AllocSetContextCreate(CurTransactionContext, "gmail_sync", ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(sync_cxt);
-	s = palloc0(sizeof(SyncState));
-	s->days = PG_GETARG_INT32(1);
-	s->force_full = backfill_batch > 0 || PG_GETARG_BOOL(2);
+	s->days = days;
+	s->force_full = backfill_batch > 0 || force_full;
 	s->backfill_batch = backfill_batch;
+	s->store_raw = gi_store_raw;
+	s->max_concurrency = gi_max_concurrency;
 
 	if (!store_load_mailbox(mailbox_id, &s->mb))
 		ereport(ERROR,
@@ -206,6 +191,102 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 	s->run_id = store_start_run(mailbox_id, s->mode, s->days, s->mb.has_history, s->mb.history_id);
 	store_ledger(s->run_id, mailbox_id, "sync.started", 0, NULL,
 				 psprintf("{\"mode\":\"%s\",\"window_days\":%d}", s->mode, s->days));
+	return s;
+}
+
+/*
+ * A remote failure in the run's row and ledger, then raised again
+ * (raise_on_failure) or reported as a WARNING.
+ */
+static void
+record_failure(SyncState *s, ErrorData *failure, RemoteFailure kind, TimestampTz retry_after)
+{
+	int64		mailbox_id = s->mb.id;
+	char	   *error = failure->detail
+		? psprintf("%s: %s", failure->message, failure->detail)
+		: pstrdup(failure->message);
+
+	if (kind == RF_REVOKED)
+		store_set_auth_state(mailbox_id, "reauthorize");
+	store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
+					 false, 0, NULL, &s->counters);
+	/* retry_after: when the server said to try again, for a scheduler's backoff */
+	store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
+				 retry_after != 0
+				 ? psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\",\"retry_after\":\"%s\"}",
+							unpack_sql_state(failure->sqlerrcode), remote_failure_name(kind),
+							retry_time_text(retry_after))
+				 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
+							unpack_sql_state(failure->sqlerrcode), remote_failure_name(kind)));
+	if (gi_raise_on_failure)
+		ReThrowError(failure);
+	ereport(WARNING,
+			(errcode(failure->sqlerrcode),
+			 errmsg("gmail_sync of mailbox " INT64_FORMAT " failed: %s", mailbox_id,
+					failure->message),
+			 failure->detail ? errdetail_internal("%s", failure->detail) : 0,
+			 failure->hint ? errhint("%s", failure->hint) : 0));
+}
+
+static void
+record_success(SyncState *s)
+{
+	store_finish_run(s->mb.id, s->run_id, s->mode, "succeeded", NULL,
+					 s->has_new_history, s->new_history_id,
+					 s->fell_back ? "history_expired" : NULL, &s->counters);
+	store_ledger(s->run_id, s->mb.id, "sync.completed", 0, NULL,
+				 psprintf("{\"mode\":\"%s\",\"fallback\":%s,\"messages_inserted\":" INT64_FORMAT
+						  ",\"quota_units\":" INT64_FORMAT "}",
+						  s->mode, s->fell_back ? "\"history_expired\"" : "null",
+						  s->counters.messages_inserted, s->counters.quota_units));
+}
+
+/*
+ * Every message raised while a run is under way, from any layer, says
+ * which mailbox and run it is about (in the server log always; in psql
+ * as its SHOW_CONTEXT setting says).
+ */
+static void
+sync_error_context(void *arg)
+{
+	const SyncState *s = (const SyncState *) arg;
+
+	errcontext("syncing mailbox " INT64_FORMAT ", run " INT64_FORMAT, s->mb.id, s->run_id);
+}
+
+/*
+ * One sync, or one backfill step when backfill_batch > 0, in the caller's
+ * transaction; returns the run's sync_runs row.  The arguments were
+ * checked by the SQL-callable functions.
+ */
+static Datum
+run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
+{
+	SyncState  *s;
+	ErrorContextCallback errcallback;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext sync_cxt;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile failure = NULL;
+	volatile RemoteFailure failure_kind = RF_NONE;
+	volatile TimestampTz retry_after = 0;
+	Datum		result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	store_check_schema_version();
+
+	/*
+	 * Everything the sync allocates lives here; deleting it (or the abort of
+	 * the transaction) frees the libcurl handles through their callbacks.
+	 */
+	sync_cxt = AllocSetContextCreate(CurTransactionContext, "gmail_sync", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(sync_cxt);
+	s = begin_run(mailbox_id, days, force_full, backfill_batch);
+	errcallback.callback = sync_error_context;
+	errcallback.arg = s;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	s->api_http = make_http(sync_cxt, gi_max_concurrency);
 	s->token_http = make_http(sync_cxt, 1);
@@ -249,48 +330,15 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 
 	copy_stats(s);
 	if (failure != NULL)
-	{
-		char	   *error = failure->detail
-			? psprintf("%s: %s", failure->message, failure->detail)
-			: pstrdup(failure->message);
-
-		if (failure_kind == RF_REVOKED)
-			store_set_auth_state(mailbox_id, "reauthorize");
-		store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
-						 false, 0, NULL, &s->counters);
-		/* retry_after: when the server said to try again, for a scheduler's backoff */
-		store_ledger(s->run_id, mailbox_id, "sync.failed", 0, NULL,
-					 retry_after != 0
-					 ? psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\",\"retry_after\":\"%s\"}",
-								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind),
-								retry_time_text(retry_after))
-					 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
-								unpack_sql_state(failure->sqlerrcode), remote_failure_name(failure_kind)));
-		if (gi_raise_on_failure)
-			ReThrowError(failure);
-		ereport(WARNING,
-				(errcode(failure->sqlerrcode),
-				 errmsg("gmail_sync of mailbox " INT64_FORMAT " failed: %s", mailbox_id,
-						failure->message),
-				 failure->detail ? errdetail_internal("%s", failure->detail) : 0,
-				 failure->hint ? errhint("%s", failure->hint) : 0));
-	}
+		record_failure(s, failure, failure_kind, retry_after);
 	else
-	{
-		store_finish_run(mailbox_id, s->run_id, s->mode, "succeeded", NULL,
-						 s->has_new_history, s->new_history_id,
-						 s->fell_back ? "history_expired" : NULL, &s->counters);
-		store_ledger(s->run_id, mailbox_id, "sync.completed", 0, NULL,
-					 psprintf("{\"mode\":\"%s\",\"fallback\":%s,\"messages_inserted\":" INT64_FORMAT
-							  ",\"quota_units\":" INT64_FORMAT "}",
-							  s->mode, s->fell_back ? "\"history_expired\"" : "null",
-							  s->counters.messages_inserted, s->counters.quota_units));
-	}
+		record_success(s);
 
 	/* Free the libcurl handles now rather than at transaction end. */
 	http_client_destroy(s->api_http);
 	http_client_destroy(s->token_http);
 
+	error_context_stack = errcallback.previous;
 	MemoryContextSwitchTo(caller_cxt);
 	result = store_run_row(mailbox_id, s->run_id);
 	SPI_finish();
@@ -307,7 +355,8 @@ PG_FUNCTION_INFO_V1(gmail_sync);
 Datum
 gmail_sync(PG_FUNCTION_ARGS)
 {
-	return run_sync(fcinfo, 0);
+	check_arguments(fcinfo, "gmail_sync");
+	return run_sync(PG_GETARG_INT64(0), PG_GETARG_INT32(1), PG_GETARG_BOOL(2), 0);
 }
 
 PG_FUNCTION_INFO_V1(gmail_backfill_step);
@@ -324,5 +373,5 @@ gmail_backfill_step(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be between 1 and 100000, got %d", batch)));
-	return run_sync(fcinfo, batch);
+	return run_sync(PG_GETARG_INT64(0), PG_GETARG_INT32(1), true, batch);
 }

@@ -53,10 +53,10 @@ plan_once(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *types)
 		SPIPlanPtr	p = SPI_prepare(sql, nargs, (Oid *) types);
 
 		if (p == NULL)
-			elog(ERROR, "gmail_ingest: SPI_prepare failed: %s",
+			elog(ERROR, "SPI_prepare failed: %s",
 				 SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "gmail_ingest: SPI_keepplan failed");
+			elog(ERROR, "SPI_keepplan failed");
 		MemoryContextSwitchTo(caller);
 		*slot = p;
 	}
@@ -71,7 +71,7 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 
 	MemoryContextSwitchTo(caller);
 	if (rc != expected)
-		elog(ERROR, "gmail_ingest: unexpected SPI result %s", SPI_result_code_string(rc));
+		elog(ERROR, "unexpected SPI result %s", SPI_result_code_string(rc));
 }
 
 static Datum
@@ -385,7 +385,7 @@ store_run_row(int64 mailbox_id, int64 run_id)
 	v[1] = Int64GetDatum(run_id);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	if (SPI_processed != 1)
-		elog(ERROR, "gmail_ingest: sync run " INT64_FORMAT " not found", run_id);
+		elog(ERROR, "sync run " INT64_FORMAT " not found", run_id);
 	return PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
 }
 
@@ -415,26 +415,16 @@ store_ledger(int64 run_id, int64 mailbox_id, const char *event, int64 entity_id,
 
 /* ---------------------------------------------------------------- threads */
 
-static HTAB *
-make_hash(const char *name, Size entry_size, long n)
+HTAB *
+gmail_id_hash(const char *name, Size entry_size, long n)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = 256;
+	ctl.keysize = GMAIL_ID_SIZE;
 	ctl.entrysize = entry_size;
 	ctl.hcxt = CurrentMemoryContext;
 	return hash_create(name, Max(n, 16), &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-}
-
-/* Gmail ids are short hex strings; anything longer cannot be a key here. */
-static void
-check_key(const char *id)
-{
-	if (strlen(id) >= 256)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("Gmail id is too long: %zu characters", strlen(id))));
 }
 
 HTAB *
@@ -443,7 +433,7 @@ store_thread_states(int64 mailbox_id, char **provider_ids, int n)
 	static SPIPlanPtr plan = NULL;
 	static const Oid types[] = {INT8OID, TEXTARRAYOID};
 	Datum		v[2];
-	HTAB	   *h = make_hash("thread states", sizeof(ThreadState), n);
+	HTAB	   *h = gmail_id_hash("thread states", sizeof(ThreadState), n);
 	uint64		i;
 
 	plan_once(&plan,
@@ -455,13 +445,9 @@ store_thread_states(int64 mailbox_id, char **provider_ids, int n)
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
-		char	   *key = col_text(i, 1);
 		bool		found,
 					isnull;
-		ThreadState *st;
-
-		check_key(key);
-		st = hash_search(h, key, HASH_ENTER, &found);
+		ThreadState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
 		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
 		st->history_id = DatumGetInt64(col_datum(i, 3, &isnull));
 		st->has_history = !isnull;
@@ -501,7 +487,7 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 	v[2] = text_array_nullable(snippets, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 
-	h = make_hash("ensured threads", sizeof(ThreadState), n);
+	h = gmail_id_hash("ensured threads", sizeof(ThreadState), n);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		found,
@@ -516,7 +502,7 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 		ThreadState *st = hash_search(h, provider_ids[i], HASH_FIND, NULL);
 
 		if (st == NULL)
-			elog(ERROR, "gmail_ingest: thread %s was not stored", provider_ids[i]);
+			elog(ERROR, "thread %s was not stored", provider_ids[i]);
 		ids[i] = st->id;
 	}
 	hash_destroy(h);
@@ -644,7 +630,7 @@ store_message_states(int64 mailbox_id, char **provider_ids, int n)
 	static SPIPlanPtr plan = NULL;
 	static const Oid types[] = {INT8OID, TEXTARRAYOID};
 	Datum		v[2];
-	HTAB	   *h = make_hash("message states", sizeof(MessageState), n);
+	HTAB	   *h = gmail_id_hash("message states", sizeof(MessageState), n);
 	uint64		i;
 
 	plan_once(&plan,
@@ -656,13 +642,9 @@ store_message_states(int64 mailbox_id, char **provider_ids, int n)
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
-		char	   *key = col_text(i, 1);
 		bool		found,
 					isnull;
-		MessageState *st;
-
-		check_key(key);
-		st = hash_search(h, key, HASH_ENTER, &found);
+		MessageState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
 		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
 		st->thread_id = DatumGetInt64(col_datum(i, 3, &isnull));
 		st->deleted = DatumGetBool(col_datum(i, 4, &isnull));

@@ -22,6 +22,19 @@ typedef enum StoreAction
 
 extern const char *store_action_name(StoreAction a);
 
+/*
+ * Room for a Gmail message or thread id, NUL included, in the hash tables
+ * keyed by them.  Gmail's ids are 16 hex digits; the sync refuses an answer
+ * with a longer one than fits (RF_PROTOCOL) before it reaches the store.
+ */
+#define GMAIL_ID_SIZE 256
+
+/*
+ * A hash table in the current memory context whose entries begin with a
+ * Gmail id (char[GMAIL_ID_SIZE]), their key.
+ */
+extern HTAB *gmail_id_hash(const char *name, Size entry_size, long n);
+
 typedef struct MailboxInfo
 {
 	int64		id;
@@ -86,7 +99,7 @@ extern void store_ledger(int64 run_id, int64 mailbox_id, const char *event,
 /* ---- threads ---- */
 typedef struct ThreadState
 {
-	char		key[256];		/* provider_thread_id (hash key) */
+	char		key[GMAIL_ID_SIZE];	/* provider_thread_id (hash key) */
 	int64		id;
 	bool		has_history;
 	int64		history_id;
@@ -123,7 +136,7 @@ extern void store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n
 /* ---- messages ---- */
 typedef struct MessageState
 {
-	char		key[256];		/* provider_message_id */
+	char		key[GMAIL_ID_SIZE];	/* provider_message_id (hash key) */
 	int64		id;
 	int64		thread_id;
 	bool		deleted;

@@ -18,6 +18,23 @@
 
 #include "sync_internal.h"
 
+static void
+stage_message_page(SyncState *s, GmailMessage *messages, int n, void *arg)
+{
+	char	  **ids = palloc(sizeof(char *) * Max(n, 1));
+	char	  **thread_ids = palloc(sizeof(char *) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		ids[i] = messages[i].id;
+		thread_ids[i] = messages[i].thread_id;
+	}
+	store_backfill_stage_messages(s->mb.id, ids, thread_ids, n);
+	pfree(ids);
+	pfree(thread_ids);
+}
+
 /* Every page of threads and messages, into the staging tables. */
 static void
 stage_listing(SyncState *s)
@@ -25,72 +42,34 @@ stage_listing(SyncState *s)
 	char	   *query = window_query(s);
 	ThreadFinal *threads;
 	int			nthreads;
-	char	   *page = NULL;
-	PageGuard	guard;
 
 	threads = list_threads(s, query, &nthreads);
 	store_backfill_stage_threads(s->mb.id, threads, nthreads);
-	page_guard_init(&guard, GM_MESSAGES_LIST, s->days);
-	do
-	{
-		GmailCall	call;
-		char	  **ids;
-		char	  **tids;
-		int			i;
-
-		memset(&call, 0, sizeof(call));
-		call.method = GM_MESSAGES_LIST;
-		call.query = query;
-		call.page_token = page;
-		gmail_run(s->gmail, &call);
-		ids = palloc(sizeof(char *) * Max(call.message_count, 1));
-		tids = palloc(sizeof(char *) * Max(call.message_count, 1));
-		for (i = 0; i < call.message_count; i++)
-		{
-			ids[i] = call.messages[i].id;
-			tids[i] = call.messages[i].thread_id;
-		}
-		store_backfill_stage_messages(s->mb.id, ids, tids, call.message_count);
-		page = page_guard_next(&guard, call.next_page_token);
-		gmail_call_release(&call);
-	} while (page != NULL);
-	page_guard_done(&guard);
+	list_messages(s, query, stage_message_page, NULL);
 }
 
-/* Thread rows for the batch; fills each item's thread_id. */
-static ThreadFinal *
-batch_threads(SyncState *s, FetchItem *items, int n, int *count)
+/*
+ * The next staged messages not stored yet, fetched; their threads' counts
+ * stay exact after every batch, their history ids wait for the end.
+ */
+static void
+fetch_batch(SyncState *s, char **ids, char **thread_ids, int n)
 {
-	HTAB	   *seen;
-	HASHCTL		ctl;
-	ThreadFinal *threads = palloc0(sizeof(ThreadFinal) * Max(n, 1));
-	int64	   *stored_history = palloc(sizeof(int64) * Max(n, 1));
-	int			nthreads = 0,
-				i;
+	SyncPlan	plan;
+	int			i;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = 256;
-	ctl.entrysize = sizeof(ChangedThread);
-	ctl.hcxt = CurrentMemoryContext;
-	seen = hash_create("backfill threads", Max(n, 16), &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	plan_init(&plan);
 	for (i = 0; i < n; i++)
 	{
-		bool		found;
-		ChangedThread *ct = hash_search(seen, items[i].provider_thread_id, HASH_ENTER, &found);
+		FetchItem  *it = plan_item(&plan);
+		bool		added;
 
-		if (!found)
-		{
-			ct->index = nthreads;
-			threads[nthreads++].provider_id = items[i].provider_thread_id;
-		}
-		items[i].thread_index = ct->index;
+		it->id = ids[i];
+		it->thread_index = plan_thread(&plan, thread_ids[i], &added);
+		it->provider_thread_id = plan.threads[it->thread_index].provider_id;
 	}
-	resolve_threads(s, threads, nthreads, stored_history);
-	for (i = 0; i < n; i++)
-		items[i].thread_id = threads[items[i].thread_index].id;
-	hash_destroy(seen);
-	*count = nthreads;
-	return threads;
+	hash_destroy(resolve_threads(s, plan.threads, plan.nthreads));
+	plan_execute(s, &plan);
 }
 
 bool
@@ -100,8 +79,7 @@ backfill_step(SyncState *s, int batch)
 	char	  **ids;
 	char	  **tids;
 	int64		remaining;
-	int			n,
-				i;
+	int			n;
 
 	store_backfill_state(s->mb.id, &st);
 	if (st.active && st.days != s->days)
@@ -135,27 +113,10 @@ backfill_step(SyncState *s, int batch)
 		return true;
 	}
 
-	{
-		FetchItem  *items = palloc0(sizeof(FetchItem) * n);
-		ThreadFinal *threads;
-		int			nthreads;
-
-		for (i = 0; i < n; i++)
-		{
-			items[i].id = ids[i];
-			items[i].provider_thread_id = tids[i];
-		}
-		threads = batch_threads(s, items, n, &nthreads);
-		fetch_and_store(s, items, n);
-		/* Counts stay exact after every batch; history ids wait for the end. */
-		for (i = 0; i < nthreads; i++)
-			threads[i].has_history = false;
-		store_finalize_threads(s->mb.id, threads, nthreads, thread_report, s);
-		/* Vanished messages and drafts are not stored: drop them from the queue. */
-		store_backfill_forget(s->mb.id, ids, n);
-	}
+	fetch_batch(s, ids, tids, n);
+	/* Vanished messages and drafts are not stored: drop them from the queue. */
+	store_backfill_forget(s->mb.id, ids, n);
 	ereport(NOTICE,
-			(errmsg("gmail_backfill: mailbox " INT64_FORMAT ": %d messages fetched, " INT64_FORMAT " left",
-					s->mb.id, n, remaining - n)));
+			(errmsg("%d messages fetched, " INT64_FORMAT " left", n, remaining - n)));
 	return false;
 }

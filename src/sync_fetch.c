@@ -15,7 +15,6 @@
 
 #include "message_row.h"
 #include "mime_parse.h"
-#include "settings.h"
 #include "sync_internal.h"
 
 char *
@@ -70,8 +69,7 @@ report_progress(SyncState *s, bool force)
 		return;
 	s->last_progress = now;
 	ereport(NOTICE,
-			(errmsg("gmail_sync: mailbox " INT64_FORMAT ": " INT64_FORMAT " of " INT64_FORMAT
-					" messages done", s->mb.id, s->done, s->todo)));
+			(errmsg(INT64_FORMAT " of " INT64_FORMAT " messages done", s->done, s->todo)));
 }
 
 /* ------------------------------------------------------------------ */
@@ -135,7 +133,7 @@ ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 		return;					/* drafts are not ingested */
 
 	raw_sha = sha256_hex_of(gm->raw, gm->raw_len);
-	if (gi_store_raw)
+	if (s->store_raw)
 	{
 		if (store_put_blob(raw_sha, gm->raw, gm->raw_len))
 			s->counters.blobs_inserted++;
@@ -157,7 +155,7 @@ ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 			s->counters.messages_parse_errors++;
 
 		build_message_row(&row, s->mb.id, item->thread_id, gm, &mp,
-						  gi_store_raw ? raw_sha : NULL);
+						  s->store_raw ? raw_sha : NULL);
 		act = store_upsert_message(&row, &id);
 		if (act == SA_INSERTED)
 			s->counters.messages_inserted++;
@@ -289,7 +287,7 @@ process_fetched(SyncState *s, const FetchItem *item, GmailCall *call)
 void
 fetch_and_store(SyncState *s, FetchItem *items, int n)
 {
-	int			window = Max(1, gi_max_concurrency * 2);
+	int			window = Max(1, s->max_concurrency * 2);
 	GmailCall  *calls = palloc0(sizeof(GmailCall) * window);
 	int		   *free_slots = palloc(sizeof(int) * window);
 	int			nfree = window;

@@ -5,11 +5,7 @@
  */
 #include "postgres.h"
 
-#include "lib/stringinfo.h"
 #include "utils/hsearch.h"
-#include "utils/json.h"
-#include "utils/memutils.h"
-#include "utils/timestamp.h"
 
 #include "message_row.h"
 #include "sync_internal.h"
@@ -22,7 +18,7 @@
  */
 typedef struct FoldedMessage
 {
-	char		key[256];		/* provider_message_id */
+	char		key[GMAIL_ID_SIZE];	/* provider_message_id */
 	char	   *thread_id;
 	bool		added;
 	bool		deleted;
@@ -40,8 +36,11 @@ fold_event(HTAB *h, const GmailHistoryEvent *ev, int *order)
 	bool		found;
 	FoldedMessage *f;
 
-	if (ev->message.id == NULL || strlen(ev->message.id) >= 256)
+	if (ev->message.id == NULL)
 		return;
+	require_gmail_id(ev->message.id, "message", GM_HISTORY_LIST);
+	if (ev->message.thread_id)
+		require_gmail_id(ev->message.thread_id, "thread", GM_HISTORY_LIST);
 	f = hash_search(h, ev->message.id, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -97,166 +96,167 @@ labels_exclude(char **labels, int n)
 	return false;
 }
 
+/* history.list, page by page: events folded into the hash */
+typedef struct HistoryReading
+{
+	HTAB	   *folded;			/* FoldedMessage entries */
+	int			order;
+	bool		expired;		/* Gmail no longer has the start history id */
+} HistoryReading;
+
+static bool
+fold_history_page(SyncState *s, GmailCall *page, void *arg)
+{
+	HistoryReading *r = (HistoryReading *) arg;
+	int			i;
+
+	if (page->history_expired)
+	{
+		r->expired = true;
+		return false;
+	}
+	for (i = 0; i < page->event_count; i++)
+		fold_event(r->folded, &page->events[i], &r->order);
+	s->new_history_id = page->history_id;
+	s->has_new_history = true;
+	return true;
+}
+
+/*
+ * Every page of history since the stored history id (including pages with
+ * a token and no records), folded by message in first-seen order; NULL
+ * when Gmail no longer has that history id.
+ */
+static FoldedMessage **
+read_history(SyncState *s, int *count)
+{
+	HistoryReading r;
+	GmailCall	request;
+	HASH_SEQ_STATUS seq;
+	FoldedMessage **list;
+	FoldedMessage *f;
+	int			n = 0;
+
+	memset(&r, 0, sizeof(r));
+	r.folded = gmail_id_hash("history", sizeof(FoldedMessage), 256);
+
+	memset(&request, 0, sizeof(request));
+	request.method = GM_HISTORY_LIST;
+	request.start_history_id = s->mb.history_id;
+	list_pages(s, &request, fold_history_page, &r);
+	if (r.expired)
+		return NULL;
+
+	*count = (int) hash_get_num_entries(r.folded);
+	list = palloc(sizeof(FoldedMessage *) * Max(*count, 1));
+	hash_seq_init(&seq, r.folded);
+	while ((f = hash_seq_search(&seq)) != NULL)
+		list[n++] = f;
+	qsort(list, n, sizeof(FoldedMessage *), cmp_folded);
+	return list;
+}
+
+/*
+ * What one folded message asks for, given its stored state (NULL when not
+ * stored): a deletion or a label change applied now, or an item to fetch.
+ */
+static void
+plan_folded_message(SyncState *s, SyncPlan *p, FoldedMessage *f, const MessageState *st)
+{
+	int			ti;
+	bool		added;
+
+	if (st == NULL && (f->deleted || !f->added || f->thread_id == NULL ||
+					   (f->labels_known && labels_exclude(f->labels, f->label_count))))
+		return;					/* never stored, and nothing to store */
+	if (f->thread_id == NULL)
+		return;
+	ti = plan_thread(p, f->thread_id, &added);
+	if (added)
+		p->threads[ti].has_history = true;
+	p->threads[ti].history_id = Max(p->threads[ti].history_id, f->record_id);
+
+	if (st != NULL && f->deleted)
+	{
+		FetchItem	it;
+
+		memset(&it, 0, sizeof(it));
+		it.id = f->key;
+		it.thread_id = st->thread_id;
+		it.provider_thread_id = f->thread_id;
+		mark_deleted(s, &it);
+	}
+	else if (st != NULL && f->labels_changed && f->labels_known)
+	{
+		int64		id = 0;
+		int			n = f->label_count;
+
+		sort_labels(f->labels, &n);
+		if (store_update_labels(s->mb.id, f->key, st->thread_id, f->thread_id, 0,
+								f->labels, n, f->record_id, &id) != SA_UNCHANGED)
+		{
+			s->counters.messages_updated++;
+			store_ledger(s->run_id, s->mb.id, "message.ingested", id, f->key,
+						 action_detail(SA_UPDATED, "labels", labels_json(f->labels, n)));
+		}
+		else
+			s->counters.messages_unchanged++;
+	}
+	else if (st == NULL || f->labels_changed)
+	{
+		FetchItem  *it = plan_item(p);
+
+		it->id = f->key;
+		it->stored = st != NULL;
+		it->thread_index = ti;
+		it->provider_thread_id = p->threads[ti].provider_id;
+		if (st != NULL)
+			it->thread_id = st->thread_id;
+	}
+}
+
 /* Returns false when Gmail no longer has the start history id. */
 bool
 incremental_sync(SyncState *s)
 {
-	GmailCall	call;
-	HTAB	   *folded;
-	HASHCTL		ctl;
-	char	   *page = NULL;
-	int			order = 0;
+	FoldedMessage **folded;
 	int			nfolded,
-				i,
-				nitems = 0,
-				nthreads = 0;
-	FoldedMessage **list;
-	HASH_SEQ_STATUS seq;
-	FoldedMessage *f;
+				i;
 	char	  **ids;
 	HTAB	   *mstates;
-	HTAB	   *threads_touched;
-	FetchItem  *items;
-	ThreadFinal *threads;
-	PageGuard	guard;
+	SyncPlan	plan;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = 256;
-	ctl.entrysize = sizeof(FoldedMessage);
-	ctl.hcxt = CurrentMemoryContext;
-	folded = hash_create("history", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-
-	/* Every page, including pages with a token and no records. */
-	page_guard_init(&guard, GM_HISTORY_LIST, s->days);
-	do
-	{
-		memset(&call, 0, sizeof(call));
-		call.method = GM_HISTORY_LIST;
-		call.start_history_id = s->mb.history_id;
-		call.page_token = page;
-		gmail_run(s->gmail, &call);
-		if (call.history_expired)
-		{
-			gmail_call_release(&call);
-			return false;
-		}
-		for (i = 0; i < call.event_count; i++)
-			fold_event(folded, &call.events[i], &order);
-		s->new_history_id = call.history_id;
-		s->has_new_history = true;
-		page = page_guard_next(&guard, call.next_page_token);
-		gmail_call_release(&call);
-	} while (page != NULL);
-	page_guard_done(&guard);
-
-	nfolded = (int) hash_get_num_entries(folded);
+	folded = read_history(s, &nfolded);
+	if (folded == NULL)
+		return false;
 	if (nfolded == 0)
 		return true;
 
-	list = palloc(sizeof(FoldedMessage *) * nfolded);
 	ids = palloc(sizeof(char *) * nfolded);
-	i = 0;
-	hash_seq_init(&seq, folded);
-	while ((f = hash_seq_search(&seq)) != NULL)
-		list[i++] = f;
-	qsort(list, nfolded, sizeof(FoldedMessage *), cmp_folded);
 	for (i = 0; i < nfolded; i++)
-		ids[i] = list[i]->key;
+		ids[i] = folded[i]->key;
 	mstates = store_message_states(s->mb.id, ids, nfolded);
-
-	/* The threads the history touched, by provider id. */
-	ctl.keysize = 256;
-	ctl.entrysize = sizeof(ChangedThread);
-	threads_touched = hash_create("touched threads", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	threads = palloc0(sizeof(ThreadFinal) * nfolded);
-	items = palloc0(sizeof(FetchItem) * nfolded);
-
+	plan_init(&plan);
 	for (i = 0; i < nfolded; i++)
-	{
-		MessageState *st;
-		ChangedThread *ct;
-		bool		found;
-
-		f = list[i];
-		st = hash_search(mstates, f->key, HASH_FIND, NULL);
-		if (st == NULL && (f->deleted || !f->added || f->thread_id == NULL ||
-						   (f->labels_known && labels_exclude(f->labels, f->label_count))))
-			continue;			/* never stored, and nothing to store */
-		if (f->thread_id == NULL || strlen(f->thread_id) >= 256)
-			continue;
-		ct = hash_search(threads_touched, f->thread_id, HASH_ENTER, &found);
-		if (!found)
-		{
-			ct->index = nthreads;
-			threads[nthreads].provider_id = pstrdup(f->thread_id);
-			threads[nthreads].has_history = true;
-			nthreads++;
-		}
-		threads[ct->index].history_id = Max(threads[ct->index].history_id, f->record_id);
-
-		if (st != NULL && f->deleted)
-		{
-			FetchItem	it;
-
-			memset(&it, 0, sizeof(it));
-			it.id = f->key;
-			it.thread_id = st->thread_id;
-			it.provider_thread_id = f->thread_id;
-			mark_deleted(s, &it);
-		}
-		else if (st != NULL && f->labels_changed && f->labels_known)
-		{
-			int64		id = 0;
-			int			n = f->label_count;
-
-			sort_labels(f->labels, &n);
-			if (store_update_labels(s->mb.id, f->key, st->thread_id, f->thread_id, 0,
-									f->labels, n, f->record_id, &id) != SA_UNCHANGED)
-			{
-				s->counters.messages_updated++;
-				store_ledger(s->run_id, s->mb.id, "message.ingested", id, f->key,
-							 action_detail(SA_UPDATED, "labels", labels_json(f->labels, n)));
-			}
-			else
-				s->counters.messages_unchanged++;
-		}
-		else if (st != NULL && f->labels_changed)
-		{
-			items[nitems].id = f->key;
-			items[nitems].stored = true;
-			items[nitems].thread_index = ct->index;
-			items[nitems].provider_thread_id = threads[ct->index].provider_id;
-			items[nitems].thread_id = st->thread_id;
-			nitems++;
-		}
-		else if (st == NULL)
-		{
-			items[nitems].id = f->key;
-			items[nitems].thread_index = ct->index;
-			items[nitems].provider_thread_id = threads[ct->index].provider_id;
-			nitems++;
-		}
-	}
+		plan_folded_message(s, &plan, folded[i],
+							hash_search(mstates, folded[i]->key, HASH_FIND, NULL));
 	hash_destroy(mstates);
-	if (nthreads == 0)
+	if (plan.nthreads == 0)
 		return true;
 
-	/* Thread rows for threads seen for the first time. */
+	/* Rows for threads seen for the first time; a thread's history id never goes backwards. */
 	{
-		int64	   *stored_history = palloc(sizeof(int64) * nthreads);
-		int			k;
+		HTAB	   *stored = resolve_threads(s, plan.threads, plan.nthreads);
 
-		resolve_threads(s, threads, nthreads, stored_history);
-		for (k = 0; k < nthreads; k++)
-			if (stored_history[k] > threads[k].history_id)
-				threads[k].history_id = stored_history[k];	/* never backwards */
-		for (k = 0; k < nitems; k++)
-			if (!items[k].stored)
-				items[k].thread_id = threads[items[k].thread_index].id;
+		for (i = 0; i < plan.nthreads; i++)
+		{
+			ThreadState *st = hash_search(stored, plan.threads[i].provider_id, HASH_FIND, NULL);
+
+			if (st && st->has_history && st->history_id > plan.threads[i].history_id)
+				plan.threads[i].history_id = st->history_id;
+		}
+		hash_destroy(stored);
 	}
-
-	fetch_and_store(s, items, nitems);
-	store_finalize_threads(s->mb.id, threads, nthreads, thread_report, s);
+	plan_execute(s, &plan);
 	return true;
 }
-

@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * sync_internal.h
- *	  Pieces shared by the full, incremental and backfill plans.
+ *	  Pieces shared by the dispatcher and the full, incremental and
+ *	  backfill plans.
  *-------------------------------------------------------------------------
  */
 #ifndef GMAIL_INGEST_SYNC_INTERNAL_H
@@ -8,16 +9,24 @@
 
 #include "utils/hsearch.h"
 
-#include "sync.h"
+#include "sync_state.h"
 
 #define PROGRESS_EVERY_MESSAGES 500
 #define PROGRESS_EVERY_MS 5000
 
-typedef struct ChangedThread
+/*
+ * Room for one more element in a palloc'd array (NULL before the first)
+ * that holds count elements in *cap slots: the capacity doubles when full,
+ * so appending n elements costs O(n) copies.
+ */
+static inline void *
+grow_array(void *array, int count, int *cap, Size elem_size)
 {
-	char		key[256];		/* provider_thread_id */
-	int			index;			/* into the ThreadFinal array */
-} ChangedThread;
+	if (count < *cap)
+		return array;
+	*cap = *cap > 0 ? *cap * 2 : 256;
+	return array ? repalloc(array, elem_size * *cap) : palloc(elem_size * *cap);
+}
 
 /*
  * Something to fetch: a new message (raw), a stored message's labels
@@ -29,7 +38,7 @@ typedef struct FetchItem
 	char	   *id;				/* message id, or thread id for a thread item */
 	bool		stored;
 	bool		whole_thread;
-	int			thread_index;
+	int			thread_index;	/* into the plan's threads */
 	int64		thread_id;
 	char	   *provider_thread_id;
 	TimestampTz internal_date;	/* stored messages only */
@@ -37,26 +46,81 @@ typedef struct FetchItem
 	int			nrefs;
 } FetchItem;
 
-/* sync_paging.c: what stops a listing that never ends */
-typedef struct PageGuard
+/*
+ * What a plan collects before fetching: the threads it touches (each once,
+ * found by provider id) and the items to fetch.  sync_threads.c.
+ */
+typedef struct ThreadIndex
 {
-	GmailMethod method;
-	int			days;			/* what the cap is derived from */
-	int			pages;			/* answered so far */
-	int			max_pages;
-	HTAB	   *seen;			/* every nextPageToken answered */
-	MemoryContext cxt;			/* holds the tokens */
-} PageGuard;
+	char		key[GMAIL_ID_SIZE];	/* provider_thread_id */
+	int			index;			/* into SyncPlan.threads */
+} ThreadIndex;
 
-extern void page_guard_init(PageGuard *g, GmailMethod method, int days);
+typedef struct SyncPlan
+{
+	ThreadFinal *threads;
+	int			nthreads;
+	int			threads_cap;
+	HTAB	   *thread_index;	/* ThreadIndex entries */
+	FetchItem  *items;
+	int			nitems;
+	int			items_cap;
+} SyncPlan;
+
+extern void plan_init(SyncPlan *p);
 
 /*
- * After each page: the token to ask for next (a copy that lives until
- * page_guard_done), or NULL when the listing is complete.  A token answered
- * before, or a page count beyond the cap, raises an RF_PROTOCOL failure.
+ * The plan's index of the thread with this provider id, added (zeroed but
+ * for provider_id, a copy) when not there yet; *added says which.
  */
-extern char *page_guard_next(PageGuard *g, const char *next_token);
-extern void page_guard_done(PageGuard *g);
+extern int	plan_thread(SyncPlan *p, const char *provider_thread_id, bool *added);
+
+/* A new zeroed item at the end of the plan's items. */
+extern FetchItem *plan_item(SyncPlan *p);
+
+/*
+ * Rows for the threads: fills threads[i].id from the stored rows, inserting
+ * rows for threads not stored yet (was_new set).  Returns the stored states
+ * as store_thread_states gives them, for the caller to look into and
+ * destroy.
+ */
+extern HTAB *resolve_threads(SyncState *s, ThreadFinal *threads, int n);
+
+/*
+ * Fetch and store the plan's items, then write its threads' final rows.
+ * Items of new messages take their thread's row id: resolve the threads
+ * first.
+ */
+extern void plan_execute(SyncState *s, SyncPlan *p);
+extern void thread_report(void *arg, const ThreadFinal *t, StoreAction action);
+
+/* sync_paging.c: the listings, page by page under a guard against endless paging */
+
+/*
+ * A Gmail id longer than GMAIL_ID_SIZE allows cannot be one (Gmail's are
+ * 16 hex digits): the answer carrying it is unreadable (RF_PROTOCOL).
+ */
+extern void require_gmail_id(const char *id, const char *what, GmailMethod method);
+
+/* Gives each page's answer to the plan; false stops the listing. */
+typedef bool (*PageHandler) (SyncState *s, GmailCall *page, void *arg);
+
+/*
+ * Every page of the listing request asks for (its method, query or start
+ * history id), each given to handle before the next is asked for.  A
+ * token answered before, or more pages than the window can hold, raises an
+ * RF_PROTOCOL failure.
+ */
+extern void list_pages(SyncState *s, const GmailCall *request, PageHandler handle, void *arg);
+
+extern char *window_query(SyncState *s);
+
+/* Every thread threads.list gives for the query, each once, in listed order. */
+extern ThreadFinal *list_threads(SyncState *s, const char *query, int *count);
+
+/* Every page of messages.list for the query, one page at a time. */
+typedef void (*MessagePageHandler) (SyncState *s, GmailMessage *messages, int n, void *arg);
+extern void list_messages(SyncState *s, const char *query, MessagePageHandler handle, void *arg);
 
 /* sync_fetch.c: the fetch pipeline and what is stored for each answer */
 extern char *action_detail(StoreAction a, const char *extra_key, const char *extra_json);
@@ -67,19 +131,7 @@ extern void mark_deleted(SyncState *s, const FetchItem *item);
 extern FetchItem item_for_ref(const StoredMessageRef *ref);
 extern void fetch_and_store(SyncState *s, FetchItem *items, int n);
 
-/* sync_threads.c */
-/*
- * Fill threads[i].id from the stored rows, inserting rows for threads not
- * stored yet (was_new set); stored_history[i] gets the stored history id
- * (0 when none).
- */
-extern void resolve_threads(SyncState *s, ThreadFinal *threads, int n, int64 *stored_history);
-extern void thread_report(void *arg, const ThreadFinal *t, StoreAction action);
-
 /* sync_full.c */
-extern char *window_query(SyncState *s);
-extern void read_profile(SyncState *s);
-extern ThreadFinal *list_threads(SyncState *s, const char *query, int *count);
 extern void full_sync(SyncState *s);
 
 /* sync_incremental.c: false when Gmail no longer has the start history id */

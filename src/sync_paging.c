@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * sync_paging.c
- *	  The guard every paging loop goes through: threads.list, messages.list
- *	  and history.list are followed page by page while Gmail answers a
- *	  nextPageToken, and nothing else stops them.
+ *	  The listings: threads.list, messages.list and history.list, followed
+ *	  page by page through one loop while Gmail answers a nextPageToken,
+ *	  under a guard against paging that never ends; and the check that an
+ *	  id Gmail lists can be one.
  *
  * A server that answers the same token forever, or cycles through a few,
  * would keep a sync looping (and its listing growing) without end.  So a
@@ -18,6 +19,7 @@
 #include "common/hashfn.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "remote_error.h"
 #include "sync_internal.h"
@@ -30,6 +32,17 @@
  * at least the month or so Gmail may keep history for.
  */
 #define HISTORY_MIN_DAYS	31
+
+/* What stops a listing that never ends. */
+typedef struct PageGuard
+{
+	GmailMethod method;
+	int			days;			/* what the cap is derived from */
+	int			pages;			/* answered so far */
+	int			max_pages;
+	HTAB	   *seen;			/* every nextPageToken answered */
+	MemoryContext cxt;			/* holds the tokens */
+} PageGuard;
 
 /* Tokens are keyed by pointer to their text: no fixed key size to truncate at. */
 static uint32
@@ -46,7 +59,7 @@ token_match(const void *key1, const void *key2, Size keysize)
 	return strcmp(*(const char *const *) key1, *(const char *const *) key2);
 }
 
-void
+static void
 page_guard_init(PageGuard *g, GmailMethod method, int days)
 {
 	HASHCTL		ctl;
@@ -66,7 +79,12 @@ page_guard_init(PageGuard *g, GmailMethod method, int days)
 						  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
-char *
+/*
+ * After each page: the token to ask for next (a copy that lives until
+ * page_guard_done), or NULL when the listing is complete.  A token answered
+ * before, or a page count beyond the cap, raises an RF_PROTOCOL failure.
+ */
+static char *
 page_guard_next(PageGuard *g, const char *next_token)
 {
 	char	   *copy;
@@ -90,11 +108,143 @@ page_guard_next(PageGuard *g, const char *next_token)
 	return copy;
 }
 
-void
+static void
 page_guard_done(PageGuard *g)
 {
 	hash_destroy(g->seen);
 	MemoryContextDelete(g->cxt);
 	g->seen = NULL;
 	g->cxt = NULL;
+}
+
+void
+list_pages(SyncState *s, const GmailCall *request, PageHandler handle, void *arg)
+{
+	PageGuard	guard;
+	char	   *page = NULL;
+
+	page_guard_init(&guard, request->method, s->days);
+	do
+	{
+		GmailCall	call = *request;
+
+		call.page_token = page;
+		gmail_run(s->gmail, &call);
+		page = handle(s, &call, arg) ? page_guard_next(&guard, call.next_page_token) : NULL;
+		gmail_call_release(&call);
+	} while (page != NULL);
+	page_guard_done(&guard);
+}
+
+/* The q= of the sync's window, to the second. */
+char *
+window_query(SyncState *s)
+{
+	pg_time_t	after = timestamptz_to_time_t(s->window_start);
+
+	return psprintf("after:" INT64_FORMAT, (int64) after);
+}
+
+/* Every page of a listing that takes a q= query. */
+static void
+list_query(SyncState *s, GmailMethod method, const char *query, PageHandler handle, void *arg)
+{
+	GmailCall	request;
+
+	memset(&request, 0, sizeof(request));
+	request.method = method;
+	request.query = query;
+	list_pages(s, &request, handle, arg);
+}
+
+void
+require_gmail_id(const char *id, const char *what, GmailMethod method)
+{
+	size_t		len = strlen(id);
+
+	if (len >= GMAIL_ID_SIZE)
+		remote_failure(RF_PROTOCOL,
+					   errmsg("Gmail %s answered a %s id too long to be one", gmail_method_name(method), what),
+					   errdetail("The id has %zu characters; Gmail's have 16, and at most %d are accepted.",
+								 len, GMAIL_ID_SIZE - 1));
+}
+
+/* list_threads' listing so far, with an index that drops a thread listed twice */
+typedef struct ThreadListing
+{
+	ThreadFinal *threads;
+	int			count;
+	int			cap;
+	HTAB	   *listed;
+} ThreadListing;
+
+static bool
+add_thread_page(SyncState *s, GmailCall *page, void *arg)
+{
+	ThreadListing *l = (ThreadListing *) arg;
+	int			i;
+
+	for (i = 0; i < page->thread_count; i++)
+	{
+		const GmailThreadItem *t = &page->threads[i];
+		ThreadFinal *f;
+		bool		found;
+
+		require_gmail_id(t->id, "thread", GM_THREADS_LIST);
+		hash_search(l->listed, t->id, HASH_ENTER, &found);
+		if (found)
+			continue;			/* moved to a later page while listing */
+		l->threads = grow_array(l->threads, l->count, &l->cap, sizeof(ThreadFinal));
+		f = &l->threads[l->count++];
+		memset(f, 0, sizeof(*f));
+		f->provider_id = pstrdup(t->id);
+		f->snippet = t->snippet ? pstrdup(t->snippet) : NULL;
+		f->history_id = t->history_id;
+		f->has_history = true;
+	}
+	return true;
+}
+
+ThreadFinal *
+list_threads(SyncState *s, const char *query, int *count)
+{
+	ThreadListing l;
+
+	memset(&l, 0, sizeof(l));
+	l.listed = gmail_id_hash("listed threads", GMAIL_ID_SIZE, 512);
+	list_query(s, GM_THREADS_LIST, query, add_thread_page, &l);
+	hash_destroy(l.listed);
+	*count = l.count;
+	return l.threads;
+}
+
+typedef struct MessageListing
+{
+	MessagePageHandler handle;
+	void	   *arg;
+} MessageListing;
+
+static bool
+check_message_page(SyncState *s, GmailCall *page, void *arg)
+{
+	MessageListing *l = (MessageListing *) arg;
+	int			i;
+
+	for (i = 0; i < page->message_count; i++)
+	{
+		require_gmail_id(page->messages[i].id, "message", GM_MESSAGES_LIST);
+		require_gmail_id(page->messages[i].thread_id, "thread", GM_MESSAGES_LIST);
+	}
+	l->handle(s, page->messages, page->message_count, l->arg);
+	return true;
+}
+
+void
+list_messages(SyncState *s, const char *query, MessagePageHandler handle, void *arg)
+{
+	MessageListing l;
+
+	l.handle = handle;
+	l.arg = arg;
+	list_query(s, GM_MESSAGES_LIST, query, check_message_page, &l);
 }

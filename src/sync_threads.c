@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  * sync_threads.c
- *	  Thread rows during a sync: finding or creating the rows new messages
- *	  reference, and counting and logging what the final upsert wrote.
+ *	  What a plan collects before fetching (the threads it touches, the
+ *	  items to fetch) and the thread rows around the fetch: finding or
+ *	  creating the rows new messages reference, then counting and logging
+ *	  what the final upsert wrote.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -11,7 +13,41 @@
 #include "sync_internal.h"
 
 void
-resolve_threads(SyncState *s, ThreadFinal *threads, int n, int64 *stored_history)
+plan_init(SyncPlan *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->thread_index = gmail_id_hash("plan threads", sizeof(ThreadIndex), 64);
+}
+
+int
+plan_thread(SyncPlan *p, const char *provider_thread_id, bool *added)
+{
+	ThreadIndex *ti = hash_search(p->thread_index, provider_thread_id, HASH_ENTER, added);
+
+	*added = !*added;
+	if (*added)
+	{
+		p->threads = grow_array(p->threads, p->nthreads, &p->threads_cap, sizeof(ThreadFinal));
+		memset(&p->threads[p->nthreads], 0, sizeof(ThreadFinal));
+		p->threads[p->nthreads].provider_id = pstrdup(provider_thread_id);
+		ti->index = p->nthreads++;
+	}
+	return ti->index;
+}
+
+FetchItem *
+plan_item(SyncPlan *p)
+{
+	FetchItem  *it;
+
+	p->items = grow_array(p->items, p->nitems, &p->items_cap, sizeof(FetchItem));
+	it = &p->items[p->nitems++];
+	memset(it, 0, sizeof(*it));
+	return it;
+}
+
+HTAB *
+resolve_threads(SyncState *s, ThreadFinal *threads, int n)
 {
 	char	  **ids = palloc(sizeof(char *) * Max(n, 1));
 	char	  **new_ids = palloc(sizeof(char *) * Max(n, 1));
@@ -28,7 +64,6 @@ resolve_threads(SyncState *s, ThreadFinal *threads, int n, int64 *stored_history
 	{
 		ThreadState *st = hash_search(states, ids[i], HASH_FIND, NULL);
 
-		stored_history[i] = (st && st->has_history) ? st->history_id : 0;
 		if (st)
 			threads[i].id = st->id;
 		else
@@ -43,11 +78,23 @@ resolve_threads(SyncState *s, ThreadFinal *threads, int n, int64 *stored_history
 	for (i = 0, nnew = 0; i < n; i++)
 		if (threads[i].was_new)
 			threads[i].id = new_rows[nnew++];
-	hash_destroy(states);
 	pfree(ids);
 	pfree(new_ids);
 	pfree(new_snips);
 	pfree(new_rows);
+	return states;
+}
+
+void
+plan_execute(SyncState *s, SyncPlan *p)
+{
+	int			i;
+
+	for (i = 0; i < p->nitems; i++)
+		if (!p->items[i].stored)
+			p->items[i].thread_id = p->threads[p->items[i].thread_index].id;
+	fetch_and_store(s, p->items, p->nitems);
+	store_finalize_threads(s->mb.id, p->threads, p->nthreads, thread_report, s);
 }
 
 void

@@ -13,7 +13,8 @@
 #     answers: a recorded failed run, no row stored, nothing cached, and
 #     SELECT * of every table and pg_dump still work afterwards;
 #   - every remote-failure kind has the SQLSTATE the README lists (an
-#     oversized answer is 08P01).
+#     oversized answer is 08P01);
+#   - a message or thread id too long to be Gmail's is an unreadable answer.
 # Each case syncs a fresh mailbox of its own in the double, in one database,
 # with request_timeout_ms 1500, max_retries 1 (0 where the retry is not the
 # point) and the quota budget off (pagination runs at full speed).  A
@@ -297,6 +298,28 @@ check "messages.get internalDate out of range, max_retries 1: retried once" "$fi
 run full 7 '{"email":"@EMAIL@","endpoint":"profile","kind":"body","count":-1,"body":[{"text":"{\"a\":\""},{"text":"x","repeat":2097152},{"text":"\"}"}]}' \
 	"SET gmail_ingest.max_response_mb = 1;"
 expect_failed "profile answer beyond max_response_mb" 08P01
+
+# ------------------------------------------------- 4. ids too long to be Gmail's
+# An id of 300 characters (Gmail's have 16) is an unreadable answer wherever a
+# listing or the history gives it, backfill staging included: never a key cut
+# short, never a row.
+LONG_ID=$(printf 'x%.0s' $(seq 1 300))
+long_messages() {  # long_messages ID THREAD_ID: a messages.list page
+	body messages.list -1 "{\"messages\":[{\"id\":\"$1\",\"threadId\":\"$2\"}]}"
+}
+while IFS='|' read -r name pre call rules; do
+	[ -n "$name" ] || continue
+	SYNC_CALL=${call:-} run "$pre" 7 "$rules" "$R0"
+	expect_failed "$name" 08P01
+	check "$name: the error says the id is too long" \
+		"$(grep -q 'id too long to be one' <<<"$error" && echo yes || echo "no: $error")" yes
+done <<EOF
+threads.list thread id of 300 characters|full||$(body threads.list -1 "{\"threads\":[{\"id\":\"$LONG_ID\",\"historyId\":\"5\",\"snippet\":\"x\"}]}")
+messages.list message id of 300 characters|full||[$(listed messages.list)$(long_messages "$LONG_ID" a1)]
+messages.list thread id of 300 characters|full||[$(listed messages.list)$(long_messages b1 "$LONG_ID")]
+gmail_backfill, messages.list message id of 300 characters|full|CALL gmail_ingest.gmail_backfill(@MB@, @DAYS@, 500);|[$(listed messages.list)$(long_messages "$LONG_ID" a1)]
+history.list message id of 300 characters|inc||$(body history.list -1 "{\"history\":[{\"id\":\"7\",\"messagesAdded\":[{\"message\":{\"id\":\"$LONG_ID\",\"threadId\":\"a9\",\"labelIds\":[\"INBOX\"]}}]}],\"historyId\":\"99999999\"}")
+EOF
 
 # Every table stays readable, and pg_dump works.
 bad_tables=""

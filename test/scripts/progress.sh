@@ -14,7 +14,8 @@ expected=$($DQ window-count $email 7)
 
 # Each download waits 20 ms, so the sync lasts a few seconds.
 $DQ faults '[{"endpoint": "messages.get", "kind": "delay", "ms": 20, "count": -1}]'
-psql -X -d $db -c "SELECT status FROM gmail_ingest.gmail_sync($mb, 7)" >"$GI_WORK/progress.out" 2>&1 &
+# SHOW_CONTEXT: the run's context line names the mailbox each NOTICE is about.
+psql -X -d $db -v SHOW_CONTEXT=always -c "SELECT status FROM gmail_ingest.gmail_sync($mb, 7)" >"$GI_WORK/progress.out" 2>&1 &
 caller=$!
 waits=0
 for _ in $(seq 1 100); do
@@ -26,11 +27,12 @@ done
 wait $caller
 $DQ clear-faults
 
-notices=$(grep -c "NOTICE:  gmail_sync: mailbox $mb: [0-9]* of $expected messages done" "$GI_WORK/progress.out" || true)
+notices=$(grep -A1 "^NOTICE:  [0-9]* of $expected messages done$" "$GI_WORK/progress.out" |
+	grep -c "^CONTEXT:  syncing mailbox $mb, run [0-9]*$" || true)
 check "sync succeeded" "$(grep -c succeeded "$GI_WORK/progress.out")" 1
 check "pg_stat_activity showed the backend waiting on the network" "$([ "$waits" -ge 3 ] && echo yes)" yes
 check "progress NOTICEs at a bounded rate (one per 500 messages or 5 s, plus the last)" \
 	"$([ "$notices" -ge 2 ] && [ "$notices" -le $((expected / 500 + 3)) ] && echo yes)" yes
-grep NOTICE "$GI_WORK/progress.out" | head -5
+grep -A1 NOTICE "$GI_WORK/progress.out" | head -6
 dropdb $db
 finish

@@ -93,7 +93,7 @@ faults_off() {
 # statement_timeout = MS, 1 by pg_cancel_backend after MS; writes the outcome
 # and verify() to $OUT/I.ROUND.
 soak_sync() {
-	local i=$1 r=$2 force=$3 dice=$4 ms=$5 app="gi_soak_${1}_$2" how="" timeout_sql="" canceller="" out err outcome
+	local i=$1 r=$2 force=$3 dice=$4 ms=$5 app="gi_soak_${1}_$2" how="" timeout_sql="" canceller="" out err outcome verified
 	if [ "$dice" -eq 0 ]; then
 		how="statement_timeout"
 		timeout_sql="SET statement_timeout = $ms;"
@@ -106,11 +106,12 @@ soak_sync() {
 	out=$(PGAPPNAME=$app timeout 120 psql -X -q -At -F'|' -d $DB 2>"$OUT/$i.$r.err" <<-SQL
 		$timeout_sql
 		SELECT status FROM gmail_ingest.gmail_sync(${MB[i]}, 7, $force);
-		RESET statement_timeout;
-		SELECT 'verify', bool_and(ok) FROM gmail_ingest.verify(${MB[i]});
 	SQL
 	)
 	[ -n "$canceller" ] && wait "$canceller"
+	# verify() once the canceller is done, in a session of its own: a cancel
+	# timed for a sync that ended sooner must not land on verify() instead.
+	verified=$(q $DB "SELECT bool_and(ok) FROM gmail_ingest.verify(${MB[i]})")
 	err=$(grep -E '^(ERROR|FATAL|PANIC|psql)' "$OUT/$i.$r.err" | grep -v 'WARNING' | head -3 | tr '\n' ' ')
 	case "$out|$err" in
 		succeeded*) outcome=succeeded ;;
@@ -118,7 +119,7 @@ soak_sync() {
 		*"canceling statement due to statement timeout"*|*"canceling statement due to user request"*) outcome=cancelled ;;
 		*) outcome="unexpected: $out $err" ;;
 	esac
-	echo "$outcome|${how:-none}|$(grep '^verify|' <<<"$out" | cut -d'|' -f2)" >"$OUT/$i.$r"
+	echo "$outcome|${how:-none}|$verified" >"$OUT/$i.$r"
 }
 
 round() {  # round R FORCE MAX_CANCEL_MS: cancels land within the syncs' usual length

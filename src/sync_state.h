@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ * sync_state.h
+ *	  The state of one sync of one mailbox, shared by the entry point that
+ *	  fills it, the dispatcher and the plans that work on it.
+ *
+ * Settings reach the sync as plain values the entry point copies in, so
+ * no sync file reads a GUC global (SPEC 2a: a layer never includes a
+ * header of a layer above it).
+ *-------------------------------------------------------------------------
+ */
+#ifndef GMAIL_INGEST_SYNC_STATE_H
+#define GMAIL_INGEST_SYNC_STATE_H
+
+#include "gmail_api.h"
+#include "http.h"
+#include "store.h"
+
+typedef struct SyncState
+{
+	MailboxInfo mb;
+	int			days;
+	bool		force_full;
+	int			backfill_batch;	/* > 0: one gmail_backfill step of this size */
+	const char *mode;			/* "full" or "incremental" */
+	int64		run_id;
+	TimestampTz window_start;
+	bool		fell_back;		/* incremental fell back to full */
+
+	/* settings, as read when the sync started */
+	bool		store_raw;		/* keep each raw message as a blob */
+	int			max_concurrency;	/* transfers in flight at once */
+
+	HttpClient *api_http;
+	HttpClient *token_http;
+	GmailClient *gmail;
+	MemoryContext item_cxt;		/* reset after each message */
+
+	RunCounters counters;
+	int			token_retries;	/* retries at the OAuth token endpoint */
+	int64		profile_history_id;	/* the profile's, read before anything else */
+	int64		new_history_id;
+	bool		has_new_history;
+
+	/* progress NOTICEs */
+	int64		done;
+	int64		todo;
+	TimestampTz last_progress;
+} SyncState;
+
+#endif
