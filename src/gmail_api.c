@@ -205,23 +205,6 @@ budget_admit(void *arg, HttpRequest *req)
 
 /* --------------------------------------------------------------------- */
 
-static void
-append_escaped(StringInfo buf, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-
-	for (; *s; s++)
-	{
-		unsigned char ch = (unsigned char) *s;
-
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-			(ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~')
-			appendStringInfoChar(buf, (char) ch);
-		else
-			appendStringInfo(buf, "%%%c%c", hex[ch >> 4], hex[ch & 15]);
-	}
-}
-
 static char *
 build_url(GmailCall *call)
 {
@@ -242,29 +225,29 @@ build_url(GmailCall *call)
 			appendStringInfo(&u, "%s?maxResults=%d&fields=",
 							 call->method == GM_MESSAGES_LIST ? "messages" : "threads",
 							 LIST_PAGE_SIZE);
-			append_escaped(&u, call->method == GM_MESSAGES_LIST
+			http_percent_encode(&u, call->method == GM_MESSAGES_LIST
 						   ? "messages(id,threadId),nextPageToken"
 						   : "threads(id,historyId,snippet),nextPageToken");
 			if (call->query)
 			{
 				appendStringInfoString(&u, "&q=");
-				append_escaped(&u, call->query);
+				http_percent_encode(&u, call->query);
 			}
 			if (call->page_token)
 			{
 				appendStringInfoString(&u, "&pageToken=");
-				append_escaped(&u, call->page_token);
+				http_percent_encode(&u, call->page_token);
 			}
 			break;
 		case GM_MESSAGE_RAW:
 		case GM_MESSAGE_MINIMAL:
 			appendStringInfoString(&u, "messages/");
-			append_escaped(&u, call->id);
+			http_percent_encode(&u, call->id);
 			appendStringInfoString(&u, call->method == GM_MESSAGE_RAW ? "?format=raw" : "?format=minimal");
 			break;
 		case GM_THREAD_MINIMAL:
 			appendStringInfoString(&u, "threads/");
-			append_escaped(&u, call->id);
+			http_percent_encode(&u, call->id);
 			appendStringInfoString(&u, "?format=minimal");
 			break;
 		case GM_HISTORY_LIST:
@@ -273,7 +256,7 @@ build_url(GmailCall *call)
 			if (call->page_token)
 			{
 				appendStringInfoString(&u, "&pageToken=");
-				append_escaped(&u, call->page_token);
+				http_percent_encode(&u, call->page_token);
 			}
 			break;
 		default:

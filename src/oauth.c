@@ -19,34 +19,13 @@
 #include "settings.h"
 
 static void
-append_form_escaped(StringInfo buf, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-
-	for (; *s; s++)
-	{
-		unsigned char c = (unsigned char) *s;
-
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~')
-			appendStringInfoChar(buf, (char) c);
-		else
-		{
-			appendStringInfoChar(buf, '%');
-			appendStringInfoChar(buf, hex[c >> 4]);
-			appendStringInfoChar(buf, hex[c & 15]);
-		}
-	}
-}
-
-static void
 append_field(StringInfo buf, const char *name, const char *value)
 {
 	if (buf->len > 0)
 		appendStringInfoChar(buf, '&');
 	appendStringInfoString(buf, name);
 	appendStringInfoChar(buf, '=');
-	append_form_escaped(buf, value);
+	http_percent_encode(buf, value);
 }
 
 /* Printable, bounded copy of a server-supplied string for an error text. */
