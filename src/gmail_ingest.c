@@ -67,12 +67,17 @@ static const char *
 token_source(void *arg, bool force)
 {
 	SyncState  *s = (SyncState *) arg;
+	OAuthOptions o;
 	OAuthToken	t;
 
 	if (!force && s->mb.access_token != NULL &&
 		s->mb.access_expires_at > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TOKEN_MARGIN_MS))
 		return s->mb.access_token;
-	t = oauth_refresh(s->token_http, s->mb.refresh_token, &s->token_retries);
+	o.token_url = gi_oauth_token_url;
+	o.client_id = gi_client_id;
+	o.client_secret = gi_client_secret;
+	o.max_retries = gi_max_retries;
+	t = oauth_refresh(s->token_http, &o, s->mb.refresh_token, &s->token_retries);
 	store_save_access_token(s->mb.id, t.access_token, t.expires_at);
 	s->mb.access_token = t.access_token;
 	s->mb.access_expires_at = t.expires_at;

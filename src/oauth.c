@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * oauth.c
- *	  The refresh-token grant against gmail_ingest.oauth_token_url.
+ *	  The refresh-token grant against the OAuth token endpoint
+ *	  (gmail_ingest.oauth_token_url, passed in as OAuthOptions).
  *
  * Secrets (refresh token, client secret, access token) go into the request
  * body or come out of the response and nowhere else: errors quote only
@@ -16,7 +17,6 @@
 #include "oauth.h"
 #include "remote_error.h"
 #include "retry_policy.h"
-#include "settings.h"
 
 static void
 append_field(StringInfo buf, const char *name, const char *value)
@@ -85,7 +85,8 @@ token_problem(JsonNode *doc, int64 *expires_in)
 }
 
 OAuthToken
-oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
+oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_token,
+			  int *retries)
 {
 	StringInfoData form;
 	HttpRequest req;
@@ -94,8 +95,8 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 	long		wait = 0;
 
 	initStringInfo(&form);
-	append_field(&form, "client_id", gi_client_id);
-	append_field(&form, "client_secret", gi_client_secret);
+	append_field(&form, "client_id", opts->client_id);
+	append_field(&form, "client_secret", opts->client_secret);
 	append_field(&form, "refresh_token", refresh_token);
 	append_field(&form, "grant_type", "refresh_token");
 
@@ -111,7 +112,7 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		bool		retryable;
 
 		memset(&req, 0, sizeof(req));
-		req.url = gi_oauth_token_url;
+		req.url = opts->token_url;
 		req.post_fields = form.data;
 		if (wait > 0)
 			req.not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
@@ -181,7 +182,7 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 						   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
 								   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
 		}
-		if (retryable && attempt < gi_max_retries)
+		if (retryable && attempt < opts->max_retries)
 		{
 			wait = retry_wait_ms(attempt + 1, hint_ms);
 			if (retries)
