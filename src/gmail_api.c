@@ -19,7 +19,6 @@
 #include "json_tree.h"
 #include "remote_error.h"
 #include "retry_policy.h"
-#include "settings.h"
 #include "utf8_text.h"
 
 #define LIST_PAGE_SIZE GMAIL_LIST_PAGE_SIZE
@@ -45,6 +44,7 @@ typedef struct BudgetCharge
 struct GmailClient
 {
 	HttpClient *http;
+	GmailOptions opts;
 	GmailTokenSource token_source;
 	void	   *token_arg;
 	const char *token;
@@ -74,9 +74,9 @@ gmail_method_name(GmailMethod m)
 }
 
 static int
-method_cost(GmailMethod m)
+method_cost(const GmailClient *client, GmailMethod m)
 {
-	const QuotaCosts *c = gi_costs();
+	const GmailQuotaCosts *c = &client->opts.costs;
 
 	switch (m)
 	{
@@ -99,11 +99,14 @@ method_cost(GmailMethod m)
 }
 
 GmailClient *
-gmail_client_create(HttpClient *http, GmailTokenSource token_source, void *token_arg)
+gmail_client_create(HttpClient *http, const GmailOptions *opts,
+					GmailTokenSource token_source, void *token_arg)
 {
 	GmailClient *c = palloc0(sizeof(GmailClient));
 
 	c->http = http;
+	c->opts = *opts;
+	c->opts.api_base_url = pstrdup(opts->api_base_url);
 	c->token_source = token_source;
 	c->token_arg = token_arg;
 	c->cxt = CurrentMemoryContext;
@@ -174,8 +177,8 @@ budget_admit(void *arg, HttpRequest *req)
 {
 	GmailClient *c = (GmailClient *) arg;
 	GmailCall  *call = (GmailCall *) req->opaque;
-	int			limit = gi_quota_units_per_minute;
-	int			units = method_cost(call->method);
+	int			limit = c->opts.quota_units_per_minute;
+	int			units = method_cost(c, call->method);
 	TimestampTz now = GetCurrentTimestamp();
 	int			in_window;
 	int			i;
@@ -206,10 +209,9 @@ budget_admit(void *arg, HttpRequest *req)
 /* --------------------------------------------------------------------- */
 
 static char *
-build_url(GmailCall *call)
+build_url(const char *base, GmailCall *call)
 {
 	StringInfoData u;
-	const char *base = gi_api_base_url;
 	int			blen = strlen(base);
 
 	initStringInfo(&u);
@@ -289,7 +291,7 @@ gmail_submit(GmailClient *c, GmailCall *call)
 	call->not_found = false;
 	call->history_expired = false;
 	call->result_cxt = NULL;
-	call->url = build_url(call);
+	call->url = build_url(c->opts.api_base_url, call);
 	start_attempt(c, call, 0);
 	MemoryContextSwitchTo(old);
 }
@@ -378,7 +380,7 @@ retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 					   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
 							   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
 	}
-	if (call->attempt >= gi_max_retries)
+	if (call->attempt >= c->opts.max_retries)
 	{
 		if (hint_ms > 0)
 			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
@@ -752,7 +754,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 	c->stats.bytes_downloaded += r->bytes_downloaded;
 	/* Gmail charges what it admits: not a 401, nor a request it refused as over the limit. */
 	if (r->transport_failed || (r->status != 401 && r->status != 429))
-		c->stats.quota_units += method_cost(call->method);
+		c->stats.quota_units += method_cost(c, call->method);
 
 	if (r->transport_failed)
 	{
@@ -760,7 +762,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 			remote_failure(RF_PROTOCOL,
 						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
 								  gmail_method_name(call->method)),
-						   errdetail("The answer was longer than %d MB.", gi_max_response_mb));
+						   errdetail("The answer was longer than %d MB.", c->opts.max_response_mb));
 		if (r->permanent)
 			remote_failure(RF_NETWORK,
 						   errmsg("Gmail %s failed", gmail_method_name(call->method)),

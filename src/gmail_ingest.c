@@ -153,6 +153,20 @@ make_http(MemoryContext cxt, int concurrency)
 	return http_client_create(cxt, &o);
 }
 
+static GmailClient *
+make_gmail(SyncState *s)
+{
+	GmailOptions o;
+
+	memset(&o, 0, sizeof(o));
+	o.api_base_url = gi_api_base_url;
+	o.max_retries = gi_max_retries;
+	o.quota_units_per_minute = gi_quota_units_per_minute;
+	o.costs = *gi_costs();
+	o.max_response_mb = gi_max_response_mb;
+	return gmail_client_create(s->api_http, &o, token_source, s);
+}
+
 static void
 copy_stats(SyncState *s)
 {
@@ -214,7 +228,7 @@ run_sync(FunctionCallInfo fcinfo, int backfill_batch)
 
 	s->api_http = make_http(sync_cxt, gi_max_concurrency);
 	s->token_http = make_http(sync_cxt, 1);
-	s->gmail = gmail_client_create(s->api_http, token_source, s);
+	s->gmail = make_gmail(s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 
 	remote_failure_clear();
