@@ -157,12 +157,7 @@ oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_to
 			(!req.transport_failed && req.status == 200);	/* an unreadable 200 */
 		/* Hints come with error answers; an unreadable 200 is retried on backoff alone. */
 		if (!req.transport_failed && req.status != 200)
-		{
-			if (req.retry_after_secs >= 0)
-				hint_ms = (long) (req.retry_after_secs * 1000);
-			if (retry_hint_from_text(desc) > hint_ms)
-				hint_ms = retry_hint_from_text(desc);
-		}
+			hint_ms = retry_hint_ms(req.retry_after_secs, desc);
 
 		/*
 		 * A retry hint beyond what a sync waits for: fail now, keeping the
