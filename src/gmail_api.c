@@ -15,13 +15,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "gmail_api.h"
+#include "gmail_api_int.h"
 #include "json_tree.h"
 #include "remote_error.h"
 #include "retry_policy.h"
 #include "utf8_text.h"
-
-#define LIST_PAGE_SIZE GMAIL_LIST_PAGE_SIZE
 
 /*
  * Ranges of the numbers Gmail sends.  A number outside its range makes the
@@ -32,14 +30,6 @@
  */
 #define INTERNAL_DATE_MIN_MS	INT64CONST(-2208988800000)
 #define INTERNAL_DATE_MAX_MS	INT64CONST(253402300799999)
-#define BUDGET_WINDOW_MS 61000
-
-/* One charge against the per-minute budget, kept in a ring. */
-typedef struct BudgetCharge
-{
-	TimestampTz at;
-	int			units;
-} BudgetCharge;
 
 struct GmailClient
 {
@@ -51,15 +41,8 @@ struct GmailClient
 	int			token_generation;
 	MemoryContext cxt;
 	GmailStats	stats;
-
-	BudgetCharge *charges;		/* ring buffer, oldest first */
-	int			charge_head;
-	int			charge_count;
-	int			charge_cap;
-	int			units_in_window;
+	GmailBudget budget;
 };
-
-static long budget_admit(void *arg, HttpRequest *req);
 
 static const char *const method_names[GM__COUNT] = {
 	"users.getProfile", "users.messages.list", "users.threads.list",
@@ -71,31 +54,6 @@ const char *
 gmail_method_name(GmailMethod m)
 {
 	return (m >= 0 && m < GM__COUNT) ? method_names[m] : "unknown";
-}
-
-static int
-method_cost(const GmailClient *client, GmailMethod m)
-{
-	const GmailQuotaCosts *c = &client->opts.costs;
-
-	switch (m)
-	{
-		case GM_PROFILE:
-			return c->profile;
-		case GM_MESSAGES_LIST:
-			return c->messages_list;
-		case GM_THREADS_LIST:
-			return c->threads_list;
-		case GM_MESSAGE_RAW:
-		case GM_MESSAGE_MINIMAL:
-			return c->messages_get;
-		case GM_THREAD_MINIMAL:
-			return c->threads_get;
-		case GM_HISTORY_LIST:
-			return c->history_list;
-		default:
-			return 0;
-	}
 }
 
 GmailClient *
@@ -110,9 +68,8 @@ gmail_client_create(HttpClient *http, const GmailOptions *opts,
 	c->token_source = token_source;
 	c->token_arg = token_arg;
 	c->cxt = CurrentMemoryContext;
-	c->charge_cap = 256;
-	c->charges = palloc(sizeof(BudgetCharge) * c->charge_cap);
-	http_set_admission(http, budget_admit, c);
+	gmail_budget_init(&c->budget, opts->quota_units_per_minute, &opts->costs);
+	http_set_admission(http, gmail_budget_admit, &c->budget);
 	return c;
 }
 
@@ -120,151 +77,6 @@ const GmailStats *
 gmail_stats(GmailClient *client)
 {
 	return &client->stats;
-}
-
-/* ---------------------------------------------------------------------
- * Quota budget: a sliding window the way Gmail counts, a second longer than
- * Gmail's minute because Gmail books a request when it arrives, a little
- * after we send it.  Charges are booked in send order, so the ring stays
- * sorted by time.
- * ---------------------------------------------------------------------
- */
-static void
-budget_expire(GmailClient *c, TimestampTz now)
-{
-	while (c->charge_count > 0)
-	{
-		BudgetCharge *oldest = &c->charges[c->charge_head];
-
-		if (oldest->at > TimestampTzPlusMilliseconds(now, -BUDGET_WINDOW_MS))
-			break;
-		c->units_in_window -= oldest->units;
-		c->charge_head = (c->charge_head + 1) % c->charge_cap;
-		c->charge_count--;
-	}
-}
-
-static void
-budget_record(GmailClient *c, TimestampTz at, int units)
-{
-	if (c->charge_count == c->charge_cap)
-	{
-		int			ncap = c->charge_cap * 2;
-		BudgetCharge *n = palloc(sizeof(BudgetCharge) * ncap);
-		int			i;
-
-		for (i = 0; i < c->charge_count; i++)
-			n[i] = c->charges[(c->charge_head + i) % c->charge_cap];
-		pfree(c->charges);
-		c->charges = n;
-		c->charge_cap = ncap;
-		c->charge_head = 0;
-	}
-	c->charges[(c->charge_head + c->charge_count) % c->charge_cap].at = at;
-	c->charges[(c->charge_head + c->charge_count) % c->charge_cap].units = units;
-	c->charge_count++;
-	c->units_in_window += units;
-}
-
-/*
- * Admission of a call about to be sent: it may start when the units spent
- * in the preceding window plus its own stay within the limit; it is booked
- * at that moment, the real send time, so the local window never forgets a
- * unit Gmail still counts.  Otherwise: the ms until enough units expire.
- */
-static long
-budget_admit(void *arg, HttpRequest *req)
-{
-	GmailClient *c = (GmailClient *) arg;
-	GmailCall  *call = (GmailCall *) req->opaque;
-	int			limit = c->opts.quota_units_per_minute;
-	int			units = method_cost(c, call->method);
-	TimestampTz now = GetCurrentTimestamp();
-	int			in_window;
-	int			i;
-
-	if (limit <= 0 || units <= 0)
-		return 0;
-	if (units > limit)
-		units = limit;
-	budget_expire(c, now);
-	if (c->units_in_window + units <= limit)
-	{
-		budget_record(c, now, units);
-		return 0;
-	}
-	in_window = c->units_in_window;
-	for (i = 0; i < c->charge_count; i++)
-	{
-		BudgetCharge *ch = &c->charges[(c->charge_head + i) % c->charge_cap];
-
-		in_window -= ch->units;
-		if (in_window + units <= limit)
-			return Max(1, TimestampDifferenceMilliseconds(now,
-														  TimestampTzPlusMilliseconds(ch->at, BUDGET_WINDOW_MS)) + 1);
-	}
-	return 1000;				/* not reached: the window can always empty */
-}
-
-/* --------------------------------------------------------------------- */
-
-static char *
-build_url(const char *base, GmailCall *call)
-{
-	StringInfoData u;
-	int			blen = strlen(base);
-
-	initStringInfo(&u);
-	appendBinaryStringInfo(&u, base, (blen > 0 && base[blen - 1] == '/') ? blen - 1 : blen);
-	appendStringInfoString(&u, "/gmail/v1/users/me/");
-	switch (call->method)
-	{
-		case GM_PROFILE:
-			appendStringInfoString(&u, "profile");
-			break;
-		case GM_MESSAGES_LIST:
-		case GM_THREADS_LIST:
-			appendStringInfo(&u, "%s?maxResults=%d&fields=",
-							 call->method == GM_MESSAGES_LIST ? "messages" : "threads",
-							 LIST_PAGE_SIZE);
-			http_percent_encode(&u, call->method == GM_MESSAGES_LIST
-						   ? "messages(id,threadId),nextPageToken"
-						   : "threads(id,historyId,snippet),nextPageToken");
-			if (call->query)
-			{
-				appendStringInfoString(&u, "&q=");
-				http_percent_encode(&u, call->query);
-			}
-			if (call->page_token)
-			{
-				appendStringInfoString(&u, "&pageToken=");
-				http_percent_encode(&u, call->page_token);
-			}
-			break;
-		case GM_MESSAGE_RAW:
-		case GM_MESSAGE_MINIMAL:
-			appendStringInfoString(&u, "messages/");
-			http_percent_encode(&u, call->id);
-			appendStringInfoString(&u, call->method == GM_MESSAGE_RAW ? "?format=raw" : "?format=minimal");
-			break;
-		case GM_THREAD_MINIMAL:
-			appendStringInfoString(&u, "threads/");
-			http_percent_encode(&u, call->id);
-			appendStringInfoString(&u, "?format=minimal");
-			break;
-		case GM_HISTORY_LIST:
-			appendStringInfo(&u, "history?maxResults=%d&startHistoryId=" INT64_FORMAT,
-							 LIST_PAGE_SIZE, call->start_history_id);
-			if (call->page_token)
-			{
-				appendStringInfoString(&u, "&pageToken=");
-				http_percent_encode(&u, call->page_token);
-			}
-			break;
-		default:
-			elog(ERROR, "unknown Gmail method %d", (int) call->method);
-	}
-	return u.data;
 }
 
 static void
@@ -291,7 +103,7 @@ gmail_submit(GmailClient *c, GmailCall *call)
 	call->not_found = false;
 	call->history_expired = false;
 	call->result_cxt = NULL;
-	call->url = build_url(c->opts.api_base_url, call);
+	call->url = gmail_url(c->opts.api_base_url, call);
 	start_attempt(c, call, 0);
 	MemoryContextSwitchTo(old);
 }
@@ -754,7 +566,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 	c->stats.bytes_downloaded += r->bytes_downloaded;
 	/* Gmail charges what it admits: not a 401, nor a request it refused as over the limit. */
 	if (r->transport_failed || (r->status != 401 && r->status != 429))
-		c->stats.quota_units += method_cost(c, call->method);
+		c->stats.quota_units += gmail_budget_cost(&c->budget, call->method);
 
 	if (r->transport_failed)
 	{
