@@ -1,35 +1,21 @@
 /*-------------------------------------------------------------------------
  * gmail_api.c
- *	  Gmail REST endpoints: URLs, answers -> structs, error classification,
- *	  retries with backoff, the client-side quota budget, refresh on 401.
+ *	  The Gmail client: calls submitted and completed, answers -> structs,
+ *	  retries with backoff, token refresh on 401, the counters of a sync.
  *
- * Errors are classified by Gmail's error.errors[].reason, not by status
- * alone: a 403 may be a rate limit (retry) or a permission problem (never
- * retry).  Backoff waits are not sleeps: a retried request is queued with a
- * start time, so other transfers go on and a cancel is seen at once.
+ * What an error answer means is decided in gmail_error.c; this file acts
+ * on it.  Backoff
+ * waits are not sleeps: a retried request is queued with a start time, so
+ * other transfers go on and a cancel is seen at once.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "gmail_api_int.h"
-#include "json_tree.h"
-#include "remote_error.h"
 #include "retry_policy.h"
-#include "utf8_text.h"
-
-/*
- * Ranges of the numbers Gmail sends.  A number outside its range makes the
- * answer unreadable (RF_PROTOCOL), like invalid JSON, so it never reaches a
- * row: a timestamp PostgreSQL cannot print would break SELECT * and
- * pg_dump of the whole table.  internalDate: 1900-01-01 to 9999-12-31 in
- * epoch ms (imported mail may predate 1970; nothing predates 1900).
- */
-#define INTERNAL_DATE_MIN_MS	INT64CONST(-2208988800000)
-#define INTERNAL_DATE_MAX_MS	INT64CONST(253402300799999)
 
 struct GmailClient
 {
@@ -114,59 +100,6 @@ gmail_pending(GmailClient *c)
 	return http_pending(c->http);
 }
 
-/* ------------------------------------------------------------------ */
-
-/*
- * Printable, bounded copy of server text for an error message: valid UTF-8
- * (it is stored in sync_runs.error), cut on a character boundary.
- */
-static char *
-safe_text(const char *s)
-{
-	size_t		len = s ? strnlen(s, 1200) : 0;
-	char	   *t = palloc(utf8_text_repaired_len(s, len) + 1);
-	size_t		n = utf8_text_repair_into(s, len, t);
-	size_t		i;
-
-	n = utf8_text_clip(t, n, 300);
-	t[n] = '\0';
-	for (i = 0; i < n; i++)
-		if ((unsigned char) t[i] < 32 || t[i] == 127)
-			t[i] = ' ';
-	return t;
-}
-
-static const char *
-first_reason(JsonNode *err)
-{
-	JsonNode   *errors = json_get(err, "errors");
-	int			i;
-
-	for (i = 0; i < json_len(errors); i++)
-	{
-		const char *r = json_get_str(json_at(errors, i), "reason");
-
-		if (r)
-			return r;
-	}
-	/* The v2 error format carries the reason in details[].reason. */
-	errors = json_get(err, "details");
-	for (i = 0; i < json_len(errors); i++)
-	{
-		const char *r = json_get_str(json_at(errors, i), "reason");
-
-		if (r)
-			return r;
-	}
-	return NULL;
-}
-
-static bool
-reason_is(const char *reason, const char *what)
-{
-	return reason != NULL && strcmp(reason, what) == 0;
-}
-
 static void
 retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 			  const char *what)
@@ -196,15 +129,11 @@ retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 	{
 		if (hint_ms > 0)
 			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
-		if (kind == RF_NETWORK)
-			remote_failure(kind,
-						   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
-								  call->attempt + 1),
-						   errdetail_internal("%s", what));
+		/* curl's own text goes in errdetail_internal, as library text does. */
 		remote_failure(kind,
 					   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
 							  call->attempt + 1),
-					   errdetail("%s", what));
+					   kind == RF_NETWORK ? errdetail_internal("%s", what) : errdetail("%s", what));
 	}
 	call->attempt++;
 	c->stats.retries++;
@@ -213,7 +142,15 @@ retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 	start_attempt(c, call, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait));
 }
 
-/* ------------------------------------------------------------------ */
+/*
+ * Ranges of the numbers Gmail sends.  A number outside its range makes the
+ * answer unreadable (RF_PROTOCOL), like invalid JSON, so it never reaches a
+ * row: a timestamp PostgreSQL cannot print would break SELECT * and
+ * pg_dump of the whole table.  internalDate: 1900-01-01 to 9999-12-31 in
+ * epoch ms (imported mail may predate 1970; nothing predates 1900).
+ */
+#define INTERNAL_DATE_MIN_MS	INT64CONST(-2208988800000)
+#define INTERNAL_DATE_MAX_MS	INT64CONST(253402300799999)
 
 static void
 parse_labels(JsonNode *msg, GmailMessage *m, const char *key)
@@ -355,6 +292,48 @@ add_history_events(GmailCall *call, JsonNode *rec, const char *key, HistoryChang
 	}
 }
 
+/* threads.list items; one without an id or a usable historyId is skipped. */
+static GmailThreadItem *
+parse_thread_array(JsonNode *arr, int *count, const char **why)
+{
+	int			n = json_len(arr);
+	GmailThreadItem *out = palloc0(sizeof(GmailThreadItem) * Max(n, 1));
+	int			i,
+				k = 0;
+
+	for (i = 0; i < n && *why == NULL; i++)
+	{
+		JsonNode   *t = json_at(arr, i);
+		GmailThreadItem *ti = &out[k];
+
+		ti->id = (char *) json_get_str(t, "id");
+		if (ti->id == NULL || !get_history_id(t, "historyId", &ti->history_id, why))
+			continue;
+		ti->snippet = (char *) json_get_str(t, "snippet");
+		k++;
+	}
+	*count = k;
+	return out;
+}
+
+/* history.list records -> call->events, in Gmail's order. */
+static void
+parse_history(GmailCall *call, JsonNode *hist, const char **why)
+{
+	int			cap = 0,
+				i;
+
+	for (i = 0; i < json_len(hist) && *why == NULL; i++)
+	{
+		JsonNode   *rec = json_at(hist, i);
+
+		add_history_events(call, rec, "messagesAdded", HC_ADDED, &cap, why);
+		add_history_events(call, rec, "messagesDeleted", HC_DELETED, &cap, why);
+		add_history_events(call, rec, "labelsAdded", HC_LABELS_ADDED, &cap, why);
+		add_history_events(call, rec, "labelsRemoved", HC_LABELS_REMOVED, &cap, why);
+	}
+}
+
 /*
  * The "raw" member of a messages.get?format=raw answer is the whole message
  * in base64url, megabytes long.  It is decoded straight from the answer and
@@ -445,11 +424,36 @@ static const char *const gmail_exact_names[] = {
 static const JsonReadSpec gmail_read_spec = {gmail_read_names, gmail_exact_names};
 
 /*
+ * Parse a finished request's body into a JSON tree; a raw message's "raw"
+ * member is decoded first and cut out of the body (call->predecoded_raw).
+ */
+static JsonNode *
+gmail_parse_body(GmailCall *call, HttpRequest *r, char **perr)
+{
+	call->predecoded_raw = NULL;
+	if (r->body == NULL)
+		return NULL;
+	if (r->status == 200 && call->method == GM_MESSAGE_RAW)
+	{
+		size_t		vs,
+					ve;
+
+		if (find_top_level_string(r->body, r->body_len, "raw", &vs, &ve) &&
+			gmail_base64url_decode(r->body + vs, ve - vs, &call->predecoded_raw, &call->predecoded_len))
+		{
+			memmove(r->body + vs, r->body + ve, r->body_len - ve + 1);
+			r->body_len -= ve - vs;
+		}
+	}
+	return json_parse_members(r->body, (int) r->body_len, &gmail_read_spec, perr);
+}
+
+/*
  * Fill the call's results from a 200 answer; false if it is unusable, with
  * *why saying why when the JSON parsed but its content did not hold.
  */
 static bool
-parse_answer(GmailCall *call, JsonNode *doc, const char **why)
+gmail_parse_answer(GmailCall *call, JsonNode *doc, const char **why)
 {
 	bool		ok;
 
@@ -473,26 +477,9 @@ parse_answer(GmailCall *call, JsonNode *doc, const char **why)
 			ok = true;
 			break;
 		case GM_THREADS_LIST:
-			{
-				JsonNode   *arr = json_get(doc, "threads");
-				int			n = json_len(arr),
-							i;
-
-				call->threads = palloc0(sizeof(GmailThreadItem) * Max(n, 1));
-				for (i = 0; i < n && *why == NULL; i++)
-				{
-					JsonNode   *t = json_at(arr, i);
-					GmailThreadItem *ti = &call->threads[call->thread_count];
-
-					ti->id = (char *) json_get_str(t, "id");
-					if (ti->id == NULL || !get_history_id(t, "historyId", &ti->history_id, why))
-						continue;
-					ti->snippet = (char *) json_get_str(t, "snippet");
-					call->thread_count++;
-				}
-				ok = true;
-				break;
-			}
+			call->threads = parse_thread_array(json_get(doc, "threads"), &call->thread_count, why);
+			ok = true;
+			break;
 		case GM_MESSAGE_RAW:
 			if (call->predecoded_raw != NULL)
 			{
@@ -518,28 +505,63 @@ parse_answer(GmailCall *call, JsonNode *doc, const char **why)
 			ok = json_get_str(doc, "id") != NULL;
 			break;
 		case GM_HISTORY_LIST:
-			{
-				JsonNode   *hist = json_get(doc, "history");
-				int			cap = 0,
-							i;
-
-				for (i = 0; i < json_len(hist) && *why == NULL; i++)
-				{
-					JsonNode   *rec = json_at(hist, i);
-
-					add_history_events(call, rec, "messagesAdded", HC_ADDED, &cap, why);
-					add_history_events(call, rec, "messagesDeleted", HC_DELETED, &cap, why);
-					add_history_events(call, rec, "labelsAdded", HC_LABELS_ADDED, &cap, why);
-					add_history_events(call, rec, "labelsRemoved", HC_LABELS_REMOVED, &cap, why);
-				}
-				ok = get_history_id(doc, "historyId", &call->history_id, why);
-				break;
-			}
+			parse_history(call, json_get(doc, "history"), why);
+			ok = get_history_id(doc, "historyId", &call->history_id, why);
+			break;
 		default:
 			ok = false;
 			break;
 	}
 	return ok && *why == NULL;
+}
+
+/*
+ * The transfer failed before a complete answer: too large and permanent
+ * failures end the call, anything else is retried.
+ */
+static void
+transport_failed(GmailClient *c, GmailCall *call)
+{
+	HttpRequest *r = &call->http;
+
+	if (r->too_large)
+		remote_failure(RF_PROTOCOL,
+					   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
+							  gmail_method_name(call->method)),
+					   errdetail("The answer was longer than %d MB.", c->opts.max_response_mb));
+	if (r->permanent)
+		remote_failure(RF_NETWORK,
+					   errmsg("Gmail %s failed", gmail_method_name(call->method)),
+					   errdetail_internal("%s", r->error));
+	retry_or_fail(c, call, -1, RF_NETWORK,
+				  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
+}
+
+/*
+ * A 401: the token expired or was revoked.  Resend once with a fresh one;
+ * false when that was already done, and the refusal is final.
+ */
+static bool
+resend_with_fresh_token(GmailClient *c, GmailCall *call)
+{
+	if (call->token_generation != c->token_generation)
+	{
+		/* Another call refreshed the token meanwhile: use that one. */
+		start_attempt(c, call, 0);
+		return true;
+	}
+	if (!call->refreshed)
+	{
+		MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+		c->token = c->token_source(c->token_arg, true);
+		c->token_generation++;
+		MemoryContextSwitchTo(old);
+		call->refreshed = true;
+		start_attempt(c, call, 0);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -551,14 +573,12 @@ static bool
 handle_completion(GmailClient *c, GmailCall *call)
 {
 	HttpRequest *r = &call->http;
-	JsonNode   *doc = NULL;
-	JsonNode   *err = NULL;
-	const char *reason = NULL;
-	const char *gmsg = NULL;
+	JsonNode   *doc;
 	char	   *perr = NULL;
-	long		hint_ms = -1;
 	long		status;
 	double		retry_after;
+	GmailErrorAnswer ans;
+	RemoteFailure kind;
 	MemoryContext old;
 
 	c->stats.http_requests++;
@@ -570,37 +590,13 @@ handle_completion(GmailClient *c, GmailCall *call)
 
 	if (r->transport_failed)
 	{
-		if (r->too_large)
-			remote_failure(RF_PROTOCOL,
-						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
-								  gmail_method_name(call->method)),
-						   errdetail("The answer was longer than %d MB.", c->opts.max_response_mb));
-		if (r->permanent)
-			remote_failure(RF_NETWORK,
-						   errmsg("Gmail %s failed", gmail_method_name(call->method)),
-						   errdetail_internal("%s", r->error));
-		retry_or_fail(c, call, -1, RF_NETWORK,
-					  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
+		transport_failed(c, call);
 		return false;
 	}
 
 	call->result_cxt = AllocSetContextCreate(c->cxt, "gmail call result", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(call->result_cxt);
-	call->predecoded_raw = NULL;
-	if (r->body != NULL && r->status == 200 && call->method == GM_MESSAGE_RAW)
-	{
-		size_t		vs,
-					ve;
-
-		if (find_top_level_string(r->body, r->body_len, "raw", &vs, &ve) &&
-			gmail_base64url_decode(r->body + vs, ve - vs, &call->predecoded_raw, &call->predecoded_len))
-		{
-			memmove(r->body + vs, r->body + ve, r->body_len - ve + 1);
-			r->body_len -= ve - vs;
-		}
-	}
-	if (r->body != NULL)
-		doc = json_parse_members(r->body, (int) r->body_len, &gmail_read_spec, &perr);
+	doc = gmail_parse_body(call, r, &perr);
 	MemoryContextSwitchTo(old);
 	/* The tree holds copies of everything needed; the body can go now. */
 	status = r->status;
@@ -613,7 +609,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 		const char *why = NULL;
 
 		old = MemoryContextSwitchTo(call->result_cxt);
-		ok = parse_answer(call, doc, &why);
+		ok = gmail_parse_answer(call, doc, &why);
 		MemoryContextSwitchTo(old);
 		if (ok)
 			return true;
@@ -621,82 +617,33 @@ handle_completion(GmailClient *c, GmailCall *call)
 		retry_or_fail(c, call, -1, RF_PROTOCOL,
 					  psprintf("Gmail's answer to %s could not be read%s%s.",
 							   gmail_method_name(call->method),
-							   (perr || why) ? ": " : "", perr ? safe_text(perr) : why ? why : ""));
+							   (perr || why) ? ": " : "", perr ? gmail_safe_text(perr) : why ? why : ""));
 		return false;
 	}
 
-	err = json_get(doc, "error");
 	/* Copied out: the result context may be released before they are used. */
-	reason = first_reason(err);
-	reason = reason ? safe_text(reason) : NULL;
-	gmsg = json_get_str(err, "message");
-	gmsg = gmsg ? safe_text(gmsg) : "(no message)";
-	if (retry_after >= 0)
-		hint_ms = (long) (retry_after * 1000);
-	if (retry_hint_from_text(gmsg) > hint_ms)
-		hint_ms = retry_hint_from_text(gmsg);
-
-	if (status == 404 && (call->method == GM_MESSAGE_RAW || call->method == GM_MESSAGE_MINIMAL ||
-							 call->method == GM_THREAD_MINIMAL))
+	gmail_error_read(doc, status, retry_after, &ans);
+	switch (gmail_error_classify(call->method, &ans, &kind))
 	{
-		call->not_found = true;
-		return true;
-	}
-	if (status == 404 && call->method == GM_HISTORY_LIST)
-	{
-		call->history_expired = true;
-		return true;
-	}
-	if (status == 401)
-	{
-		gmail_call_release(call);
-		if (call->token_generation != c->token_generation)
-		{
-			/* Another call refreshed the token meanwhile: use that one. */
-			start_attempt(c, call, 0);
+		case GE_NOT_FOUND:
+			call->not_found = true;
+			return true;
+		case GE_HISTORY_EXPIRED:
+			call->history_expired = true;
+			return true;
+		case GE_REFRESH:
+			gmail_call_release(call);
+			if (resend_with_fresh_token(c, call))
+				return false;
+			break;
+		case GE_RETRY:
+			gmail_call_release(call);
+			retry_or_fail(c, call, ans.hint_ms, kind, gmail_error_describe(&ans));
 			return false;
-		}
-		if (!call->refreshed)
-		{
-			MemoryContext o2 = MemoryContextSwitchTo(c->cxt);
-
-			c->token = c->token_source(c->token_arg, true);
-			c->token_generation++;
-			MemoryContextSwitchTo(o2);
-			call->refreshed = true;
-			start_attempt(c, call, 0);
-			return false;
-		}
-		remote_failure(RF_AUTH,
-					   errmsg("Gmail %s refused a freshly refreshed access token (HTTP 401)",
-							  gmail_method_name(call->method)),
-					   errdetail("Gmail said: %s", gmsg));
+		case GE_FAIL:
+			break;
 	}
-	if (status == 429 || status >= 500 ||
-		(status == 403 && (reason_is(reason, "userRateLimitExceeded") ||
-							  reason_is(reason, "rateLimitExceeded") ||
-							  reason_is(reason, "quotaExceeded") ||
-							  reason_is(reason, "backendError"))))
-	{
-		gmail_call_release(call);
-		retry_or_fail(c, call, hint_ms,
-					  (status == 429 || status == 403) ? RF_RATE_LIMIT : RF_HTTP,
-					  psprintf("Gmail answered HTTP %ld%s%s: %s", status,
-							   reason ? ", reason " : "", reason ? reason : "", gmsg));
-		return false;
-	}
-	if (status == 403)
-		remote_failure(RF_PERMISSION,
-					   errmsg("Gmail %s was refused (HTTP 403%s%s)", gmail_method_name(call->method),
-							  reason ? ", " : "", reason ? reason : ""),
-					   errdetail("Gmail said: %s", gmsg),
-					   errhint("The token needs the https://www.googleapis.com/auth/gmail.readonly scope, "
-							   "without gmail.metadata."));
-	remote_failure(RF_HTTP,
-				   errmsg("Gmail %s answered HTTP %ld%s%s", gmail_method_name(call->method), status,
-						  reason ? ", reason " : "", reason ? reason : ""),
-				   errdetail("Gmail said: %s", gmsg));
-	return true;				/* not reached */
+	gmail_error_raise(call->method, &ans, kind);
 }
 
 GmailCall *
@@ -745,8 +692,6 @@ gmail_call_release(GmailCall *call)
 	call->events = NULL;
 	call->event_count = 0;
 }
-
-/* ------------------------------------------------------------------ */
 
 /* base64 and base64url digits -> values; 64 = skippable white space, 65 = invalid. */
 static unsigned char b64_table[256];

@@ -4,7 +4,8 @@
  *	  has no business seeing.
  *
  * gmail_api.c (the client) uses the others: gmail_budget.c (the
- * per-minute quota budget) and gmail_url.c (request URLs).
+ * per-minute quota budget), gmail_url.c (request URLs) and gmail_error.c
+ * (what an error answer means).
  *-------------------------------------------------------------------------
  */
 #ifndef GMAIL_INGEST_GMAIL_API_INT_H
@@ -52,5 +53,50 @@ extern long gmail_budget_admit(void *arg, HttpRequest *req);
 
 /* The request URL of a call, palloc'd. */
 extern char *gmail_url(const char *base_url, const GmailCall *call);
+
+/* ---- gmail_error.c ---- */
+
+/* What the client does with an answer that is not a 200. */
+typedef enum GmailErrorAction
+{
+	GE_NOT_FOUND,				/* a get's object vanished: not_found */
+	GE_HISTORY_EXPIRED,			/* history.list's start is too old */
+	GE_REFRESH,					/* 401: refresh the token and resend */
+	GE_RETRY,					/* transient: retry with backoff */
+	GE_FAIL						/* a failure no retry cures */
+} GmailErrorAction;
+
+/* An error answer's content, as safe, bounded copies. */
+typedef struct GmailErrorAnswer
+{
+	long		status;
+	const char *reason;			/* error.errors[].reason, or NULL */
+	const char *message;		/* error.message, or "(no message)" */
+	long		hint_ms;		/* when to retry, from the server; -1 none */
+} GmailErrorAnswer;
+
+/*
+ * Read an error answer (doc may be NULL when it was not JSON).  The texts
+ * are copied into the current memory context, so they outlive doc.
+ */
+extern void gmail_error_read(JsonNode *doc, long status, double retry_after_secs,
+							 GmailErrorAnswer *ans);
+
+/* What the answer means for a call of method m; *kind: the failure's kind. */
+extern GmailErrorAction gmail_error_classify(GmailMethod m, const GmailErrorAnswer *ans,
+											 RemoteFailure *kind);
+
+/* "Gmail answered HTTP <status>, reason <reason>: <message>" (palloc'd). */
+extern char *gmail_error_describe(const GmailErrorAnswer *ans);
+
+/* Raise the remote failure of kind for an answer no retry cures. */
+extern void gmail_error_raise(GmailMethod m, const GmailErrorAnswer *ans,
+							  RemoteFailure kind) pg_attribute_noreturn();
+
+/*
+ * Printable, bounded copy of server text for an error message: valid UTF-8
+ * (it is stored in sync_runs.error), cut on a character boundary.
+ */
+extern char *gmail_safe_text(const char *s);
 
 #endif
