@@ -3,9 +3,11 @@
  *	  Private to the Gmail API layer: what its files share and the sync code
  *	  has no business seeing.
  *
- * gmail_api.c (the client) uses the others: gmail_budget.c (the
- * per-minute quota budget), gmail_url.c (request URLs) and gmail_error.c
- * (what an error answer means).
+ * gmail_api.c (the client: submit, completion, retries) uses the others:
+ * gmail_budget.c (the per-minute quota budget), gmail_url.c (request
+ * URLs), gmail_error.c (what an error answer means) and gmail_parse.c
+ * (answers -> the structs of gmail_api.h).  Each is about one thing, so a
+ * change to how Gmail counts quota or phrases errors touches one file.
  *-------------------------------------------------------------------------
  */
 #ifndef GMAIL_INGEST_GMAIL_API_INT_H
@@ -98,5 +100,22 @@ extern void gmail_error_raise(GmailMethod m, const GmailErrorAnswer *ans,
  * (it is stored in sync_runs.error), cut on a character boundary.
  */
 extern char *gmail_safe_text(const char *s);
+
+/* ---- gmail_parse.c ---- */
+
+/*
+ * Parse a finished request's body into a JSON tree in the current memory
+ * context; NULL (with *perr when a reason is known) if it is not JSON.  A
+ * raw message's "raw" member is decoded first and cut out of the body
+ * (call->predecoded_raw).
+ */
+extern JsonNode *gmail_parse_body(GmailCall *call, HttpRequest *req, char **perr);
+
+/*
+ * Fill the call's results from a 200 answer's tree, allocating in the
+ * current memory context; false if it is unusable, with *why saying why
+ * when the JSON parsed but its content did not hold.
+ */
+extern bool gmail_parse_answer(GmailCall *call, JsonNode *doc, const char **why);
 
 #endif
