@@ -135,7 +135,7 @@ parse_costs(const char *text, GmailQuotaCosts *out)
 static bool
 check_costs(char **newval, void **extra, GucSource source)
 {
-	GmailQuotaCosts	tmp;
+	GmailQuotaCosts tmp;
 	GmailQuotaCosts *keep;
 
 	if (*newval == NULL)
