@@ -1,65 +1,34 @@
 /*-------------------------------------------------------------------------
  * gmail_api.c
- *	  Gmail REST endpoints: URLs, answers -> structs, error classification,
- *	  retries with backoff, the client-side quota budget, refresh on 401.
+ *	  The Gmail client: calls submitted and completed, retries with
+ *	  backoff, token refresh on 401, the counters of a sync.
  *
- * Errors are classified by Gmail's error.errors[].reason, not by status
- * alone: a 403 may be a rate limit (retry) or a permission problem (never
- * retry).  Backoff waits are not sleeps: a retried request is queued with a
- * start time, so other transfers go on and a cancel is seen at once.
+ * What an answer means is decided elsewhere (gmail_error.c for error
+ * answers, gmail_parse.c for the rest); this file acts on it.  Backoff
+ * waits are not sleeps: a retried request is queued with a start time, so
+ * other transfers go on and a cancel is seen at once.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "gmail_api.h"
-#include "json_tree.h"
-#include "remote_error.h"
+#include "gmail_api_int.h"
 #include "retry_policy.h"
-#include "settings.h"
-#include "utf8_text.h"
-
-#define LIST_PAGE_SIZE GMAIL_LIST_PAGE_SIZE
-
-/*
- * Ranges of the numbers Gmail sends.  A number outside its range makes the
- * answer unreadable (RF_PROTOCOL), like invalid JSON, so it never reaches a
- * row: a timestamp PostgreSQL cannot print would break SELECT * and
- * pg_dump of the whole table.  internalDate: 1900-01-01 to 9999-12-31 in
- * epoch ms (imported mail may predate 1970; nothing predates 1900).
- */
-#define INTERNAL_DATE_MIN_MS	INT64CONST(-2208988800000)
-#define INTERNAL_DATE_MAX_MS	INT64CONST(253402300799999)
-#define BUDGET_WINDOW_MS 61000
-
-/* One charge against the per-minute budget, kept in a ring. */
-typedef struct BudgetCharge
-{
-	TimestampTz at;
-	int			units;
-} BudgetCharge;
 
 struct GmailClient
 {
 	HttpClient *http;
+	GmailOptions opts;
 	GmailTokenSource token_source;
 	void	   *token_arg;
 	const char *token;
 	int			token_generation;
 	MemoryContext cxt;
 	GmailStats	stats;
-
-	BudgetCharge *charges;		/* ring buffer, oldest first */
-	int			charge_head;
-	int			charge_count;
-	int			charge_cap;
-	int			units_in_window;
+	GmailBudget budget;
 };
-
-static long budget_admit(void *arg, HttpRequest *req);
 
 static const char *const method_names[GM__COUNT] = {
 	"users.getProfile", "users.messages.list", "users.threads.list",
@@ -73,43 +42,20 @@ gmail_method_name(GmailMethod m)
 	return (m >= 0 && m < GM__COUNT) ? method_names[m] : "unknown";
 }
 
-static int
-method_cost(GmailMethod m)
-{
-	const QuotaCosts *c = gi_costs();
-
-	switch (m)
-	{
-		case GM_PROFILE:
-			return c->profile;
-		case GM_MESSAGES_LIST:
-			return c->messages_list;
-		case GM_THREADS_LIST:
-			return c->threads_list;
-		case GM_MESSAGE_RAW:
-		case GM_MESSAGE_MINIMAL:
-			return c->messages_get;
-		case GM_THREAD_MINIMAL:
-			return c->threads_get;
-		case GM_HISTORY_LIST:
-			return c->history_list;
-		default:
-			return 0;
-	}
-}
-
 GmailClient *
-gmail_client_create(HttpClient *http, GmailTokenSource token_source, void *token_arg)
+gmail_client_create(HttpClient *http, const GmailOptions *opts,
+					GmailTokenSource token_source, void *token_arg)
 {
 	GmailClient *c = palloc0(sizeof(GmailClient));
 
 	c->http = http;
+	c->opts = *opts;
+	c->opts.api_base_url = pstrdup(opts->api_base_url);
 	c->token_source = token_source;
 	c->token_arg = token_arg;
 	c->cxt = CurrentMemoryContext;
-	c->charge_cap = 256;
-	c->charges = palloc(sizeof(BudgetCharge) * c->charge_cap);
-	http_set_admission(http, budget_admit, c);
+	gmail_budget_init(&c->budget, opts->quota_units_per_minute, &opts->costs);
+	http_set_admission(http, gmail_budget_admit, &c->budget);
 	return c;
 }
 
@@ -117,169 +63,6 @@ const GmailStats *
 gmail_stats(GmailClient *client)
 {
 	return &client->stats;
-}
-
-/* ---------------------------------------------------------------------
- * Quota budget: a sliding window the way Gmail counts, a second longer than
- * Gmail's minute because Gmail books a request when it arrives, a little
- * after we send it.  Charges are booked in send order, so the ring stays
- * sorted by time.
- * ---------------------------------------------------------------------
- */
-static void
-budget_expire(GmailClient *c, TimestampTz now)
-{
-	while (c->charge_count > 0)
-	{
-		BudgetCharge *oldest = &c->charges[c->charge_head];
-
-		if (oldest->at > TimestampTzPlusMilliseconds(now, -BUDGET_WINDOW_MS))
-			break;
-		c->units_in_window -= oldest->units;
-		c->charge_head = (c->charge_head + 1) % c->charge_cap;
-		c->charge_count--;
-	}
-}
-
-static void
-budget_record(GmailClient *c, TimestampTz at, int units)
-{
-	if (c->charge_count == c->charge_cap)
-	{
-		int			ncap = c->charge_cap * 2;
-		BudgetCharge *n = palloc(sizeof(BudgetCharge) * ncap);
-		int			i;
-
-		for (i = 0; i < c->charge_count; i++)
-			n[i] = c->charges[(c->charge_head + i) % c->charge_cap];
-		pfree(c->charges);
-		c->charges = n;
-		c->charge_cap = ncap;
-		c->charge_head = 0;
-	}
-	c->charges[(c->charge_head + c->charge_count) % c->charge_cap].at = at;
-	c->charges[(c->charge_head + c->charge_count) % c->charge_cap].units = units;
-	c->charge_count++;
-	c->units_in_window += units;
-}
-
-/*
- * Admission of a call about to be sent: it may start when the units spent
- * in the preceding window plus its own stay within the limit; it is booked
- * at that moment, the real send time, so the local window never forgets a
- * unit Gmail still counts.  Otherwise: the ms until enough units expire.
- */
-static long
-budget_admit(void *arg, HttpRequest *req)
-{
-	GmailClient *c = (GmailClient *) arg;
-	GmailCall  *call = (GmailCall *) req->opaque;
-	int			limit = gi_quota_units_per_minute;
-	int			units = method_cost(call->method);
-	TimestampTz now = GetCurrentTimestamp();
-	int			in_window;
-	int			i;
-
-	if (limit <= 0 || units <= 0)
-		return 0;
-	if (units > limit)
-		units = limit;
-	budget_expire(c, now);
-	if (c->units_in_window + units <= limit)
-	{
-		budget_record(c, now, units);
-		return 0;
-	}
-	in_window = c->units_in_window;
-	for (i = 0; i < c->charge_count; i++)
-	{
-		BudgetCharge *ch = &c->charges[(c->charge_head + i) % c->charge_cap];
-
-		in_window -= ch->units;
-		if (in_window + units <= limit)
-			return Max(1, TimestampDifferenceMilliseconds(now,
-														  TimestampTzPlusMilliseconds(ch->at, BUDGET_WINDOW_MS)) + 1);
-	}
-	return 1000;				/* not reached: the window can always empty */
-}
-
-/* --------------------------------------------------------------------- */
-
-static void
-append_escaped(StringInfo buf, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-
-	for (; *s; s++)
-	{
-		unsigned char ch = (unsigned char) *s;
-
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-			(ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~')
-			appendStringInfoChar(buf, (char) ch);
-		else
-			appendStringInfo(buf, "%%%c%c", hex[ch >> 4], hex[ch & 15]);
-	}
-}
-
-static char *
-build_url(GmailCall *call)
-{
-	StringInfoData u;
-	const char *base = gi_api_base_url;
-	int			blen = strlen(base);
-
-	initStringInfo(&u);
-	appendBinaryStringInfo(&u, base, (blen > 0 && base[blen - 1] == '/') ? blen - 1 : blen);
-	appendStringInfoString(&u, "/gmail/v1/users/me/");
-	switch (call->method)
-	{
-		case GM_PROFILE:
-			appendStringInfoString(&u, "profile");
-			break;
-		case GM_MESSAGES_LIST:
-		case GM_THREADS_LIST:
-			appendStringInfo(&u, "%s?maxResults=%d&fields=",
-							 call->method == GM_MESSAGES_LIST ? "messages" : "threads",
-							 LIST_PAGE_SIZE);
-			append_escaped(&u, call->method == GM_MESSAGES_LIST
-						   ? "messages(id,threadId),nextPageToken"
-						   : "threads(id,historyId,snippet),nextPageToken");
-			if (call->query)
-			{
-				appendStringInfoString(&u, "&q=");
-				append_escaped(&u, call->query);
-			}
-			if (call->page_token)
-			{
-				appendStringInfoString(&u, "&pageToken=");
-				append_escaped(&u, call->page_token);
-			}
-			break;
-		case GM_MESSAGE_RAW:
-		case GM_MESSAGE_MINIMAL:
-			appendStringInfoString(&u, "messages/");
-			append_escaped(&u, call->id);
-			appendStringInfoString(&u, call->method == GM_MESSAGE_RAW ? "?format=raw" : "?format=minimal");
-			break;
-		case GM_THREAD_MINIMAL:
-			appendStringInfoString(&u, "threads/");
-			append_escaped(&u, call->id);
-			appendStringInfoString(&u, "?format=minimal");
-			break;
-		case GM_HISTORY_LIST:
-			appendStringInfo(&u, "history?maxResults=%d&startHistoryId=" INT64_FORMAT,
-							 LIST_PAGE_SIZE, call->start_history_id);
-			if (call->page_token)
-			{
-				appendStringInfoString(&u, "&pageToken=");
-				append_escaped(&u, call->page_token);
-			}
-			break;
-		default:
-			elog(ERROR, "unknown Gmail method %d", (int) call->method);
-	}
-	return u.data;
 }
 
 static void
@@ -306,7 +89,7 @@ gmail_submit(GmailClient *c, GmailCall *call)
 	call->not_found = false;
 	call->history_expired = false;
 	call->result_cxt = NULL;
-	call->url = build_url(call);
+	call->url = gmail_url(c->opts.api_base_url, call);
 	start_attempt(c, call, 0);
 	MemoryContextSwitchTo(old);
 }
@@ -315,59 +98,6 @@ int
 gmail_pending(GmailClient *c)
 {
 	return http_pending(c->http);
-}
-
-/* ------------------------------------------------------------------ */
-
-/*
- * Printable, bounded copy of server text for an error message: valid UTF-8
- * (it is stored in sync_runs.error), cut on a character boundary.
- */
-static char *
-safe_text(const char *s)
-{
-	size_t		len = s ? strnlen(s, 1200) : 0;
-	char	   *t = palloc(utf8_text_repaired_len(s, len) + 1);
-	size_t		n = utf8_text_repair_into(s, len, t);
-	size_t		i;
-
-	n = utf8_text_clip(t, n, 300);
-	t[n] = '\0';
-	for (i = 0; i < n; i++)
-		if ((unsigned char) t[i] < 32 || t[i] == 127)
-			t[i] = ' ';
-	return t;
-}
-
-static const char *
-first_reason(JsonNode *err)
-{
-	JsonNode   *errors = json_get(err, "errors");
-	int			i;
-
-	for (i = 0; i < json_len(errors); i++)
-	{
-		const char *r = json_get_str(json_at(errors, i), "reason");
-
-		if (r)
-			return r;
-	}
-	/* The v2 error format carries the reason in details[].reason. */
-	errors = json_get(err, "details");
-	for (i = 0; i < json_len(errors); i++)
-	{
-		const char *r = json_get_str(json_at(errors, i), "reason");
-
-		if (r)
-			return r;
-	}
-	return NULL;
-}
-
-static bool
-reason_is(const char *reason, const char *what)
-{
-	return reason != NULL && strcmp(reason, what) == 0;
 }
 
 static void
@@ -395,19 +125,15 @@ retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 					   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
 							   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
 	}
-	if (call->attempt >= gi_max_retries)
+	if (call->attempt >= c->opts.max_retries)
 	{
 		if (hint_ms > 0)
 			remote_failure_set_retry_after(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hint_ms));
-		if (kind == RF_NETWORK)
-			remote_failure(kind,
-						   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
-								  call->attempt + 1),
-						   errdetail_internal("%s", what));
+		/* curl's own text goes in errdetail_internal, as library text does. */
 		remote_failure(kind,
 					   errmsg("Gmail %s failed after %d attempts", gmail_method_name(call->method),
 							  call->attempt + 1),
-					   errdetail("%s", what));
+					   kind == RF_NETWORK ? errdetail_internal("%s", what) : errdetail("%s", what));
 	}
 	call->attempt++;
 	c->stats.retries++;
@@ -416,333 +142,53 @@ retry_or_fail(GmailClient *c, GmailCall *call, long hint_ms, RemoteFailure kind,
 	start_attempt(c, call, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait));
 }
 
-/* ------------------------------------------------------------------ */
-
+/*
+ * The transfer failed before a complete answer: too large and permanent
+ * failures end the call, anything else is retried.
+ */
 static void
-parse_labels(JsonNode *msg, GmailMessage *m, const char *key)
+transport_failed(GmailClient *c, GmailCall *call)
 {
-	JsonNode   *labels = json_get(msg, key);
-	int			i;
+	HttpRequest *r = &call->http;
 
-	m->has_labels = labels != NULL;
-	m->label_count = json_len(labels);
-	m->label_ids = palloc0(sizeof(char *) * (m->label_count + 1));
-	for (i = 0; i < m->label_count; i++)
-	{
-		JsonNode   *l = json_at(labels, i);
-
-		m->label_ids[i] = (l && l->kind == JK_STRING) ? l->str : "";
-	}
+	if (r->too_large)
+		remote_failure(RF_PROTOCOL,
+					   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
+							  gmail_method_name(call->method)),
+					   errdetail("The answer was longer than %d MB.", c->opts.max_response_mb));
+	if (r->permanent)
+		remote_failure(RF_NETWORK,
+					   errmsg("Gmail %s failed", gmail_method_name(call->method)),
+					   errdetail_internal("%s", r->error));
+	retry_or_fail(c, call, -1, RF_NETWORK,
+				  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
 }
 
 /*
- * A number Gmail sent, when present: it must parse and lie in [min, max],
- * else the answer is unreadable (*why says what was wrong).  Absent is not
- * an error here: Gmail leaves out what it has nothing for.
+ * A 401: the token expired or was revoked.  Resend once with a fresh one;
+ * false when that was already done, and the refusal is final.
  */
 static bool
-get_number(JsonNode *obj, const char *key, int64 min, int64 max, int64 *out,
-		   const char **why, const char *what)
+resend_with_fresh_token(GmailClient *c, GmailCall *call)
 {
-	JsonNode   *v = json_get(obj, key);
-	int64		x;
-
-	if (v == NULL || v->kind == JK_NULL)
-		return false;
-	if (!json_get_int64(obj, key, &x) || x < min || x > max)
+	if (call->token_generation != c->token_generation)
 	{
-		*why = what;
-		return false;
+		/* Another call refreshed the token meanwhile: use that one. */
+		start_attempt(c, call, 0);
+		return true;
 	}
-	*out = x;
-	return true;
-}
-
-/* A historyId: positive. */
-#define get_history_id(obj, key, out, why) \
-	get_number((obj), (key), 1, PG_INT64_MAX, (out), (why), key " is not a positive 64-bit integer")
-
-/* false when the message is unusable; *why is set when that makes the whole answer unreadable */
-static bool
-parse_message(JsonNode *msg, GmailMessage *m, bool want_raw, const char **why)
-{
-	const char *raw;
-	int64		size = 0;
-
-	memset(m, 0, sizeof(*m));
-	m->id = (char *) json_get_str(msg, "id");
-	m->thread_id = (char *) json_get_str(msg, "threadId");
-	if (m->id == NULL)
-		return false;
-	parse_labels(msg, m, "labelIds");
-	get_history_id(msg, "historyId", &m->history_id, why);
-	get_number(msg, "internalDate", INTERNAL_DATE_MIN_MS, INTERNAL_DATE_MAX_MS, &m->internal_date_ms,
-			   why, "internalDate is not a time between the years 1900 and 9999");
-	if (get_number(msg, "sizeEstimate", 0, PG_INT32_MAX, &size,
-				   why, "sizeEstimate is not a non-negative 32-bit integer"))
-		m->size_estimate = (int) size;
-	if (*why != NULL)
-		return false;
-	m->snippet = (char *) json_get_str(msg, "snippet");
-	if (want_raw)
+	if (!call->refreshed)
 	{
-		JsonNode   *rawnode = json_get(msg, "raw");
+		MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
-		raw = rawnode ? rawnode->str : NULL;
-		if (raw == NULL || m->thread_id == NULL)
-			return false;
-		if (!gmail_base64url_decode(raw, strlen(raw), &m->raw, &m->raw_len))
-			return false;
-		/* The encoded text is as large as the message: drop it now. */
-		json_drop_str(rawnode);
-	}
-	return true;
-}
-
-static GmailMessage *
-parse_message_array(JsonNode *arr, int *count, bool need_thread, const char **why)
-{
-	int			n = json_len(arr);
-	GmailMessage *out = palloc0(sizeof(GmailMessage) * Max(n, 1));
-	int			i,
-				k = 0;
-
-	for (i = 0; i < n && *why == NULL; i++)
-	{
-		if (!parse_message(json_at(arr, i), &out[k], false, why))
-			continue;
-		if (need_thread && out[k].thread_id == NULL)
-			continue;
-		k++;
-	}
-	*count = k;
-	return out;
-}
-
-static void
-add_history_events(GmailCall *call, JsonNode *rec, const char *key, HistoryChange change,
-				   int *cap, const char **why)
-{
-	JsonNode   *list = json_get(rec, key);
-	int64		rid = 0;
-	int			i;
-
-	get_number(rec, "id", 1, PG_INT64_MAX, &rid, why, "a history record's id is not a positive 64-bit integer");
-	for (i = 0; i < json_len(list) && *why == NULL; i++)
-	{
-		JsonNode   *item = json_at(list, i);
-		GmailHistoryEvent *ev;
-
-		if (call->event_count == *cap)
-		{
-			*cap = *cap ? *cap * 2 : 64;
-			call->events = call->events
-				? repalloc(call->events, sizeof(GmailHistoryEvent) * *cap)
-				: palloc(sizeof(GmailHistoryEvent) * *cap);
-		}
-		ev = &call->events[call->event_count];
-		memset(ev, 0, sizeof(*ev));
-		if (!parse_message(json_get(item, "message"), &ev->message, false, why))
-			continue;
-		ev->change = change;
-		ev->record_id = rid;
-		if (change == HC_LABELS_ADDED || change == HC_LABELS_REMOVED)
-		{
-			GmailMessage tmp;
-
-			parse_labels(item, &tmp, "labelIds");
-			ev->changed_labels = tmp.label_ids;
-			ev->changed_label_count = tmp.label_count;
-		}
-		call->event_count++;
-	}
-}
-
-/*
- * The "raw" member of a messages.get?format=raw answer is the whole message
- * in base64url, megabytes long.  It is decoded straight from the answer and
- * cut out of it before the JSON parse, so PostgreSQL's lexer (which copies
- * strings a character at a time) never sees it.  Finds the top-level member
- * key's string value; false when absent or when it holds an escape (then
- * the ordinary parse handles it).
- */
-static bool
-find_top_level_string(const char *json, size_t len, const char *key, size_t *vstart, size_t *vend)
-{
-	size_t		keylen = strlen(key);
-	size_t		i = 0;
-	int			depth = 0;
-
-	while (i < len)
-	{
-		char		ch = json[i];
-
-		if (ch == '"')
-		{
-			size_t		s = i + 1;
-			size_t		j = s;
-			size_t		k;
-
-			/* The string's end: the next quote not escaped by an odd run of backslashes. */
-			for (;;)
-			{
-				const char *q = memchr(json + j, '"', len - j);
-				size_t		b = 0;
-
-				if (q == NULL)
-					return false;
-				j = q - json;
-				while (j - b > s && json[j - b - 1] == '\\')
-					b++;
-				if (b % 2 == 0)
-					break;
-				j++;
-			}
-			i = j + 1;
-			if (depth != 1 || j - s != keylen || memcmp(json + s, key, keylen) != 0)
-				continue;
-			/* A key only if a colon follows; then the value must be a string. */
-			for (k = i; k < len && (json[k] == ' ' || json[k] == '\n' || json[k] == '\r' || json[k] == '\t'); k++)
-				;
-			if (k >= len || json[k] != ':')
-				continue;
-			for (k++; k < len && (json[k] == ' ' || json[k] == '\n' || json[k] == '\r' || json[k] == '\t'); k++)
-				;
-			if (k >= len || json[k] != '"')
-				return false;
-			{
-				const char *q = memchr(json + k + 1, '"', len - k - 1);
-
-				if (q == NULL || memchr(json + k + 1, '\\', q - (json + k + 1)) != NULL)
-					return false;
-				*vstart = k + 1;
-				*vend = q - json;
-				return true;
-			}
-		}
-		if (ch == '{' || ch == '[')
-			depth++;
-		else if (ch == '}' || ch == ']')
-			depth--;
-		i++;
+		c->token = c->token_source(c->token_arg, true);
+		c->token_generation++;
+		MemoryContextSwitchTo(old);
+		call->refreshed = true;
+		start_attempt(c, call, 0);
+		return true;
 	}
 	return false;
-}
-
-/*
- * Every member name read from a Gmail answer, at any level (an error body's
- * too); the JSON tree skips the others without building them.  A new
- * json_get of another name must add it here.  Ids are sent back to Gmail or
- * stored as keys: one that is not valid UTF-8 makes the answer unreadable
- * rather than being stored altered.
- */
-static const char *const gmail_read_names[] = {
-	"details", "emailAddress", "error", "errors", "history", "historyId", "id",
-	"internalDate", "labelIds", "labelsAdded", "labelsRemoved", "message",
-	"messages", "messagesAdded", "messagesDeleted", "nextPageToken", "raw",
-	"reason", "sizeEstimate", "snippet", "threadId", "threads", NULL
-};
-static const char *const gmail_exact_names[] = {
-	"id", "threadId", "nextPageToken", NULL
-};
-static const JsonReadSpec gmail_read_spec = {gmail_read_names, gmail_exact_names};
-
-/*
- * Fill the call's results from a 200 answer; false if it is unusable, with
- * *why saying why when the JSON parsed but its content did not hold.
- */
-static bool
-parse_answer(GmailCall *call, JsonNode *doc, const char **why)
-{
-	bool		ok;
-
-	if (doc == NULL || doc->kind != JK_OBJECT)
-		return false;
-	call->next_page_token = (char *) json_get_str(doc, "nextPageToken");
-	if (call->next_page_token && strlen(call->next_page_token) > GMAIL_MAX_TOKEN_BYTES)
-	{
-		*why = "nextPageToken is longer than " CppAsString2(GMAIL_MAX_TOKEN_BYTES) " bytes";
-		return false;
-	}
-	switch (call->method)
-	{
-		case GM_PROFILE:
-			call->email = (char *) json_get_str(doc, "emailAddress");
-			ok = get_history_id(doc, "historyId", &call->history_id, why);
-			break;
-		case GM_MESSAGES_LIST:
-			call->messages = parse_message_array(json_get(doc, "messages"),
-												 &call->message_count, true, why);
-			ok = true;
-			break;
-		case GM_THREADS_LIST:
-			{
-				JsonNode   *arr = json_get(doc, "threads");
-				int			n = json_len(arr),
-							i;
-
-				call->threads = palloc0(sizeof(GmailThreadItem) * Max(n, 1));
-				for (i = 0; i < n && *why == NULL; i++)
-				{
-					JsonNode   *t = json_at(arr, i);
-					GmailThreadItem *ti = &call->threads[call->thread_count];
-
-					ti->id = (char *) json_get_str(t, "id");
-					if (ti->id == NULL || !get_history_id(t, "historyId", &ti->history_id, why))
-						continue;
-					ti->snippet = (char *) json_get_str(t, "snippet");
-					call->thread_count++;
-				}
-				ok = true;
-				break;
-			}
-		case GM_MESSAGE_RAW:
-			if (call->predecoded_raw != NULL)
-			{
-				/* raw was decoded before the parse; its member is now "". */
-				ok = parse_message(doc, &call->message, false, why) && call->message.thread_id != NULL &&
-					json_get(doc, "raw") != NULL;
-				if (ok)
-				{
-					call->message.raw = call->predecoded_raw;
-					call->message.raw_len = call->predecoded_len;
-				}
-			}
-			else
-				ok = parse_message(doc, &call->message, true, why);
-			break;
-		case GM_MESSAGE_MINIMAL:
-			ok = parse_message(doc, &call->message, false, why);
-			break;
-		case GM_THREAD_MINIMAL:
-			get_history_id(doc, "historyId", &call->history_id, why);
-			call->messages = parse_message_array(json_get(doc, "messages"),
-												 &call->message_count, false, why);
-			ok = json_get_str(doc, "id") != NULL;
-			break;
-		case GM_HISTORY_LIST:
-			{
-				JsonNode   *hist = json_get(doc, "history");
-				int			cap = 0,
-							i;
-
-				for (i = 0; i < json_len(hist) && *why == NULL; i++)
-				{
-					JsonNode   *rec = json_at(hist, i);
-
-					add_history_events(call, rec, "messagesAdded", HC_ADDED, &cap, why);
-					add_history_events(call, rec, "messagesDeleted", HC_DELETED, &cap, why);
-					add_history_events(call, rec, "labelsAdded", HC_LABELS_ADDED, &cap, why);
-					add_history_events(call, rec, "labelsRemoved", HC_LABELS_REMOVED, &cap, why);
-				}
-				ok = get_history_id(doc, "historyId", &call->history_id, why);
-				break;
-			}
-		default:
-			ok = false;
-			break;
-	}
-	return ok && *why == NULL;
 }
 
 /*
@@ -754,14 +200,12 @@ static bool
 handle_completion(GmailClient *c, GmailCall *call)
 {
 	HttpRequest *r = &call->http;
-	JsonNode   *doc = NULL;
-	JsonNode   *err = NULL;
-	const char *reason = NULL;
-	const char *gmsg = NULL;
+	JsonNode   *doc;
 	char	   *perr = NULL;
-	long		hint_ms = -1;
 	long		status;
 	double		retry_after;
+	GmailErrorAnswer ans;
+	RemoteFailure kind;
 	MemoryContext old;
 
 	c->stats.http_requests++;
@@ -769,41 +213,17 @@ handle_completion(GmailClient *c, GmailCall *call)
 	c->stats.bytes_downloaded += r->bytes_downloaded;
 	/* Gmail charges what it admits: not a 401, nor a request it refused as over the limit. */
 	if (r->transport_failed || (r->status != 401 && r->status != 429))
-		c->stats.quota_units += method_cost(call->method);
+		c->stats.quota_units += gmail_budget_cost(&c->budget, call->method);
 
 	if (r->transport_failed)
 	{
-		if (r->too_large)
-			remote_failure(RF_PROTOCOL,
-						   errmsg("Gmail %s answer exceeds gmail_ingest.max_response_mb",
-								  gmail_method_name(call->method)),
-						   errdetail("The answer was longer than %d MB.", gi_max_response_mb));
-		if (r->permanent)
-			remote_failure(RF_NETWORK,
-						   errmsg("Gmail %s failed", gmail_method_name(call->method)),
-						   errdetail_internal("%s", r->error));
-		retry_or_fail(c, call, -1, RF_NETWORK,
-					  psprintf("%s%s", r->error, r->timed_out ? " (timed out)" : ""));
+		transport_failed(c, call);
 		return false;
 	}
 
 	call->result_cxt = AllocSetContextCreate(c->cxt, "gmail call result", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(call->result_cxt);
-	call->predecoded_raw = NULL;
-	if (r->body != NULL && r->status == 200 && call->method == GM_MESSAGE_RAW)
-	{
-		size_t		vs,
-					ve;
-
-		if (find_top_level_string(r->body, r->body_len, "raw", &vs, &ve) &&
-			gmail_base64url_decode(r->body + vs, ve - vs, &call->predecoded_raw, &call->predecoded_len))
-		{
-			memmove(r->body + vs, r->body + ve, r->body_len - ve + 1);
-			r->body_len -= ve - vs;
-		}
-	}
-	if (r->body != NULL)
-		doc = json_parse_members(r->body, (int) r->body_len, &gmail_read_spec, &perr);
+	doc = gmail_parse_body(call, r, &perr);
 	MemoryContextSwitchTo(old);
 	/* The tree holds copies of everything needed; the body can go now. */
 	status = r->status;
@@ -816,7 +236,7 @@ handle_completion(GmailClient *c, GmailCall *call)
 		const char *why = NULL;
 
 		old = MemoryContextSwitchTo(call->result_cxt);
-		ok = parse_answer(call, doc, &why);
+		ok = gmail_parse_answer(call, doc, &why);
 		MemoryContextSwitchTo(old);
 		if (ok)
 			return true;
@@ -824,82 +244,33 @@ handle_completion(GmailClient *c, GmailCall *call)
 		retry_or_fail(c, call, -1, RF_PROTOCOL,
 					  psprintf("Gmail's answer to %s could not be read%s%s.",
 							   gmail_method_name(call->method),
-							   (perr || why) ? ": " : "", perr ? safe_text(perr) : why ? why : ""));
+							   (perr || why) ? ": " : "", perr ? gmail_safe_text(perr) : why ? why : ""));
 		return false;
 	}
 
-	err = json_get(doc, "error");
 	/* Copied out: the result context may be released before they are used. */
-	reason = first_reason(err);
-	reason = reason ? safe_text(reason) : NULL;
-	gmsg = json_get_str(err, "message");
-	gmsg = gmsg ? safe_text(gmsg) : "(no message)";
-	if (retry_after >= 0)
-		hint_ms = (long) (retry_after * 1000);
-	if (retry_hint_from_text(gmsg) > hint_ms)
-		hint_ms = retry_hint_from_text(gmsg);
-
-	if (status == 404 && (call->method == GM_MESSAGE_RAW || call->method == GM_MESSAGE_MINIMAL ||
-							 call->method == GM_THREAD_MINIMAL))
+	gmail_error_read(doc, status, retry_after, &ans);
+	switch (gmail_error_classify(call->method, &ans, &kind))
 	{
-		call->not_found = true;
-		return true;
-	}
-	if (status == 404 && call->method == GM_HISTORY_LIST)
-	{
-		call->history_expired = true;
-		return true;
-	}
-	if (status == 401)
-	{
-		gmail_call_release(call);
-		if (call->token_generation != c->token_generation)
-		{
-			/* Another call refreshed the token meanwhile: use that one. */
-			start_attempt(c, call, 0);
+		case GE_NOT_FOUND:
+			call->not_found = true;
+			return true;
+		case GE_HISTORY_EXPIRED:
+			call->history_expired = true;
+			return true;
+		case GE_REFRESH:
+			gmail_call_release(call);
+			if (resend_with_fresh_token(c, call))
+				return false;
+			break;
+		case GE_RETRY:
+			gmail_call_release(call);
+			retry_or_fail(c, call, ans.hint_ms, kind, gmail_error_describe(&ans));
 			return false;
-		}
-		if (!call->refreshed)
-		{
-			MemoryContext o2 = MemoryContextSwitchTo(c->cxt);
-
-			c->token = c->token_source(c->token_arg, true);
-			c->token_generation++;
-			MemoryContextSwitchTo(o2);
-			call->refreshed = true;
-			start_attempt(c, call, 0);
-			return false;
-		}
-		remote_failure(RF_AUTH,
-					   errmsg("Gmail %s refused a freshly refreshed access token (HTTP 401)",
-							  gmail_method_name(call->method)),
-					   errdetail("Gmail said: %s", gmsg));
+		case GE_FAIL:
+			break;
 	}
-	if (status == 429 || status >= 500 ||
-		(status == 403 && (reason_is(reason, "userRateLimitExceeded") ||
-							  reason_is(reason, "rateLimitExceeded") ||
-							  reason_is(reason, "quotaExceeded") ||
-							  reason_is(reason, "backendError"))))
-	{
-		gmail_call_release(call);
-		retry_or_fail(c, call, hint_ms,
-					  (status == 429 || status == 403) ? RF_RATE_LIMIT : RF_HTTP,
-					  psprintf("Gmail answered HTTP %ld%s%s: %s", status,
-							   reason ? ", reason " : "", reason ? reason : "", gmsg));
-		return false;
-	}
-	if (status == 403)
-		remote_failure(RF_PERMISSION,
-					   errmsg("Gmail %s was refused (HTTP 403%s%s)", gmail_method_name(call->method),
-							  reason ? ", " : "", reason ? reason : ""),
-					   errdetail("Gmail said: %s", gmsg),
-					   errhint("The token needs the https://www.googleapis.com/auth/gmail.readonly scope, "
-							   "without gmail.metadata."));
-	remote_failure(RF_HTTP,
-				   errmsg("Gmail %s answered HTTP %ld%s%s", gmail_method_name(call->method), status,
-						  reason ? ", reason " : "", reason ? reason : ""),
-				   errdetail("Gmail said: %s", gmsg));
-	return true;				/* not reached */
+	gmail_error_raise(call->method, &ans, kind);
 }
 
 GmailCall *
@@ -947,88 +318,4 @@ gmail_call_release(GmailCall *call)
 	call->thread_count = 0;
 	call->events = NULL;
 	call->event_count = 0;
-}
-
-/* ------------------------------------------------------------------ */
-
-/* base64 and base64url digits -> values; 64 = skippable white space, 65 = invalid. */
-static unsigned char b64_table[256];
-static bool b64_table_ready = false;
-
-static void
-b64_init(void)
-{
-	const char *std = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-	int			i;
-
-	memset(b64_table, 65, sizeof(b64_table));
-	for (i = 0; i < 62; i++)
-		b64_table[(unsigned char) std[i]] = (unsigned char) i;
-	b64_table['-'] = b64_table['+'] = 62;
-	b64_table['_'] = b64_table['/'] = 63;
-	b64_table['\r'] = b64_table['\n'] = b64_table[' '] = 64;
-	b64_table_ready = true;
-}
-
-/*
- * Table-driven, four digits at a time on the common path: a message's raw
- * bytes pass through here, so this is one of the hottest loops of a sync.
- */
-bool
-gmail_base64url_decode(const char *in, size_t len, unsigned char **out, size_t *out_len)
-{
-	const unsigned char *p = (const unsigned char *) in;
-	const unsigned char *end = p + len;
-	unsigned char *buf;
-	size_t		o = 0;
-	uint32		acc = 0;
-	int			bits = 0;
-
-	if (!b64_table_ready)
-		b64_init();
-	if (len > MaxAllocHugeSize / 3 * 4)
-		return false;
-	buf = palloc_extended(len / 4 * 3 + 3, MCXT_ALLOC_HUGE);
-	while (p < end)
-	{
-		unsigned char a,
-					b,
-					c,
-					d;
-
-		if (bits == 0 && end - p >= 4 &&
-			(a = b64_table[p[0]]) < 64 && (b = b64_table[p[1]]) < 64 &&
-			(c = b64_table[p[2]]) < 64 && (d = b64_table[p[3]]) < 64)
-		{
-			uint32		v = ((uint32) a << 18) | ((uint32) b << 12) | ((uint32) c << 6) | d;
-
-			buf[o] = (unsigned char) (v >> 16);
-			buf[o + 1] = (unsigned char) (v >> 8);
-			buf[o + 2] = (unsigned char) v;
-			o += 3;
-			p += 4;
-			continue;
-		}
-		/* Slow path: white space, padding, the tail, or an error. */
-		if (*p == '=')
-			break;
-		a = b64_table[*p++];
-		if (a == 64)
-			continue;
-		if (a == 65)
-		{
-			pfree(buf);
-			return false;
-		}
-		acc = (acc << 6) | a;
-		bits += 6;
-		if (bits >= 8)
-		{
-			bits -= 8;
-			buf[o++] = (unsigned char) (acc >> bits);
-		}
-	}
-	*out = buf;
-	*out_len = o;
-	return true;
 }

@@ -127,10 +127,35 @@ typedef struct GmailStats
  */
 typedef const char *(*GmailTokenSource) (void *arg, bool force);
 
+/* Quota units the client-side budget charges per Gmail method. */
+typedef struct GmailQuotaCosts
+{
+	int			profile;
+	int			messages_list;
+	int			messages_get;
+	int			threads_list;
+	int			threads_get;
+	int			history_list;
+	int			attachments_get;
+} GmailQuotaCosts;
+
+/*
+ * What a client works with, filled by the entry layer from the settings
+ * (this layer reads none): copied at creation, so one sync sees one set.
+ */
+typedef struct GmailOptions
+{
+	const char *api_base_url;	/* e.g. https://gmail.googleapis.com */
+	int			max_retries;	/* retries of a retryable failure */
+	int			quota_units_per_minute;	/* client-side budget; 0 = none */
+	GmailQuotaCosts costs;
+	int			max_response_mb;	/* the HttpOptions cap, for error texts */
+} GmailOptions;
+
 typedef struct GmailClient GmailClient;
 
-extern GmailClient *gmail_client_create(HttpClient *http, GmailTokenSource token_source,
-										void *token_arg);
+extern GmailClient *gmail_client_create(HttpClient *http, const GmailOptions *opts,
+										GmailTokenSource token_source, void *token_arg);
 extern void gmail_submit(GmailClient *client, GmailCall *call);
 extern GmailCall *gmail_next(GmailClient *client);
 extern int	gmail_pending(GmailClient *client);

@@ -68,12 +68,17 @@ static const char *
 token_source(void *arg, bool force)
 {
 	SyncState  *s = (SyncState *) arg;
+	OAuthOptions o;
 	OAuthToken	t;
 
 	if (!force && s->mb.access_token != NULL &&
 		s->mb.access_expires_at > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TOKEN_MARGIN_MS))
 		return s->mb.access_token;
-	t = oauth_refresh(s->token_http, s->mb.refresh_token, &s->token_retries);
+	o.token_url = gi_oauth_token_url;
+	o.client_id = gi_client_id;
+	o.client_secret = gi_client_secret;
+	o.max_retries = gi_max_retries;
+	t = oauth_refresh(s->token_http, &o, s->mb.refresh_token, &s->token_retries);
 	store_save_access_token(s->mb.id, t.access_token, t.expires_at);
 	s->mb.access_token = t.access_token;
 	s->mb.access_expires_at = t.expires_at;
@@ -151,6 +156,20 @@ make_http(MemoryContext cxt, int concurrency)
 	o.ca_file = gi_ca_file;
 	o.user_agent = USER_AGENT;
 	return http_client_create(cxt, &o);
+}
+
+static GmailClient *
+make_gmail(SyncState *s)
+{
+	GmailOptions o;
+
+	memset(&o, 0, sizeof(o));
+	o.api_base_url = gi_api_base_url;
+	o.max_retries = gi_max_retries;
+	o.quota_units_per_minute = gi_quota_units_per_minute;
+	o.costs = *gi_costs();
+	o.max_response_mb = gi_max_response_mb;
+	return gmail_client_create(s->api_http, &o, token_source, s);
 }
 
 static void
@@ -290,7 +309,7 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 
 	s->api_http = make_http(sync_cxt, gi_max_concurrency);
 	s->token_http = make_http(sync_cxt, 1);
-	s->gmail = gmail_client_create(s->api_http, token_source, s);
+	s->gmail = make_gmail(s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 
 	remote_failure_clear();

@@ -996,6 +996,27 @@ http_header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
+void
+http_percent_encode(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++)
+	{
+		unsigned char ch = (unsigned char) *s;
+
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+			(ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~')
+			appendStringInfoChar(buf, (char) ch);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[ch >> 4]);
+			appendStringInfoChar(buf, hex[ch & 15]);
+		}
+	}
+}
+
 /*
  * Plain http is accepted only where nothing crosses a network: the mock
  * Gmail the tests run on loopback.

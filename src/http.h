@@ -13,6 +13,7 @@
 #define GMAIL_INGEST_HTTP_H
 
 #include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
 
 typedef struct HttpClient HttpClient;
 
@@ -96,5 +97,12 @@ extern void http_request_reset(HttpRequest *req);
  * NULL when acceptable, else a static message for errdetail.
  */
 extern const char *http_url_problem(const char *url);
+
+/*
+ * Append s percent-encoded: every byte but RFC 3986's unreserved characters
+ * (ALPHA DIGIT - . _ ~) as %XX.  Right for a URL's path segment or query
+ * value and for an application/x-www-form-urlencoded value alike.
+ */
+extern void http_percent_encode(StringInfo buf, const char *s);
 
 #endif

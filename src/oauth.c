@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * oauth.c
- *	  The refresh-token grant against gmail_ingest.oauth_token_url.
+ *	  The refresh-token grant against the OAuth token endpoint
+ *	  (gmail_ingest.oauth_token_url, passed in as OAuthOptions).
  *
  * Secrets (refresh token, client secret, access token) go into the request
  * body or come out of the response and nowhere else: errors quote only
@@ -16,28 +17,6 @@
 #include "oauth.h"
 #include "remote_error.h"
 #include "retry_policy.h"
-#include "settings.h"
-
-static void
-append_form_escaped(StringInfo buf, const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-
-	for (; *s; s++)
-	{
-		unsigned char c = (unsigned char) *s;
-
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~')
-			appendStringInfoChar(buf, (char) c);
-		else
-		{
-			appendStringInfoChar(buf, '%');
-			appendStringInfoChar(buf, hex[c >> 4]);
-			appendStringInfoChar(buf, hex[c & 15]);
-		}
-	}
-}
 
 static void
 append_field(StringInfo buf, const char *name, const char *value)
@@ -46,7 +25,7 @@ append_field(StringInfo buf, const char *name, const char *value)
 		appendStringInfoChar(buf, '&');
 	appendStringInfoString(buf, name);
 	appendStringInfoChar(buf, '=');
-	append_form_escaped(buf, value);
+	http_percent_encode(buf, value);
 }
 
 /* Printable, bounded copy of a server-supplied string for an error text. */
@@ -106,7 +85,8 @@ token_problem(JsonNode *doc, int64 *expires_in)
 }
 
 OAuthToken
-oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
+oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_token,
+			  int *retries)
 {
 	StringInfoData form;
 	HttpRequest req;
@@ -115,8 +95,8 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 	long		wait = 0;
 
 	initStringInfo(&form);
-	append_field(&form, "client_id", gi_client_id);
-	append_field(&form, "client_secret", gi_client_secret);
+	append_field(&form, "client_id", opts->client_id);
+	append_field(&form, "client_secret", opts->client_secret);
 	append_field(&form, "refresh_token", refresh_token);
 	append_field(&form, "grant_type", "refresh_token");
 
@@ -132,7 +112,7 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 		bool		retryable;
 
 		memset(&req, 0, sizeof(req));
-		req.url = gi_oauth_token_url;
+		req.url = opts->token_url;
 		req.post_fields = form.data;
 		if (wait > 0)
 			req.not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
@@ -177,12 +157,7 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 			(!req.transport_failed && req.status == 200);	/* an unreadable 200 */
 		/* Hints come with error answers; an unreadable 200 is retried on backoff alone. */
 		if (!req.transport_failed && req.status != 200)
-		{
-			if (req.retry_after_secs >= 0)
-				hint_ms = (long) (req.retry_after_secs * 1000);
-			if (retry_hint_from_text(desc) > hint_ms)
-				hint_ms = retry_hint_from_text(desc);
-		}
+			hint_ms = retry_hint_ms(req.retry_after_secs, desc);
 
 		/*
 		 * A retry hint beyond what a sync waits for: fail now, keeping the
@@ -202,7 +177,7 @@ oauth_refresh(HttpClient *http, const char *refresh_token, int *retries)
 						   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
 								   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
 		}
-		if (retryable && attempt < gi_max_retries)
+		if (retryable && attempt < opts->max_retries)
 		{
 			wait = retry_wait_ms(attempt + 1, hint_ms);
 			if (retries)

@@ -12,6 +12,15 @@
 /* Longest access token accepted; Google's are a few hundred bytes. */
 #define OAUTH_MAX_TOKEN_BYTES 8192
 
+/* Where and as whom to ask; the entry layer fills it from the settings. */
+typedef struct OAuthOptions
+{
+	const char *token_url;
+	const char *client_id;
+	const char *client_secret;
+	int			max_retries;	/* retries of a transient failure */
+} OAuthOptions;
+
 typedef struct OAuthToken
 {
 	char	   *access_token;	/* palloc'd */
@@ -25,6 +34,7 @@ typedef struct OAuthToken
  * an unreadable answer or a token out of bounds, RF_RATE_LIMIT on a 429,
  * RF_NETWORK or RF_HTTP otherwise) whose text never contains a secret.
  */
-extern OAuthToken oauth_refresh(HttpClient *http, const char *refresh_token, int *retries);
+extern OAuthToken oauth_refresh(HttpClient *http, const OAuthOptions *opts,
+								const char *refresh_token, int *retries);
 
 #endif

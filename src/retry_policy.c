@@ -64,6 +64,17 @@ retry_hint_from_text(const char *text)
 	return (long) Min(delta_ms, INT64CONST(86400) * 365 * 1000);
 }
 
+long
+retry_hint_ms(double retry_after_secs, const char *text)
+{
+	long		hint_ms = -1;
+	long		from_text = retry_hint_from_text(text);
+
+	if (retry_after_secs >= 0)
+		hint_ms = (long) (retry_after_secs * 1000);
+	return from_text > hint_ms ? from_text : hint_ms;
+}
+
 char *
 retry_time_text(TimestampTz when)
 {

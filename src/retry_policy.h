@@ -31,6 +31,13 @@ extern long retry_wait_ms(int attempt, long hint_ms);
  */
 extern long retry_hint_from_text(const char *text);
 
+/*
+ * The server's hint in ms, or -1 when it gave none: the later of a
+ * Retry-After header (retry_after_secs, -1 when absent) and a "Retry after
+ * <time>" inside the error's text (NULL when none).
+ */
+extern long retry_hint_ms(double retry_after_secs, const char *text);
+
 /* A retry time as an ISO 8601 UTC text, e.g. 2026-11-28T12:57:51Z (palloc'd). */
 extern char *retry_time_text(TimestampTz when);
 

@@ -31,7 +31,7 @@ int			gi_max_response_mb = 64;
 
 #define DEFAULT_COSTS "profile=1,messages.list=5,messages.get=5,threads.list=10,threads.get=10,history.list=2,attachments.get=5"
 
-static QuotaCosts parsed_costs = {1, 5, 5, 10, 10, 2, 5};
+static GmailQuotaCosts parsed_costs = {1, 5, 5, 10, 10, 2, 5};
 
 static bool
 check_url(char **newval, void **extra, GucSource source)
@@ -75,7 +75,7 @@ check_secret(char **newval, void **extra, GucSource source)
 
 /* Parse "name=units,..." into *out; false with a detail on bad input. */
 static bool
-parse_costs(const char *text, QuotaCosts *out)
+parse_costs(const char *text, GmailQuotaCosts *out)
 {
 	char	   *copy = pstrdup(text);
 	char	   *save = NULL;
@@ -135,14 +135,14 @@ parse_costs(const char *text, QuotaCosts *out)
 static bool
 check_costs(char **newval, void **extra, GucSource source)
 {
-	QuotaCosts	tmp;
-	QuotaCosts *keep;
+	GmailQuotaCosts tmp;
+	GmailQuotaCosts *keep;
 
 	if (*newval == NULL)
 		return true;
 	if (!parse_costs(*newval, &tmp))
 		return false;
-	keep = malloc(sizeof(QuotaCosts));	/* GUC "extra" is released with free() */
+	keep = malloc(sizeof(GmailQuotaCosts));	/* GUC "extra" is released with free() */
 	if (keep == NULL)
 		return false;
 	*keep = tmp;
@@ -154,10 +154,10 @@ static void
 assign_costs(const char *newval, void *extra)
 {
 	if (extra != NULL)
-		parsed_costs = *(QuotaCosts *) extra;
+		parsed_costs = *(GmailQuotaCosts *) extra;
 }
 
-const QuotaCosts *
+const GmailQuotaCosts *
 gi_costs(void)
 {
 	return &parsed_costs;

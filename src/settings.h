@@ -6,6 +6,8 @@
 #ifndef GMAIL_INGEST_SETTINGS_H
 #define GMAIL_INGEST_SETTINGS_H
 
+#include "gmail_api.h"
+
 extern char *gi_api_base_url;
 extern char *gi_oauth_token_url;
 extern char *gi_client_id;
@@ -21,19 +23,8 @@ extern int	gi_connect_timeout_ms;
 extern int	gi_max_retries;
 extern int	gi_max_response_mb;
 
-/* Unit costs charged by the client-side budget, parsed from quota_costs. */
-typedef struct QuotaCosts
-{
-	int			profile;
-	int			messages_list;
-	int			messages_get;
-	int			threads_list;
-	int			threads_get;
-	int			history_list;
-	int			attachments_get;
-} QuotaCosts;
-
-extern const QuotaCosts *gi_costs(void);
+/* The unit costs parsed from quota_costs. */
+extern const GmailQuotaCosts *gi_costs(void);
 
 extern void settings_define(void);
 
