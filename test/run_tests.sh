@@ -8,8 +8,9 @@
 #
 #   bash test/run_tests.sh                  every step
 #   bash test/run_tests.sh faults tls       only the named steps (a script's
-#                                           name, installcheck, mime_parser,
-#                                           double_selftest, bench_short)
+#                                           name, layers, installcheck,
+#                                           mime_parser, double_selftest,
+#                                           bench_short)
 set -uo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/lib/env.sh"
 
@@ -42,6 +43,7 @@ run_step() {
 	fi
 }
 
+run_step layers bash test/check_layers.sh
 run_step double_selftest python3 test/double/double_selftest.py
 [ -f test/mime/run.sh ] && run_step mime_parser bash test/mime/run.sh
 run_step installcheck make -s installcheck
