@@ -2634,15 +2634,17 @@ set_parse_error(parse_ctx *ctx)
 	return !ctx->oom;
 }
 
-/* Everything once GMime built the message. */
+/*
+ * The header fields of the record: every top-level header, the subject, the
+ * address fields, the date, the message ids and the references.
+ */
 static bool
-fill_message(parse_ctx *ctx, GMimeMessage *message)
+fill_header_fields(parse_ctx *ctx, GMimeMessage *message)
 {
 	mp_message *out = ctx->out;
 	GMimeHeaderList *hl = g_mime_object_get_header_list((GMimeObject *) message);
 	GMimeHeader *h;
 	size_t		i;
-	char		path[MP_MAX_DEPTH * 12 + 32];
 
 	if (!fill_headers(ctx, message))
 		return false;
@@ -2683,10 +2685,16 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 	out->message_id = message_id_value(ctx, first_header(hl, "Message-Id"));
 	out->in_reply_to = message_id_value(ctx, first_header(hl, "In-Reply-To"));
 	out->references = references_value(ctx, first_header(hl, "References"));
-	if (ctx->oom)
-		return false;
+	return !ctx->oom;
+}
 
-	/* bodies, then every other leaf as an attachment */
+/* The bodies, then every other leaf as an attachment. */
+static bool
+fill_parts(parse_ctx *ctx, GMimeMessage *message)
+{
+	mp_message *out = ctx->out;
+	char		path[MP_MAX_DEPTH * 12 + 32];
+
 	ctx->text_part = find_body(ctx, message->mime_part, false, 0);
 	ctx->html_part = find_body(ctx, message->mime_part, true, 0);
 	if (ctx->text_part != NULL &&
@@ -2729,6 +2737,13 @@ fill_message(parse_ctx *ctx, GMimeMessage *message)
 		}
 	}
 	return true;
+}
+
+/* Everything once GMime built the message. */
+static bool
+fill_message(parse_ctx *ctx, GMimeMessage *message)
+{
+	return fill_header_fields(ctx, message) && fill_parts(ctx, message);
 }
 
 bool
