@@ -36,7 +36,7 @@
  *   mp_message_free() with free().
  *-------------------------------------------------------------------------
  */
-#include "mime_parse.h"
+#include "mime_internal.h"
 #include "sha256_hex.h"
 
 #include <errno.h>
@@ -45,34 +45,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gmime/gmime.h>
-
-/* Deepest multipart nesting we walk; a multipart there is one attachment. */
-#define MP_MAX_DEPTH		64
-/* Inputs larger than this are not handed to GMime (GByteArray is 32-bit). */
-#define MP_MAX_INPUT		((size_t) 1 << 30)
 /* Longest filename we keep, in bytes (an object key component). */
 #define MP_MAX_FILENAME		255
 /* Read chunk for transfer decoding. */
 #define MP_CHUNK			32768
-
-/* parse_error bits, in the order they are reported */
-#define PE_TOO_LARGE		(1u << 0)
-#define PE_EMPTY			(1u << 1)
-#define PE_NO_MESSAGE		(1u << 2)
-#define PE_BAD_HEADER		(1u << 3)
-#define PE_8BIT_HEADER		(1u << 4)
-#define PE_CONTENT_TYPE		(1u << 5)
-#define PE_NO_BOUNDARY		(1u << 6)
-#define PE_EMPTY_MULTIPART	(1u << 7)
-#define PE_TRUNCATED		(1u << 8)
-#define PE_NESTING			(1u << 9)
-#define PE_EMPTY_PART		(1u << 10)
-#define PE_MALFORMED		(1u << 11)
-#define PE_BAD_BASE64		(1u << 12)
-#define PE_UNREADABLE		(1u << 13)
-#define PE_HEADER_BREAK		(1u << 14)
-#define PE_SAME_BOUNDARY	(1u << 15)
 
 static const struct
 {
@@ -97,22 +73,6 @@ static const struct
 	{PE_BAD_BASE64, "invalid base64 content"},
 	{PE_UNREADABLE, "part content could not be read"},
 };
-
-typedef struct parse_ctx
-{
-	mp_message *out;
-	GMimeParserOptions *opts;
-	unsigned int errors;		/* PE_* bits */
-	bool		oom;
-	GMimeObject *text_part;		/* chosen bodies (borrowed) */
-	GMimeObject *html_part;
-	const unsigned char *raw;	/* the bytes GMime parses (lent to it) */
-	size_t		raw_len;
-	size_t		att_cap;
-	const char *bounds[MP_MAX_DEPTH];	/* boundaries of the walk's ancestors */
-	const char *cut_boundary;	/* boundary around the multipart cut at
-								 * MP_MAX_DEPTH being stored */
-} parse_ctx;
 
 static bool mp_initialized = false;
 
@@ -196,281 +156,6 @@ mp_init(void)
 	g_mime_object_register_type("message", "global", GMIME_TYPE_PART);
 	g_mime_object_register_type("message", "news", GMIME_TYPE_PART);
 	mp_initialized = true;
-}
-
-/* ------------------------------------------------------------------------
- * UTF-8
- * ------------------------------------------------------------------------
- */
-
-/*
- * Length of the well-formed UTF-8 sequence at s (n bytes available), or 0
- * when it is ill-formed; then *bad is the length of its maximal subpart
- * (Unicode 3.9, "U+FFFD substitution of maximal subparts"), at least 1.
- */
-static size_t
-utf8_seq(const unsigned char *s, size_t n, size_t *bad)
-{
-	unsigned char c = s[0];
-	size_t		need;
-	unsigned char lo = 0x80,
-				hi = 0xBF;
-	size_t		i;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xC2 || c > 0xF4)
-	{
-		*bad = 1;
-		return 0;
-	}
-	if (c < 0xE0)
-		need = 1;
-	else if (c < 0xF0)
-	{
-		need = 2;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	}
-	else
-	{
-		need = 3;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	}
-	for (i = 1; i <= need; i++)
-	{
-		if (i >= n || s[i] < lo || s[i] > hi)
-		{
-			*bad = i;
-			return 0;
-		}
-		lo = 0x80;
-		hi = 0xBF;
-	}
-	return need + 1;
-}
-
-/* True if s[0..len) is valid UTF-8 without NUL bytes. */
-static bool
-utf8_is_clean(const unsigned char *s, size_t len)
-{
-	size_t		i = 0;
-	size_t		bad;
-
-	while (i < len)
-	{
-		size_t		k;
-
-		if (s[i] >= 0x01 && s[i] < 0x80)
-		{
-			i++;
-			continue;
-		}
-		if (s[i] == 0)
-			return false;
-		k = utf8_seq(s + i, len - i, &bad);
-		if (k == 0)
-			return false;
-		i += k;
-	}
-	return true;
-}
-
-/*
- * Copy s[0..len) to out (if not NULL), replacing ill-formed sequences and NUL
- * bytes by U+FFFD.  Returns the output length (no terminator written).
- */
-static size_t
-utf8_clean_into(const unsigned char *s, size_t len, unsigned char *out)
-{
-	size_t		i = 0;
-	size_t		o = 0;
-
-	while (i < len)
-	{
-		size_t		k;
-		size_t		bad = 1;
-
-		if (s[i] >= 0x01 && s[i] < 0x80)
-		{
-			if (out)
-				out[o] = s[i];
-			o++;
-			i++;
-			continue;
-		}
-		k = (s[i] == 0) ? 0 : utf8_seq(s + i, len - i, &bad);
-		if (k > 0)
-		{
-			if (out)
-				memcpy(out + o, s + i, k);
-			o += k;
-			i += k;
-		}
-		else
-		{
-			if (out)
-			{
-				out[o] = 0xEF;
-				out[o + 1] = 0xBF;
-				out[o + 2] = 0xBD;
-			}
-			o += 3;
-			i += bad;
-		}
-	}
-	return o;
-}
-
-/* malloc'd clean UTF-8 copy of s[0..len); NULL only on OOM. */
-static char *
-utf8_dup_len(parse_ctx *ctx, const char *s, size_t len)
-{
-	size_t		n;
-	char	   *out;
-
-	if (s == NULL)
-		len = 0;
-	n = utf8_clean_into((const unsigned char *) s, len, NULL);
-	out = malloc(n + 1);
-	if (out == NULL)
-	{
-		ctx->oom = true;
-		return NULL;
-	}
-	utf8_clean_into((const unsigned char *) s, len, (unsigned char *) out);
-	out[n] = '\0';
-	return out;
-}
-
-/* Clean UTF-8 copy of a C string; NULL stays NULL. */
-static char *
-utf8_dup(parse_ctx *ctx, const char *s)
-{
-	if (s == NULL)
-		return NULL;
-	return utf8_dup_len(ctx, s, strlen(s));
-}
-
-/*
- * Turn a malloc'd buffer of len bytes (with room for at least one more byte)
- * into a clean NUL-terminated UTF-8 string, reusing the buffer when it is
- * already clean.  Frees buf.  NULL on OOM.
- */
-static char *
-utf8_finish(parse_ctx *ctx, unsigned char *buf, size_t len)
-{
-	char	   *out;
-
-	if (utf8_is_clean(buf, len))
-	{
-		buf[len] = '\0';
-		return (char *) buf;
-	}
-	out = utf8_dup_len(ctx, (const char *) buf, len);
-	free(buf);
-	return out;
-}
-
-/* base64: rank + 1 of each alphabet character, 0 for anything else */
-static const unsigned char b64_rank[256] = {
-	['A'] = 1,['B'] = 2,['C'] = 3,['D'] = 4,['E'] = 5,['F'] = 6,['G'] = 7,['H'] = 8,
-	['I'] = 9,['J'] = 10,['K'] = 11,['L'] = 12,['M'] = 13,['N'] = 14,['O'] = 15,['P'] = 16,
-	['Q'] = 17,['R'] = 18,['S'] = 19,['T'] = 20,['U'] = 21,['V'] = 22,['W'] = 23,['X'] = 24,
-	['Y'] = 25,['Z'] = 26,
-	['a'] = 27,['b'] = 28,['c'] = 29,['d'] = 30,['e'] = 31,['f'] = 32,['g'] = 33,['h'] = 34,
-	['i'] = 35,['j'] = 36,['k'] = 37,['l'] = 38,['m'] = 39,['n'] = 40,['o'] = 41,['p'] = 42,
-	['q'] = 43,['r'] = 44,['s'] = 45,['t'] = 46,['u'] = 47,['v'] = 48,['w'] = 49,['x'] = 50,
-	['y'] = 51,['z'] = 52,
-	['0'] = 53,['1'] = 54,['2'] = 55,['3'] = 56,['4'] = 57,['5'] = 58,['6'] = 59,['7'] = 60,
-	['8'] = 61,['9'] = 62,['+'] = 63,['/'] = 64
-};
-
-/*
- * A lenient base64 decoder.  White space is skipped; other characters are
- * skipped and remembered as an error.  Padding ends a quantum and decoding
- * goes on after it ("chunked" base64, which GMime 3.2.13's decoder cuts off
- * at the first '=').
- */
-typedef struct b64_state
-{
-	unsigned int acc;
-	int			n;
-	bool		bad;
-} b64_state;
-
-/* Writes at most len * 3 / 4 + 3 bytes. */
-static size_t
-b64_step(b64_state *st, const unsigned char *in, size_t len, unsigned char *out)
-{
-	/* locals, so that stores through out cannot alias the state */
-	unsigned int acc = st->acc;
-	int			n = st->n;
-	bool		bad = st->bad;
-	unsigned char *o = out;
-	const unsigned char *end = in + len;
-
-	while (in < end)
-	{
-		unsigned char c = *in++;
-		unsigned char r = b64_rank[c];
-
-		if (r != 0)
-		{
-			acc = (acc << 6) | (unsigned int) (r - 1);
-			if (++n == 4)
-			{
-				o[0] = (unsigned char) (acc >> 16);
-				o[1] = (unsigned char) (acc >> 8);
-				o[2] = (unsigned char) acc;
-				o += 3;
-				acc = 0;
-				n = 0;
-			}
-		}
-		else if (c == '=')
-		{
-			if (n == 2)
-				*o++ = (unsigned char) (acc >> 4);
-			else if (n == 3)
-			{
-				o[0] = (unsigned char) (acc >> 10);
-				o[1] = (unsigned char) (acc >> 2);
-				o += 2;
-			}
-			else if (n == 1)
-				bad = true;
-			acc = 0;
-			n = 0;
-		}
-		else if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
-			bad = true;
-	}
-	st->acc = acc;
-	st->n = n;
-	st->bad = bad;
-	return (size_t) (o - out);
-}
-
-/* Flush a final quantum that lacks its padding; at most 2 bytes. */
-static size_t
-b64_finish(b64_state *st, unsigned char *out)
-{
-	static const unsigned char pad = '=';
-	size_t		o = 0;
-
-	if (st->n == 1)
-		st->bad = true;
-	if (st->n > 1)
-		o = b64_step(st, &pad, 1, out);
-	st->acc = 0;
-	st->n = 0;
-	return o;
 }
 
 /* ------------------------------------------------------------------------
@@ -881,13 +566,13 @@ text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
 			free(data);
 			if (conv == NULL)
 				return NULL;
-			return utf8_finish(ctx, conv, olen);
+			return mp_utf8_finish(ctx, conv, olen);
 		}
 		kind = CS_AUTO;			/* unknown to iconv */
 	}
 
-	if (kind == CS_UTF8 || (kind == CS_AUTO && utf8_is_clean(data, len)))
-		return utf8_finish(ctx, data, len);
+	if (kind == CS_UTF8 || (kind == CS_AUTO && mp_utf8_is_clean(data, len)))
+		return mp_utf8_finish(ctx, data, len);
 
 	{
 		/* CS_CP1252, or CS_AUTO with bytes that are not UTF-8 */
@@ -924,7 +609,6 @@ grow(parse_ctx *ctx, unsigned char **buf, size_t *cap, size_t need)
 	*cap = ncap;
 	return true;
 }
-
 
 /*
  * Read a stream to its end into a malloc'd buffer (always with room for one
@@ -988,7 +672,7 @@ read_stream(parse_ctx *ctx, GMimeStream *stream, GMimeContentEncoding enc,
 			if (!grow(ctx, &buf, &cap, len + (size_t) n + 4))
 				goto oom;
 			if (enc == GMIME_CONTENT_ENCODING_BASE64)
-				len += b64_step(&b64, (const unsigned char *) chunk, (size_t) n, buf + len);
+				len += mp_b64_step(&b64, (const unsigned char *) chunk, (size_t) n, buf + len);
 			else
 				len += g_mime_encoding_step(&state, chunk, (size_t) n, (char *) buf + len);
 		}
@@ -996,7 +680,7 @@ read_stream(parse_ctx *ctx, GMimeStream *stream, GMimeContentEncoding enc,
 			goto oom;
 		if (enc == GMIME_CONTENT_ENCODING_BASE64)
 		{
-			len += b64_finish(&b64, buf + len);
+			len += mp_b64_finish(&b64, buf + len);
 			if (b64.bad)
 				ctx->errors |= PE_BAD_BASE64;
 		}
@@ -1284,7 +968,7 @@ rewrite_encoded_words(const char *in, bool *hid)
 		if (end == NULL)
 			break;
 		for (q = text; q < end; q++)
-			if (b64_rank[(unsigned char) *q] == 0 && *q != '=')
+			if (mp_b64_rank[(unsigned char) *q] == 0 && *q != '=')
 				ok = false;
 		g_string_append_len(out, p, (gssize) (w - p));
 		if (ok)
@@ -1293,10 +977,10 @@ rewrite_encoded_words(const char *in, bool *hid)
 			size_t		tlen = (size_t) (end - text);
 			unsigned char small[256];
 			unsigned char *bytes = tlen < sizeof(small) - 4 ? small : g_malloc(tlen + 4);
-			size_t		n = b64_step(&st, (const unsigned char *) text, tlen, bytes);
+			size_t		n = mp_b64_step(&st, (const unsigned char *) text, tlen, bytes);
 			size_t		i;
 
-			n += b64_finish(&st, bytes + n);
+			n += mp_b64_finish(&st, bytes + n);
 			if (st.bad)
 				ok = false;
 			else
@@ -1364,7 +1048,7 @@ header_decode(parse_ctx *ctx, const char *raw)
 	}
 	if (hid)
 		unhide_words(decoded);
-	res = utf8_dup(ctx, decoded);
+	res = mp_utf8_dup(ctx, decoded);
 	g_free(decoded);
 	g_free(text);
 	return res;
@@ -1477,10 +1161,10 @@ fill_headers(parse_ctx *ctx, GMimeMessage *message)
 		else
 			h = g_mime_header_list_get_header_at(b, ib++);
 
-		dst->name = utf8_dup(ctx, g_mime_header_get_name(h));
+		dst->name = mp_utf8_dup(ctx, g_mime_header_get_name(h));
 		dst->value = header_decode(ctx, g_mime_header_get_raw_value(h));
 		if (dst->value == NULL && !ctx->oom)
-			dst->value = utf8_dup(ctx, "");
+			dst->value = mp_utf8_dup(ctx, "");
 		out->header_count++;
 		if (ctx->oom)
 			return false;
@@ -1511,8 +1195,8 @@ addr_push(parse_ctx *ctx, mp_address_list *dst, size_t *cap,
 		*cap = ncap;
 	}
 	it = &dst->items[dst->count++];
-	it->name = (name && *name) ? utf8_dup(ctx, name) : NULL;
-	it->address = (addr && *addr) ? utf8_dup(ctx, addr) : NULL;
+	it->name = (name && *name) ? mp_utf8_dup(ctx, name) : NULL;
+	it->address = (addr && *addr) ? mp_utf8_dup(ctx, addr) : NULL;
 	unhide_words(it->name);
 	unhide_words(it->address);
 	return !ctx->oom;
@@ -1604,7 +1288,7 @@ fill_addresses(parse_ctx *ctx, GMimeMessage *message, const char *hname,
 	}
 	if (disp != NULL)
 	{
-		dst->display = utf8_dup_len(ctx, disp->str, disp->len);
+		dst->display = mp_utf8_dup_len(ctx, disp->str, disp->len);
 		g_string_free(disp, TRUE);
 	}
 	return !ctx->oom;
@@ -1633,7 +1317,7 @@ bare_id(parse_ctx *ctx, const char *s)
 	}
 	if (e == b)
 		return NULL;
-	return utf8_dup_len(ctx, b, (size_t) (e - b));
+	return mp_utf8_dup_len(ctx, b, (size_t) (e - b));
 }
 
 /* A message id header: GMime's decoding, or the trimmed value without <>. */
@@ -1649,7 +1333,7 @@ message_id_value(parse_ctx *ctx, GMimeHeader *h)
 	unfolded = header_unfold(g_mime_header_get_raw_value(h));
 	id = g_mime_utils_decode_message_id(unfolded);
 	if (id != NULL && *id != '\0')
-		res = utf8_dup(ctx, id);
+		res = mp_utf8_dup(ctx, id);
 	else
 		res = bare_id(ctx, unfolded);
 	g_free(id);
@@ -1687,7 +1371,7 @@ references_value(parse_ctx *ctx, GMimeHeader *h)
 	}
 	if (o > 0 && tmp[o - 1] == ' ')
 		o--;
-	res = (o > 0) ? utf8_dup_len(ctx, tmp, o) : NULL;
+	res = (o > 0) ? mp_utf8_dup_len(ctx, tmp, o) : NULL;
 	free(tmp);
 	return res;
 }
@@ -2246,7 +1930,7 @@ ext_for_type(const char *mime_type)
 static char *
 clean_filename(parse_ctx *ctx, const char *raw)
 {
-	char	   *u = utf8_dup(ctx, raw);
+	char	   *u = mp_utf8_dup(ctx, raw);
 	size_t		i = 0,
 				o = 0,
 				len;
@@ -2338,7 +2022,7 @@ add_attachment(parse_ctx *ctx, GMimeObject *obj, const char *part_id)
 	a = &out->attachments[out->attachment_count++];
 	memset(a, 0, sizeof(*a));
 
-	a->part_id = utf8_dup(ctx, part_id);
+	a->part_id = mp_utf8_dup(ctx, part_id);
 
 	mt = (ct && !mislabeled_text(obj)) ? g_mime_content_type_get_mime_type(ct) : NULL;
 	if (mt != NULL && ct != NULL &&
@@ -2350,7 +2034,7 @@ add_attachment(parse_ctx *ctx, GMimeObject *obj, const char *part_id)
 		mt = g_strdup("application/octet-stream");
 		ctx->errors |= PE_CONTENT_TYPE;
 	}
-	a->mime_type = utf8_dup(ctx, mt ? mt : ct ? "text/plain" : "application/octet-stream");
+	a->mime_type = mp_utf8_dup(ctx, mt ? mt : ct ? "text/plain" : "application/octet-stream");
 	g_free(mt);
 	if (a->mime_type == NULL)
 		return false;
@@ -2371,14 +2055,14 @@ add_attachment(parse_ctx *ctx, GMimeObject *obj, const char *part_id)
 
 		g_string_append(s, part_id);
 		g_string_append(s, ext);
-		a->filename = utf8_dup_len(ctx, s->str, s->len);
+		a->filename = mp_utf8_dup_len(ctx, s->str, s->len);
 		g_string_free(s, TRUE);
 		a->filename_derived = true;
 	}
 
 	cid = g_mime_object_get_content_id(obj);
 	if (cid != NULL && *cid != '\0')
-		a->content_id = utf8_dup(ctx, cid);
+		a->content_id = mp_utf8_dup(ctx, cid);
 	else
 	{
 		GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
@@ -2629,7 +2313,7 @@ set_parse_error(parse_ctx *ctx)
 			g_string_append(s, pe_texts[i].text);
 		}
 	}
-	ctx->out->parse_error = utf8_dup_len(ctx, s->str, s->len);
+	ctx->out->parse_error = mp_utf8_dup_len(ctx, s->str, s->len);
 	g_string_free(s, TRUE);
 	return !ctx->oom;
 }
@@ -2653,7 +2337,7 @@ fill_header_fields(parse_ctx *ctx, GMimeMessage *message)
 	{
 		if (g_ascii_strcasecmp(out->headers[i].name, "Subject") == 0)
 		{
-			if ((out->subject = utf8_dup(ctx, out->headers[i].value)) == NULL)
+			if ((out->subject = mp_utf8_dup(ctx, out->headers[i].value)) == NULL)
 				return false;
 			break;
 		}
