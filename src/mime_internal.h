@@ -76,4 +76,9 @@ extern size_t mp_b64_step(b64_state *st, const unsigned char *in, size_t len,
 						  unsigned char *out);
 extern size_t mp_b64_finish(b64_state *st, unsigned char *out);
 
+/* mime_charset.c */
+extern void mp_pin_word_charset(const char *cs, size_t len);
+extern char *mp_text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
+							 const char *charset, bool is_html);
+
 #endif
