@@ -81,4 +81,7 @@ extern void mp_pin_word_charset(const char *cs, size_t len);
 extern char *mp_text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
 							 const char *charset, bool is_html);
 
+/* mime_content.c */
+extern unsigned char *mp_part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp);
+
 #endif
