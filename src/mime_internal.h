@@ -84,4 +84,12 @@ extern char *mp_text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
 /* mime_content.c */
 extern unsigned char *mp_part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp);
 
+/* mime_headers.c */
+extern char *mp_header_unfold(const char *raw);
+extern char *mp_rewrite_encoded_words(const char *in, bool *hid);
+extern void mp_unhide_words(char *s);
+extern GMimeHeader *mp_first_header(GMimeHeaderList *list, const char *name);
+extern char *mp_bare_id(parse_ctx *ctx, const char *s);
+extern bool mp_fill_header_fields(parse_ctx *ctx, GMimeMessage *message);
+
 #endif
