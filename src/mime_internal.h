@@ -92,4 +92,7 @@ extern GMimeHeader *mp_first_header(GMimeHeaderList *list, const char *name);
 extern char *mp_bare_id(parse_ctx *ctx, const char *s);
 extern bool mp_fill_header_fields(parse_ctx *ctx, GMimeMessage *message);
 
+/* mime_parts.c */
+extern bool mp_fill_parts(parse_ctx *ctx, GMimeMessage *message);
+
 #endif
