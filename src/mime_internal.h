@@ -18,7 +18,7 @@
 /* Inputs larger than this are not handed to GMime (GByteArray is 32-bit). */
 #define MP_MAX_INPUT		((size_t) 1 << 30)
 
-/* parse_error bits, in the order they are reported */
+/* parse_error bits (their texts, in report order: pe_texts of mime_parse.c) */
 #define PE_TOO_LARGE		(1u << 0)
 #define PE_EMPTY			(1u << 1)
 #define PE_NO_MESSAGE		(1u << 2)

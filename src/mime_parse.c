@@ -1,10 +1,22 @@
 /*-------------------------------------------------------------------------
  * mime_parse.c
- *	  Raw RFC 822 bytes -> mp_message, with GMime 3.
+ *	  Raw RFC 822 bytes -> mp_message, with GMime 3: the entry points
+ *	  (mp_init, mp_parse, mp_message_free), the GMime parser's set-up and
+ *	  warnings, and the text of parse_error.
  *
- * No PostgreSQL header is included: this file is built into the extension
- * and, unchanged, into the standalone test driver of test/mime/ (which also
- * runs it on mutated input under ASan and valgrind).
+ * The parser is this file and the others that share mime_internal.h:
+ *
+ *   mime_headers.c  header fields -> the record (RFC 2047, addresses, dates)
+ *   mime_parts.c    the bodies and the attachments (the walk of the tree)
+ *   mime_content.c  a part's content (transfer decoding, cut subtrees)
+ *   mime_charset.c  charsets -> UTF-8 (iconv, windows-1252)
+ *   mime_base64.c   our base64 decoder
+ *   mime_utf8.c     valid UTF-8 without NUL for every string of the record
+ *
+ * No PostgreSQL header is included in any of them: they are built into the
+ * extension and, unchanged, into the standalone test driver of test/mime/
+ * (which also runs them on mutated input under ASan and valgrind) and the
+ * fuzzer of test/fuzz/.
  *
  * Design, in short:
  *
@@ -17,9 +29,10 @@
  *   leaf parts, so GMime does not parse forwarded messages at all: they
  *   become attachments whose data are the embedded message's exact bytes.
  *
- * - Bodies are chosen as a mail reader does (see find_body()); every other
- *   leaf part is an attachment, except the alternatives a reader would not
- *   show (the text/plain or text/html of a multipart/alternative that lost).
+ * - Bodies are chosen as a mail reader does (see find_body() in
+ *   mime_parts.c); every other leaf part is an attachment, except the
+ *   alternatives a reader would not show (the text/plain or text/html of a
+ *   multipart/alternative that lost).
  *
  * - Text is converted to UTF-8 with iconv, with our own replacement of
  *   invalid input by U+FFFD, our own windows-1252 table for the fallback,
@@ -41,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The text of each parse_error bit, in the order they are reported. */
 static const struct
 {
 	unsigned int bit;
@@ -86,11 +100,6 @@ mp_init(void)
 	g_mime_object_register_type("message", "news", GMIME_TYPE_PART);
 	mp_initialized = true;
 }
-
-/* ------------------------------------------------------------------------
- * Entry points
- * ------------------------------------------------------------------------
- */
 
 static void
 warning_cb(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer user_data)
