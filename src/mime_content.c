@@ -13,6 +13,17 @@
 /* Read chunk for transfer decoding. */
 #define MP_CHUNK			32768
 
+/* No content: a malloc'd buffer of length 0 (room for one byte); NULL on OOM. */
+static unsigned char *
+empty_content(parse_ctx *ctx)
+{
+	unsigned char *empty = malloc(1);
+
+	if (empty == NULL)
+		ctx->oom = true;
+	return empty;
+}
+
 static bool
 grow(parse_ctx *ctx, unsigned char **buf, size_t *cap, size_t need)
 {
@@ -167,12 +178,7 @@ subtree_bytes(parse_ctx *ctx, GMimeObject *obj, const char *boundary, size_t *le
 	if (hl != NULL && g_mime_header_list_get_count(hl) > 0)
 		off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, 0));
 	if (off < 0 || (guint64) off >= ctx->raw_len)
-	{
-		out = malloc(1);
-		if (out == NULL)
-			ctx->oom = true;
-		return out;
-	}
+		return empty_content(ctx);
 	start = (size_t) off;
 	end = ctx->raw_len;
 	if (boundary != NULL && *boundary != '\0')
@@ -229,13 +235,7 @@ mp_part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 		unsigned char *res;
 
 		if (s == NULL)
-		{
-			unsigned char *empty = malloc(1);
-
-			if (empty == NULL)
-				ctx->oom = true;
-			return empty;
-		}
+			return empty_content(ctx);
 		enc = g_mime_data_wrapper_get_encoding(w);
 		if (s->super_stream != NULL && s->bound_start >= 0 &&
 			s->bound_end > s->bound_start && (guint64) s->bound_end < ctx->raw_len &&
@@ -284,24 +284,12 @@ mp_part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp)
 		unsigned char *res;
 
 		if (m == NULL)
-		{
-			unsigned char *empty = malloc(1);
-
-			if (empty == NULL)
-				ctx->oom = true;
-			return empty;
-		}
+			return empty_content(ctx);
 		ms = g_mime_stream_mem_new();
 		g_mime_object_write_to_stream((GMimeObject *) m, NULL, ms);
 		res = read_stream(ctx, ms, GMIME_CONTENT_ENCODING_DEFAULT, lenp);
 		g_object_unref(ms);
 		return res;
 	}
-	{
-		unsigned char *empty = malloc(1);
-
-		if (empty == NULL)
-			ctx->oom = true;
-		return empty;
-	}
+	return empty_content(ctx);
 }
