@@ -76,15 +76,19 @@ extern size_t mp_b64_step(b64_state *st, const unsigned char *in, size_t len,
 						  unsigned char *out);
 extern size_t mp_b64_finish(b64_state *st, unsigned char *out);
 
-/* mime_charset.c */
+/*
+ * mime_charset.c: a text part's decoded bytes -> clean UTF-8 (by the charset
+ * given or sniffed; takes the buffer), and the converter of an encoded
+ * word's charset kept open
+ */
 extern void mp_pin_word_charset(const char *cs, size_t len);
 extern char *mp_text_to_utf8(parse_ctx *ctx, unsigned char *data, size_t len,
 							 const char *charset, bool is_html);
 
-/* mime_content.c */
+/* mime_content.c: a part's transfer-decoded content, malloc'd */
 extern unsigned char *mp_part_content(parse_ctx *ctx, GMimeObject *obj, size_t *lenp);
 
-/* mime_headers.c */
+/* mime_headers.c: header text (unfolding, encoded words), the header fields */
 extern char *mp_header_unfold(const char *raw);
 extern char *mp_rewrite_encoded_words(const char *in, bool *hid);
 extern void mp_unhide_words(char *s);
@@ -92,7 +96,7 @@ extern GMimeHeader *mp_first_header(GMimeHeaderList *list, const char *name);
 extern char *mp_bare_id(parse_ctx *ctx, const char *s);
 extern bool mp_fill_header_fields(parse_ctx *ctx, GMimeMessage *message);
 
-/* mime_parts.c */
+/* mime_parts.c: the bodies and the attachments */
 extern bool mp_fill_parts(parse_ctx *ctx, GMimeMessage *message);
 
 #endif
