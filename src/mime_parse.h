@@ -2,8 +2,8 @@
  * mime_parse.h
  *	  Raw RFC 822 bytes -> a plain C message record, with GMime.
  *
- * No PostgreSQL header is included here or in mime_parse.c, so the parser
- * can be fuzzed and tested on its own.  Every string in a record is valid
+ * No PostgreSQL header is included here or in any src/mime_*.c, so the
+ * parser can be fuzzed and tested on its own.  Every string in a record is valid
  * UTF-8 without NUL bytes; everything is malloc'd and released by
  * mp_message_free().
  *-------------------------------------------------------------------------

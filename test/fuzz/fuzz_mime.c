@@ -1,5 +1,5 @@
 /*
- * fuzz_mime.c: libFuzzer harness for the MIME parser (src/mime_parse.c).
+ * fuzz_mime.c: libFuzzer harness for the MIME parser (src/mime_*.c).
  *
  * Each input is handed to mp_parse() as the raw RFC 822 bytes of a message;
  * the record must then hold the invariants mime_parse.h promises, else the

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Standalone tests of the MIME parser (src/mime_parse.c), no PostgreSQL needed.
+# Standalone tests of the MIME parser (src/mime_*.c), no PostgreSQL needed.
 #
 #   test/mime/run.sh [--no-valgrind] [--no-asan] [--verbose]
 #
-# 1. builds the driver, and mime_parse.c with the extension's warning flags
+# 1. builds the driver, and each parser file with the extension's warning flags
 # 2. runs every crafted case in cases/*.eml against its .expect
 # 3. generates the big cases (1,000/5,000-level nesting, a 25 MB attachment,
 #    37 MB of headers, ...) and runs them with time and memory limits
@@ -43,7 +43,9 @@ mkdir -p "$OUT/json" "$OUT/gen" "$OUT/fuzz" "$OUT/log"
 
 GM_CFLAGS=$(pkg-config --cflags gmime-3.0)
 GM_LIBS=$(pkg-config --libs gmime-3.0)
-SRCS="$HERE/mime_driver.c $ROOT/src/mime_parse.c $ROOT/src/sha256_hex.c"
+# the parser: every src/mime_*.c, and the SHA-256 helper
+PARSER=$(echo "$ROOT"/src/mime_*.c "$ROOT/src/sha256_hex.c")
+SRCS="$HERE/mime_driver.c $PARSER"
 DRIVER="$OUT/mime_driver"
 ADRIVER="$OUT/mime_driver_asan"
 
@@ -65,10 +67,11 @@ if command -v pg_config >/dev/null 2>&1; then
 else
 	PGCF="-Wall -Wmissing-prototypes -Wpointer-arith -Wdeclaration-after-statement -Werror=vla -Wendif-labels -Wmissing-format-attribute -Wimplicit-fallthrough=3 -Wcast-function-type -Wformat-security -fno-strict-aliasing -fwrapv -O2"
 fi
-for f in mime_parse sha256_hex; do
+for src in $PARSER; do
+	f=$(basename "$src" .c)
 	# shellcheck disable=SC2086
 	if $CC $PGCF -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
-		-Wno-sign-compare -std=gnu99 -I"$ROOT/src" $GM_CFLAGS -c "$ROOT/src/$f.c" -o "$OUT/$f.o" \
+		-Wno-sign-compare -std=gnu99 -I"$ROOT/src" $GM_CFLAGS -c "$src" -o "$OUT/$f.o" \
 		>"$OUT/log/strict_$f.log" 2>&1; then
 		ok "strict build $f.c"
 	else
