@@ -2,9 +2,10 @@
 # test/run_tests.sh: the whole test suite, the README's second command and
 # what .ci/run calls.  Installs missing Debian packages, builds and installs
 # the extension, starts a throw-away cluster and the Gmail API double, then
-# runs: the double's self-test, the MIME parser tests, pg_regress and the
-# isolation specs (make installcheck), the scripts in test/scripts/, and
-# the benchmark's short form.
+# runs: the include-layering check, the double's self-test, the MIME parser
+# tests, pg_regress and the isolation specs (make installcheck), the
+# scripts in test/scripts/, and the benchmark's short form.  PG_CONFIG
+# picks the PostgreSQL installation; TMPDIR where the work directory goes.
 #
 #   bash test/run_tests.sh                  every step
 #   bash test/run_tests.sh faults tls       only the named steps (a script's

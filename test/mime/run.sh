@@ -43,8 +43,8 @@ mkdir -p "$OUT/json" "$OUT/gen" "$OUT/fuzz" "$OUT/log"
 
 GM_CFLAGS=$(pkg-config --cflags gmime-3.0)
 GM_LIBS=$(pkg-config --libs gmime-3.0)
-# the parser: every src/mime_*.c, and the SHA-256 helper
-PARSER=$(echo "$ROOT"/src/mime_*.c "$ROOT/src/sha256_hex.c")
+# the parser: every src/mime_*.c, the SHA-256 helper and the UTF-8 rule
+PARSER=$(echo "$ROOT"/src/mime_*.c "$ROOT/src/sha256_hex.c" "$ROOT/src/utf8_text.c")
 SRCS="$HERE/mime_driver.c $PARSER"
 DRIVER="$OUT/mime_driver"
 ADRIVER="$OUT/mime_driver_asan"
