@@ -59,31 +59,40 @@ gi_start_double() {
 	gi_log "Gmail API double at $DOUBLE_URL"
 }
 
-# Start a cluster owned by the postgres OS user; sets PGHOST/PGPORT/PGUSER.
-gi_start_cluster() {
-	local data="$GI_WORK/data"
-	export PGPORT=${PGPORT_OVERRIDE:-$(gi_free_port)}
-	export PGHOST="$GI_WORK"
-	export PGUSER=postgres
-	export PGDATABASE=postgres
+# gi_init_cluster BINDIR DATA PORT PRELOAD: initdb as the postgres OS user,
+# with the socket in $GI_WORK and the extension pointed at the double.
+gi_init_cluster() {
+	local bindir=$1 data=$2 port=$3 preload=$4
 	mkdir -p "$data"
 	chown -R postgres:postgres "$GI_WORK"
 	chmod 755 "$GI_WORK"
-	su postgres -c "$GI_PGBIN/initdb -D '$data' --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null"
+	su postgres -c "'$bindir/initdb' -D '$data' --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null"
 	cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = ''
 unix_socket_directories = '$GI_WORK'
-port = $PGPORT
-shared_preload_libraries = 'pg_cron,gmail_ingest'
-cron.database_name = 'postgres'
-cron.use_background_workers = on
-max_worker_processes = 32
+port = $port
+shared_preload_libraries = '$preload'
 fsync = off
 log_line_prefix = '%m [%p] '
 gmail_ingest.api_base_url = '$DOUBLE_URL'
 gmail_ingest.oauth_token_url = '$DOUBLE_URL/token'
 gmail_ingest.client_id = 'test-client-id'
 gmail_ingest.client_secret = 'test-client-secret'
+CONF
+}
+
+# Start the suite's cluster, with pg_cron; sets PGHOST/PGPORT/PGUSER.
+gi_start_cluster() {
+	local data="$GI_WORK/data"
+	export PGPORT=${PGPORT_OVERRIDE:-$(gi_free_port)}
+	export PGHOST="$GI_WORK"
+	export PGUSER=postgres
+	export PGDATABASE=postgres
+	gi_init_cluster "$GI_PGBIN" "$data" "$PGPORT" pg_cron,gmail_ingest
+	cat >>"$data/postgresql.conf" <<CONF
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 32
 CONF
 	su postgres -c "$GI_PGBIN/pg_ctl -D '$data' -l '$GI_WORK/postgres.log' -w start >/dev/null"
 	gi_log "PostgreSQL on socket $PGHOST port $PGPORT"

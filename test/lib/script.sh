@@ -33,6 +33,24 @@ finish() {
 
 # --- helpers of the reliability scripts (faults, soak, quota, leaks, cancel_latency, tls, log_secrets)
 
+# clean_up_at_exit DB_LIKE: when the script exits, drop the double's fault
+# rules of every e-mail in the array `emails` or listed in $OUT/emails, the
+# databases whose name is LIKE DB_LIKE, and the directory $OUT.
+clean_up_at_exit() {
+	GI_CLEAN_DBS=$1
+	trap gi_clean_up EXIT
+}
+gi_clean_up() {
+	local e d
+	for e in ${emails[@]+"${emails[@]}"} $(cat "${OUT:-/nonexistent}/emails" 2>/dev/null); do
+		dclear "$e" 2>/dev/null
+	done
+	for d in $(psql -X -At -d postgres -c "SELECT datname FROM pg_database WHERE datname LIKE '$GI_CLEAN_DBS'"); do
+		dropdb --if-exists "$d" >/dev/null 2>&1
+	done
+	[ -n "${OUT:-}" ] && rm -rf "$OUT"
+}
+
 # Epoch milliseconds, whole minutes: pass the same now_ms to mailboxes that must be identical.
 now_ms() { echo $(( $(date +%s) / 60 * 60000 )); }
 

@@ -38,17 +38,7 @@ export PGOPTIONS="${PGOPTIONS:-} -c gmail_ingest.request_timeout_ms=1500 -c gmai
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/gi_faults.XXXXXX")
 started=$SECONDS
 
-cleanup() {
-	local j e d
-	for j in $(jobs -p); do kill "$j" 2>/dev/null; done
-	wait 2>/dev/null
-	for e in $(cat "$OUT/emails" 2>/dev/null); do dclear "$e" 2>/dev/null; done
-	for d in $(psql -X -At -d postgres -c "SELECT datname FROM pg_database WHERE datname LIKE '${P}\_%'"); do
-		dropdb --if-exists "$d" >/dev/null 2>&1
-	done
-	rm -rf "$OUT"
-}
-trap cleanup EXIT
+clean_up_at_exit "${P}\_%"
 
 mailbox() {  # mailbox EMAIL: in the double, remembered for cleanup
 	echo "$1" >>"$OUT/emails"

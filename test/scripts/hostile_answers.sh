@@ -32,14 +32,7 @@ STATEMENT_TIMEOUT=${HOSTILE_STATEMENT_TIMEOUT:-15s}
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/gi_hostile.XXXXXX")
 started=$SECONDS
 emails=()
-
-cleanup() {
-	local e
-	for e in "${emails[@]}"; do dclear "$e" 2>/dev/null; done
-	dropdb --if-exists $DB >/dev/null 2>&1
-	rm -rf "$OUT"
-}
-trap cleanup EXIT
+clean_up_at_exit $DB
 
 fresh_db $DB
 

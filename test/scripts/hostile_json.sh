@@ -36,15 +36,7 @@ export PGOPTIONS="${PGOPTIONS:-} -c gmail_ingest.request_timeout_ms=30000 -c gma
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/gi_hostile.XXXXXX")
 started=$SECONDS
 
-cleanup() {
-	local e d
-	for e in $(cat "$OUT/emails" 2>/dev/null); do dclear "$e" 2>/dev/null; done
-	for d in $(psql -X -At -d postgres -c "SELECT datname FROM pg_database WHERE datname LIKE '${P}\_%'"); do
-		dropdb --if-exists "$d" >/dev/null 2>&1
-	done
-	rm -rf "$OUT"
-}
-trap cleanup EXIT
+clean_up_at_exit "${P}\_%"
 
 # new_case NAME: a database and a mailbox (same content as the reference) of
 # its own; sets DB, EMAIL and MB.

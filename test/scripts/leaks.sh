@@ -25,13 +25,7 @@ started=$SECONDS
 PARAMS="\"seed\":71,\"threads\":4,\"messages\":8,\"days\":7,\"window_days\":7,\"attachments\":4,\"drafts\":0,\"spam\":0,\"trash\":0,\"now_ms\":$NOW_MS,\"content_email\":\"leak-content@example.com\""
 
 emails=()
-cleanup() {
-	local e
-	for e in "${emails[@]}"; do dclear "$e" 2>/dev/null; done
-	dropdb --if-exists $DB >/dev/null 2>&1
-	rm -rf "$OUT"
-}
-trap cleanup EXIT
+clean_up_at_exit $DB
 
 fresh_db $DB
 declare -A MB

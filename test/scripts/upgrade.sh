@@ -61,20 +61,7 @@ check "the 1.0 library is installed in the copy" \
 # --- a cluster of its own, started with a given installation's binaries.
 DATA=$GI_WORK/upgrade-data
 UPORT=$(gi_free_port)
-mkdir -p "$DATA"
-chown -R postgres:postgres "$GI_WORK"
-su postgres -c "'$OLD${bindir#$root}/initdb' -D '$DATA' --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null"
-cat >>"$DATA/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$GI_WORK'
-port = $UPORT
-shared_preload_libraries = 'gmail_ingest'
-fsync = off
-gmail_ingest.api_base_url = '$DOUBLE_URL'
-gmail_ingest.oauth_token_url = '$DOUBLE_URL/token'
-gmail_ingest.client_id = 'test-client-id'
-gmail_ingest.client_secret = 'test-client-secret'
-CONF
+gi_init_cluster "$OLD${bindir#$root}" "$DATA" "$UPORT" gmail_ingest
 cluster() {	# cluster start|stop BINDIR
 	su postgres -c "'$2/pg_ctl' -D '$DATA' -l '$GI_WORK/upgrade-postgres.log' -w -m fast $1 >/dev/null"
 }
