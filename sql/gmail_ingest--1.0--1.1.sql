@@ -150,3 +150,147 @@ COMMENT ON FUNCTION @extschema@._require_pg_cron() IS
 
 -- A database restored from a 1.0 dump and updated writes again at once.
 SELECT @extschema@._repair_sequences();
+
+------------------------------------------------------------------------
+-- The fleet's schedule of each mailbox (issue 11, part 1): how often, over
+-- how many days, paused or not, when due, and the failure backoff.
+-- Existing mailboxes get the defaults and are due at once.
+------------------------------------------------------------------------
+ALTER TABLE @extschema@.mailboxes
+	ADD COLUMN sync_interval   interval NOT NULL DEFAULT '15 minutes'
+	                CHECK (sync_interval >= '1 minute' AND sync_interval <= '7 days'),
+	ADD COLUMN window_days     integer NOT NULL DEFAULT 7 CHECK (window_days BETWEEN 1 AND 3650),
+	ADD COLUMN paused          boolean NOT NULL DEFAULT false,
+	ADD COLUMN next_sync_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+	ADD COLUMN backoff_until   timestamptz;
+COMMENT ON COLUMN @extschema@.mailboxes.sync_interval IS
+  'How often the fleet syncs the mailbox (1 minute to 7 days); set_schedule sets it';
+COMMENT ON COLUMN @extschema@.mailboxes.window_days IS
+  'The window, in days, of the fleet''s syncs of this mailbox';
+COMMENT ON COLUMN @extschema@.mailboxes.paused IS
+  'A paused mailbox is left out of the fleet''s syncs (pause_mailbox, resume_mailbox)';
+COMMENT ON COLUMN @extschema@.mailboxes.next_sync_at IS
+  'When the mailbox is due again';
+COMMENT ON COLUMN @extschema@.mailboxes.consecutive_failures IS
+  'Failed runs since the last successful one';
+COMMENT ON COLUMN @extschema@.mailboxes.backoff_until IS
+  'After a transient failure, not synced again before this time';
+
+CREATE FUNCTION @extschema@._require_mailbox(mailbox_id bigint) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF mailbox_id IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.mailboxes m WHERE m.id = _require_mailbox.mailbox_id) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mailbox_id USING ERRCODE = 'no_data_found';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._require_mailbox(bigint) IS
+  'Raises 22004 for a NULL mailbox id and P0002 for an unknown one';
+
+CREATE FUNCTION @extschema@.set_schedule(mailbox_id bigint, sync_interval interval, window_days integer DEFAULT 7)
+RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_next timestamptz;
+BEGIN
+	PERFORM @extschema@._require_mailbox(mailbox_id);
+	IF sync_interval IS NULL OR window_days IS NULL THEN
+		RAISE EXCEPTION 'set_schedule arguments must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF sync_interval < interval '1 minute' OR sync_interval > interval '7 days' THEN
+		RAISE EXCEPTION 'sync_interval must be between 1 minute and 7 days, got %', sync_interval
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF window_days < 1 OR window_days > 3650 THEN
+		RAISE EXCEPTION 'window_days must be between 1 and 3650, got %', window_days
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- The next sync comes one new interval after the last one (now, if the
+	-- mailbox never synced): a shorter interval brings it forward.
+	UPDATE @extschema@.mailboxes m
+	   SET sync_interval = set_schedule.sync_interval,
+	       window_days = set_schedule.window_days,
+	       next_sync_at = coalesce(m.last_synced_at + set_schedule.sync_interval, now())
+	 WHERE m.id = set_schedule.mailbox_id
+	RETURNING m.next_sync_at INTO v_next;
+	RETURN v_next;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.set_schedule(bigint, interval, integer) IS
+  'Set how often (1 minute to 7 days) and over how many days the fleet syncs a mailbox; returns when it is due next';
+
+CREATE FUNCTION @extschema@.pause_mailbox(mailbox_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM @extschema@._require_mailbox(mailbox_id);
+	UPDATE @extschema@.mailboxes m SET paused = true
+	 WHERE m.id = pause_mailbox.mailbox_id AND NOT m.paused;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.pause_mailbox(bigint) IS
+  'Leave the mailbox out of the fleet''s syncs until resume_mailbox';
+
+CREATE FUNCTION @extschema@.resume_mailbox(mailbox_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM @extschema@._require_mailbox(mailbox_id);
+	UPDATE @extschema@.mailboxes m SET paused = false
+	 WHERE m.id = resume_mailbox.mailbox_id AND m.paused;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.resume_mailbox(bigint) IS
+  'Take a paused mailbox back into the fleet''s syncs; overdue, it is due at once';
+
+REVOKE ALL ON FUNCTION @extschema@._require_mailbox(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.set_schedule(bigint, interval, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.pause_mailbox(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.resume_mailbox(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW @extschema@.mailbox_status WITH (security_invoker = true) AS
+SELECT m.id AS mailbox_id,
+       m.org_id,
+       m.provider_email,
+       m.auth_state,
+       m.history_id,
+       m.last_synced_at,
+       r.id AS last_run_id,
+       r.mode AS last_run_mode,
+       r.status AS last_run_status,
+       r.error AS last_run_error,
+       r.started_at AS last_run_started_at,
+       r.finished_at - r.started_at AS last_run_duration,
+       r.messages_inserted AS last_run_messages_inserted,
+       r.quota_units AS last_run_quota_units,
+       (SELECT count(*) FROM @extschema@.sync_runs f
+         WHERE f.mailbox_id = m.id AND f.fallback IS NOT NULL
+           AND f.id > coalesce((SELECT max(g.id) FROM @extschema@.sync_runs g
+                                 WHERE g.mailbox_id = m.id AND g.status = 'succeeded'
+                                   AND g.fallback IS NULL), 0)) AS consecutive_history_fallbacks,
+       m.backfill_history_id IS NOT NULL AS backfill_in_progress,
+       (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.mailbox_id = m.id) AS backfill_queued,
+       (SELECT count(*) FROM @extschema@.mail_threads t WHERE t.mailbox_id = m.id) AS threads,
+       (SELECT count(*) FROM @extschema@.mail_messages x WHERE x.mailbox_id = m.id) AS messages,
+       (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments,
+       m.paused,
+       m.sync_interval,
+       m.window_days,
+       m.next_sync_at,
+       m.backoff_until,
+       m.consecutive_failures
+  FROM @extschema@.mailboxes m
+  LEFT JOIN LATERAL (
+	SELECT * FROM @extschema@.sync_runs s
+	 WHERE s.mailbox_id = m.id
+	 ORDER BY s.id DESC LIMIT 1) r ON true;
+COMMENT ON VIEW @extschema@.mailbox_status IS
+  'One row per mailbox: auth state, last run''s outcome, stored counts, history id and schedule';

@@ -24,12 +24,31 @@ CREATE TABLE @extschema@.mailboxes (
 	backfill_window_start  timestamptz,
 	backfill_days          integer,
 	created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	sync_interval   interval NOT NULL DEFAULT '15 minutes'
+	                CHECK (sync_interval >= '1 minute' AND sync_interval <= '7 days'),
+	window_days     integer NOT NULL DEFAULT 7 CHECK (window_days BETWEEN 1 AND 3650),
+	paused          boolean NOT NULL DEFAULT false,
+	next_sync_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	consecutive_failures integer NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+	backoff_until   timestamptz,
 	UNIQUE (org_id, provider_email)
 );
 COMMENT ON TABLE @extschema@.mailboxes IS
   'One row per Gmail mailbox; history_id is the Gmail historyId reached by the last completed sync';
 COMMENT ON COLUMN @extschema@.mailboxes.backfill_history_id IS
   'historyId read before a gmail_backfill in progress began listing; becomes history_id when it completes';
+COMMENT ON COLUMN @extschema@.mailboxes.sync_interval IS
+  'How often the fleet syncs the mailbox (1 minute to 7 days); set_schedule sets it';
+COMMENT ON COLUMN @extschema@.mailboxes.window_days IS
+  'The window, in days, of the fleet''s syncs of this mailbox';
+COMMENT ON COLUMN @extschema@.mailboxes.paused IS
+  'A paused mailbox is left out of the fleet''s syncs (pause_mailbox, resume_mailbox)';
+COMMENT ON COLUMN @extschema@.mailboxes.next_sync_at IS
+  'When the mailbox is due again';
+COMMENT ON COLUMN @extschema@.mailboxes.consecutive_failures IS
+  'Failed runs since the last successful one';
+COMMENT ON COLUMN @extschema@.mailboxes.backoff_until IS
+  'After a transient failure, not synced again before this time';
 
 CREATE TABLE @extschema@.mailbox_credentials (
 	mailbox_id               bigint PRIMARY KEY REFERENCES @extschema@.mailboxes (id) ON DELETE CASCADE,
@@ -424,6 +443,80 @@ $$;
 COMMENT ON PROCEDURE @extschema@.gmail_backfill(bigint, integer, integer) IS
   'The result of a full gmail_sync, committed batch by batch; resumable, moves history_id only when complete';
 
+CREATE FUNCTION @extschema@._require_mailbox(mailbox_id bigint) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF mailbox_id IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.mailboxes m WHERE m.id = _require_mailbox.mailbox_id) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mailbox_id USING ERRCODE = 'no_data_found';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._require_mailbox(bigint) IS
+  'Raises 22004 for a NULL mailbox id and P0002 for an unknown one';
+
+CREATE FUNCTION @extschema@.set_schedule(mailbox_id bigint, sync_interval interval, window_days integer DEFAULT 7)
+RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_next timestamptz;
+BEGIN
+	PERFORM @extschema@._require_mailbox(mailbox_id);
+	IF sync_interval IS NULL OR window_days IS NULL THEN
+		RAISE EXCEPTION 'set_schedule arguments must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF sync_interval < interval '1 minute' OR sync_interval > interval '7 days' THEN
+		RAISE EXCEPTION 'sync_interval must be between 1 minute and 7 days, got %', sync_interval
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF window_days < 1 OR window_days > 3650 THEN
+		RAISE EXCEPTION 'window_days must be between 1 and 3650, got %', window_days
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- The next sync comes one new interval after the last one (now, if the
+	-- mailbox never synced): a shorter interval brings it forward.
+	UPDATE @extschema@.mailboxes m
+	   SET sync_interval = set_schedule.sync_interval,
+	       window_days = set_schedule.window_days,
+	       next_sync_at = coalesce(m.last_synced_at + set_schedule.sync_interval, now())
+	 WHERE m.id = set_schedule.mailbox_id
+	RETURNING m.next_sync_at INTO v_next;
+	RETURN v_next;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.set_schedule(bigint, interval, integer) IS
+  'Set how often (1 minute to 7 days) and over how many days the fleet syncs a mailbox; returns when it is due next';
+
+CREATE FUNCTION @extschema@.pause_mailbox(mailbox_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM @extschema@._require_mailbox(mailbox_id);
+	UPDATE @extschema@.mailboxes m SET paused = true
+	 WHERE m.id = pause_mailbox.mailbox_id AND NOT m.paused;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.pause_mailbox(bigint) IS
+  'Leave the mailbox out of the fleet''s syncs until resume_mailbox';
+
+CREATE FUNCTION @extschema@.resume_mailbox(mailbox_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM @extschema@._require_mailbox(mailbox_id);
+	UPDATE @extschema@.mailboxes m SET paused = false
+	 WHERE m.id = resume_mailbox.mailbox_id AND m.paused;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.resume_mailbox(bigint) IS
+  'Take a paused mailbox back into the fleet''s syncs; overdue, it is due at once';
+
 CREATE FUNCTION @extschema@.verify(mailbox_id bigint)
 RETURNS TABLE (check_name text, ok boolean, detail text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
@@ -553,14 +646,20 @@ SELECT m.id AS mailbox_id,
        (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.mailbox_id = m.id) AS backfill_queued,
        (SELECT count(*) FROM @extschema@.mail_threads t WHERE t.mailbox_id = m.id) AS threads,
        (SELECT count(*) FROM @extschema@.mail_messages x WHERE x.mailbox_id = m.id) AS messages,
-       (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments
+       (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments,
+       m.paused,
+       m.sync_interval,
+       m.window_days,
+       m.next_sync_at,
+       m.backoff_until,
+       m.consecutive_failures
   FROM @extschema@.mailboxes m
   LEFT JOIN LATERAL (
 	SELECT * FROM @extschema@.sync_runs s
 	 WHERE s.mailbox_id = m.id
 	 ORDER BY s.id DESC LIMIT 1) r ON true;
 COMMENT ON VIEW @extschema@.mailbox_status IS
-  'One row per mailbox: auth state, last run''s outcome, stored counts and history id';
+  'One row per mailbox: auth state, last run''s outcome, stored counts, history id and schedule';
 
 -- Row-level security on every table holding a tenant's data: a role the
 -- owner grants SELECT to sees only what the owner's policies allow (none
