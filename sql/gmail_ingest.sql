@@ -517,6 +517,66 @@ $$;
 COMMENT ON FUNCTION @extschema@.resume_mailbox(bigint) IS
   'Take a paused mailbox back into the fleet''s syncs; overdue, it is due at once';
 
+-- The fleet: workers (run_due) claim due mailboxes one at a time.  The
+-- claim and the turn are definer functions; the procedure around them
+-- commits after every turn, so it cannot be one itself.
+CREATE INDEX mailboxes_due_idx ON @extschema@.mailboxes (next_sync_at)
+	WHERE NOT paused AND auth_state = 'ok';
+
+CREATE FUNCTION @extschema@._claim_due() RETURNS bigint
+AS 'MODULE_PATHNAME', 'gmail_claim_due'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@._claim_due() IS
+  'Claims the most overdue due mailbox no other session is syncing (its sync lock, held to the end of the transaction, never waited on); NULL when none';
+
+CREATE FUNCTION @extschema@._run_turn(mailbox_id bigint) RETURNS text
+AS 'MODULE_PATHNAME', 'gmail_run_turn'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@._run_turn(bigint) IS
+  'One fleet turn on a claimed mailbox: a sync or one batch of its full sync, then its schedule; returns synced, partial, backoff or parked';
+
+CREATE PROCEDURE @extschema@.run_due(max_runtime interval DEFAULT '55 seconds',
+                                     max_mailboxes integer DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz;
+	v_id bigint;
+	turns integer := 0;
+BEGIN
+	IF max_runtime IS NULL THEN
+		RAISE EXCEPTION 'max_runtime must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF max_runtime < interval '0' OR max_runtime > interval '1 day' THEN
+		RAISE EXCEPTION 'max_runtime must be between 0 and 1 day, got %', max_runtime
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF max_mailboxes IS NOT NULL AND max_mailboxes < 1 THEN
+		RAISE EXCEPTION 'max_mailboxes must be at least 1, got %', max_mailboxes
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) max_runtime;
+	LOOP
+		EXIT WHEN max_mailboxes IS NOT NULL AND turns OPERATOR(pg_catalog.>=) max_mailboxes;
+		EXIT WHEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
+		v_id := @extschema@._claim_due();
+		IF v_id IS NULL THEN
+			-- Idle: look again within half a second, never past the deadline.
+			COMMIT;
+			PERFORM pg_catalog.pg_sleep(LEAST(0.5,
+				pg_catalog.date_part('epoch', deadline OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())));
+			CONTINUE;
+		END IF;
+		PERFORM @extschema@._run_turn(v_id);
+		COMMIT;
+		turns := turns OPERATOR(pg_catalog.+) 1;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.run_due(interval, integer) IS
+  'A fleet worker: syncs the most overdue due mailboxes one turn (one transaction) at a time until max_runtime or max_mailboxes turns';
+
 CREATE FUNCTION @extschema@.verify(mailbox_id bigint)
 RETURNS TABLE (check_name text, ok boolean, detail text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
@@ -747,6 +807,67 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.unschedule_sync(bigint) IS
   'Drop the mailbox''s pg_cron job; false when there was none';
+
+CREATE FUNCTION @extschema@._worker_job_name(n integer) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'gmail_ingest_worker_' || n $$;
+COMMENT ON FUNCTION @extschema@._worker_job_name(integer) IS
+  'Name of the pg_cron job of fleet worker N';
+
+-- Every minute each job starts a worker that runs for 55 seconds; pg_cron
+-- never runs two instances of one job, so n jobs keep n workers.
+CREATE FUNCTION @extschema@.start_workers(n integer DEFAULT 4)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	v_name text;
+BEGIN
+	IF n IS NULL THEN
+		RAISE EXCEPTION 'n must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF n < 0 OR n > 64 THEN
+		RAISE EXCEPTION 'n must be between 0 and 64, got %', n USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'Each worker holds a database connection and one of cron.max_running_jobs.';
+	END IF;
+	PERFORM @extschema@._require_pg_cron();
+	FOR i IN 1 .. n LOOP
+		-- cron.schedule replaces the caller's job of the same name: idempotent.
+		EXECUTE 'SELECT cron.schedule($1, $2, $3)'
+			USING @extschema@._worker_job_name(i), '* * * * *',
+			      'CALL @extschema@.run_due(''55 seconds'')';
+	END LOOP;
+	FOR v_name IN EXECUTE
+		'SELECT jobname FROM cron.job WHERE username = current_user AND jobname LIKE ''gmail\_ingest\_worker\_%'''
+	LOOP
+		IF substr(v_name, length('gmail_ingest_worker_') + 1) !~ '^[0-9]+$'
+		   OR substr(v_name, length('gmail_ingest_worker_') + 1)::integer > n THEN
+			EXECUTE 'SELECT cron.unschedule($1)' USING v_name;
+		END IF;
+	END LOOP;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.start_workers(integer) IS
+  'Keep N fleet workers running as pg_cron jobs (created, kept or removed to match N); returns N';
+
+CREATE FUNCTION @extschema@.stop_workers()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	v_name text;
+	v_count integer := 0;
+BEGIN
+	PERFORM @extschema@._require_pg_cron();
+	FOR v_name IN EXECUTE
+		'SELECT jobname FROM cron.job WHERE username = current_user AND jobname LIKE ''gmail\_ingest\_worker\_%'''
+	LOOP
+		EXECUTE 'SELECT cron.unschedule($1)' USING v_name;
+		v_count := v_count + 1;
+	END LOOP;
+	RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.stop_workers() IS
+  'Remove the fleet workers'' pg_cron jobs (a running worker finishes its turn); returns how many';
 
 -- Nothing is granted to PUBLIC: the owner grants what each role needs.
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;

@@ -48,3 +48,26 @@ UPDATE gmail_ingest.mailboxes SET consecutive_failures = -1 WHERE id = :proof;
 
 -- Back to the defaults for the tests that follow.
 SELECT gmail_ingest.set_schedule(:proof, '15 minutes') IS NOT NULL AS reset;
+
+-- The fleet worker and its pg_cron jobs refuse bad input before any work.
+\set VERBOSITY terse
+CALL gmail_ingest.run_due(NULL);
+CALL gmail_ingest.run_due('-1 second');
+CALL gmail_ingest.run_due('2 days');
+CALL gmail_ingest.run_due('1 second', 0);
+SELECT gmail_ingest._run_turn(NULL);
+SELECT gmail_ingest.start_workers(NULL);
+SELECT gmail_ingest.start_workers(-1);
+SELECT gmail_ingest.start_workers(65);
+\set VERBOSITY default
+-- Inside a transaction block it cannot commit its turns.
+BEGIN;
+CALL gmail_ingest.run_due('0 seconds');
+CALL gmail_ingest.run_due('1 second', 1);
+ROLLBACK;
+-- With nothing due (every mailbox paused), a worker idles until its time is up.
+UPDATE gmail_ingest.mailboxes SET paused = true;
+SELECT clock_timestamp() AS t0 \gset
+CALL gmail_ingest.run_due('1.2 seconds');
+SELECT clock_timestamp() - :'t0'::timestamptz BETWEEN interval '1.2 seconds' AND interval '3 seconds' AS idled_its_time;
+UPDATE gmail_ingest.mailboxes SET paused = false;

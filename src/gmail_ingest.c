@@ -30,6 +30,7 @@
 #include "settings.h"
 #include "store.h"
 #include "sync.h"
+#include "gmail_ingest.h"
 
 PG_MODULE_MAGIC;
 
@@ -85,14 +86,40 @@ token_source(void *arg, bool force)
 	return t.access_token;
 }
 
-static void
-lock_mailbox(int64 mailbox_id)
+bool
+sync_lock_try(int64 mailbox_id)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (mailbox_id >> 32),
 						 (uint32) mailbox_id, SYNC_LOCK_SPACE);
-	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+bool
+sync_lock_held(int64 mailbox_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (mailbox_id >> 32),
+						 (uint32) mailbox_id, SYNC_LOCK_SPACE);
+	return LockHeldByMe(&tag, ExclusiveLock);
+}
+
+void
+sync_lock_release(int64 mailbox_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (mailbox_id >> 32),
+						 (uint32) mailbox_id, SYNC_LOCK_SPACE);
+	LockRelease(&tag, ExclusiveLock, false);
+}
+
+static void
+lock_mailbox(int64 mailbox_id)
+{
+	if (!sync_lock_try(mailbox_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("mailbox " INT64_FORMAT " is already being synced", mailbox_id),
@@ -218,7 +245,8 @@ begin_run(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
  * (raise_on_failure) or reported as a WARNING.
  */
 static void
-record_failure(SyncState *s, ErrorData *failure, RemoteFailure kind, TimestampTz retry_after)
+record_failure(SyncState *s, ErrorData *failure, RemoteFailure kind, TimestampTz retry_after,
+			   bool may_raise)
 {
 	int64		mailbox_id = s->mb.id;
 	char	   *error = failure->detail
@@ -237,7 +265,7 @@ record_failure(SyncState *s, ErrorData *failure, RemoteFailure kind, TimestampTz
 							retry_time_text(retry_after))
 				 : psprintf("{\"sqlstate\":\"%s\",\"kind\":\"%s\"}",
 							unpack_sql_state(failure->sqlerrcode), remote_failure_name(kind)));
-	if (gi_raise_on_failure)
+	if (may_raise && gi_raise_on_failure)
 		ReThrowError(failure);
 	ereport(WARNING,
 			(errcode(failure->sqlerrcode),
@@ -275,11 +303,14 @@ sync_error_context(void *arg)
 
 /*
  * One sync, or one backfill step when backfill_batch > 0, in the caller's
- * transaction; returns the run's sync_runs row.  The arguments were
- * checked by the SQL-callable functions.
+ * transaction, with SPI connected by the caller; *out says how it ended.
+ * A failure on Gmail's side is recorded (and raised only when may_raise
+ * and gmail_ingest.raise_on_failure); anything else propagates.  The
+ * arguments were checked by the callers.
  */
-static Datum
-run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
+void
+sync_mailbox(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch,
+			 bool may_raise, SyncOutcome *out)
 {
 	SyncState  *s;
 	ErrorContextCallback errcallback;
@@ -289,10 +320,7 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	ErrorData  *volatile failure = NULL;
 	volatile RemoteFailure failure_kind = RF_NONE;
 	volatile TimestampTz retry_after = 0;
-	Datum		result;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	store_check_schema_version();
 
 	/*
@@ -348,10 +376,21 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	PG_END_TRY();
 
 	copy_stats(s);
+	memset(out, 0, sizeof(*out));
+	out->run_id = s->run_id;
 	if (failure != NULL)
-		record_failure(s, failure, failure_kind, retry_after);
+	{
+		out->failed = true;
+		out->kind = failure_kind;
+		out->retry_after = retry_after;
+		record_failure(s, failure, failure_kind, retry_after, may_raise);
+	}
 	else
+	{
+		/* A backfill step completes the sync only when it moved history_id. */
+		out->complete = backfill_batch == 0 || s->has_new_history;
 		record_success(s);
+	}
 
 	/* Free the libcurl handles now rather than at transaction end. */
 	http_client_destroy(s->api_http);
@@ -359,9 +398,21 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 
 	error_context_stack = errcallback.previous;
 	MemoryContextSwitchTo(caller_cxt);
-	result = store_run_row(mailbox_id, s->run_id);
-	SPI_finish();
 	MemoryContextDelete(sync_cxt);
+}
+
+/* A sync or backfill step for SQL: its sync_runs row. */
+static Datum
+run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
+{
+	SyncOutcome out;
+	Datum		result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	sync_mailbox(mailbox_id, days, force_full, backfill_batch, true, &out);
+	result = store_run_row(mailbox_id, out.run_id);
+	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
 

@@ -28,6 +28,7 @@ int			gi_request_timeout_ms = 60000;
 int			gi_connect_timeout_ms = 10000;
 int			gi_max_retries = 5;
 int			gi_max_response_mb = 64;
+int			gi_fleet_batch_size = 100;
 
 #define DEFAULT_COSTS "profile=1,messages.list=5,messages.get=5,threads.list=10,threads.get=10,history.list=2,attachments.get=5"
 
@@ -230,6 +231,11 @@ settings_define(void)
 							"Gmail messages are at most 25 MB before base64 encoding.",
 							&gi_max_response_mb, 64, 1, 512,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("gmail_ingest.fleet_batch_size",
+							"Messages a fleet worker's turn fetches from a mailbox's full sync before it yields.",
+							"A large first sync is time-sliced: one batch per turn, committed, then other due mailboxes.",
+							&gi_fleet_batch_size, 100, 1, 100000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("gmail_ingest");
 }

@@ -22,6 +22,7 @@ extern int	gi_request_timeout_ms;
 extern int	gi_connect_timeout_ms;
 extern int	gi_max_retries;
 extern int	gi_max_response_mb;
+extern int	gi_fleet_batch_size;
 
 /* The unit costs parsed from quota_costs. */
 extern const GmailQuotaCosts *gi_costs(void);

@@ -80,6 +80,8 @@ backfill_step(SyncState *s, int batch)
 	char	  **tids;
 	int64		remaining;
 	int			n;
+	ThreadFinal *threads;
+	int			nthreads;
 
 	store_backfill_state(s->mb.id, &st);
 	if (st.active && st.days != s->days)
@@ -100,23 +102,27 @@ backfill_step(SyncState *s, int batch)
 	s->window_start = st.window_start;
 
 	n = store_backfill_next(s->mb.id, batch, &ids, &tids, &remaining);
-	if (n == 0)
+	if (n > 0)
 	{
-		ThreadFinal *threads;
-		int			nthreads;
-
-		threads = store_backfill_threads(s->mb.id, st.window_start, &nthreads);
-		store_finalize_threads(s->mb.id, threads, nthreads, thread_report, s);
-		store_backfill_clear(s->mb.id);
-		s->new_history_id = st.history_id;
-		s->has_new_history = true;
-		return true;
+		fetch_batch(s, ids, tids, n);
+		/* Vanished messages and drafts are not stored: drop them from the queue. */
+		store_backfill_forget(s->mb.id, ids, n);
+		if (remaining > n)
+		{
+			ereport(NOTICE,
+					(errmsg("%d messages fetched, " INT64_FORMAT " left", n, remaining - n)));
+			return false;
+		}
 	}
 
-	fetch_batch(s, ids, tids, n);
-	/* Vanished messages and drafts are not stored: drop them from the queue. */
-	store_backfill_forget(s->mb.id, ids, n);
-	ereport(NOTICE,
-			(errmsg("%d messages fetched, " INT64_FORMAT " left", n, remaining - n)));
-	return false;
+	/*
+	 * Nothing left to fetch: finish in this same step, so a window that fits
+	 * in one batch (most of a fleet's mailboxes) completes in one turn.
+	 */
+	threads = store_backfill_threads(s->mb.id, st.window_start, &nthreads);
+	store_finalize_threads(s->mb.id, threads, nthreads, thread_report, s);
+	store_backfill_clear(s->mb.id);
+	s->new_history_id = st.history_id;
+	s->has_new_history = true;
+	return true;
 }
