@@ -28,6 +28,7 @@ import traceback
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gmail_fleet  # noqa: E402
 import gmail_mailgen  # noqa: E402
 from double_client import DoubleError, call, get_token, request, start_double  # noqa: E402
 
@@ -859,6 +860,207 @@ def test_empty_mailbox_and_cli(c):
           out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == 401, out)
 
 
+def test_fleet(c):
+    """The fleet fixture: N generated mailboxes from one spec, one-call statistics
+    and new mail, all-or-nothing creation; members are ordinary mailboxes."""
+    spec = {"count": 1000, "prefix": "fleet", "now_ms": NOW_MS}
+    start = time.monotonic()
+    made = c.admin("POST", "/fleet", spec)
+    took = time.monotonic() - start
+    print(f"fleet: 1,000 mailboxes of {made['messages'] // max(made['created'], 1)} messages "
+          f"created in {took:.2f} s ({made['generation_seconds']:.2f} s generating)")
+    check("fleet of 1,000 created in a few seconds", took < 5, took)
+    emails = [m["email"] for m in made["mailboxes"]]
+    check("fleet addresses and tokens", made["created"] == 1000 and len(set(emails)) == 1000
+          and emails[0] == "fleet-0001@fleet.test" and emails[-1] == "fleet-1000@fleet.test"
+          and all(m["refresh_token"] == "refresh-" + m["email"] for m in made["mailboxes"]),
+          made["mailboxes"][:2])
+    defaults = gmail_fleet.FLEET_DEFAULTS
+    check("fleet members hold the default small mailbox",
+          made["messages"] == 1000 * defaults["messages"] and made["now_ms"] == NOW_MS, made["messages"])
+    listed = {m["email"] for m in c.admin("GET", "/mailboxes")}
+    check("members are mailboxes of the double", set(emails) <= listed)
+
+    # Distinct content: no two of a sample share a message id or a body.
+    sample = emails[:3] + emails[-2:]
+    ids, bodies = [], []
+    for e in sample:
+        msgs = c.messages(e)
+        ids += [m["id"] for m in msgs]
+        for m in msgs:
+            raw = c.admin("GET", f"/mailboxes/{e}/messages/{m['id']}/raw")
+            bodies.append(raw.split(b"\r\n\r\n", 1)[1])
+    check("members' ids are distinct", len(set(ids)) == len(ids) == 5 * defaults["messages"])
+    check("members' bodies are distinct", len(set(bodies)) == len(bodies), len(set(bodies)))
+
+    # A member answers every endpoint exactly as a normal mailbox of the same
+    # content (POST /admin/mailboxes with content_email and the member's seed).
+    member = "fleet-0002@fleet.test"
+    c.admin("POST", "/mailboxes", dict(defaults, email="twin@example.com", content_email=member,
+                                       seed="1/2", now_ms=NOW_MS))
+    tm, tt = get_token(c.base, "refresh-" + member), get_token(c.base, "refresh-twin@example.com")
+
+    def both(path, **params):
+        return c.gmail(path, token=tm, **params), c.gmail(path, token=tt, **params)
+    pm, pt = both("profile")
+    check("member profile", pm["emailAddress"] == member and pm["messagesTotal"] == defaults["messages"]
+          and dict(pm, emailAddress="") == dict(pt, emailAddress=""), (pm, pt))
+    lm, lt = both("messages", includeSpamTrash="true")
+    check("member messages.list = a normal mailbox's", lm == lt and len(lm["messages"]) >= 1, lm)
+    for m in lm["messages"]:
+        gm, gt = both(f"messages/{m['id']}", format="raw")
+        check(f"member messages.get raw {m['id']}", gm == gt and gm["raw"])
+        fm, ft = both(f"messages/{m['id']}", format="metadata")
+        check(f"member messages.get metadata {m['id']}", fm == ft)
+    tid = lm["messages"][0]["threadId"]
+    thm, tht = both(f"threads/{tid}", format="minimal")
+    check("member threads.get", thm == tht and thm["messages"])
+    h0 = pm["historyId"]
+    for e in (member, "twin@example.com"):
+        c.admin("POST", f"/mailboxes/{e}/messages/{lm['messages'][0]['id']}/labels",
+                {"add": ["STARRED"], "remove": ["UNREAD"]})
+        c.admin("POST", f"/mailboxes/{e}/messages", {"internal_date_ms": NOW_MS})
+    hm, _ = c.all_pages("history", "history", token=tm, startHistoryId=h0)
+    ht, _ = c.all_pages("history", "history", token=tt, startHistoryId=h0)
+    check("member history.list after mutations", hm == ht and len(hm) >= 2, (hm, ht))
+    c.admin("POST", "/faults", {"endpoint": "profile", "kind": "status", "status": 503,
+                                "email": member})
+    e = c.gmail_error("profile", token=tm)
+    check("member fault rule fires for it alone", e is not None and e.status == 503
+          and c.gmail_error("profile", token=get_token(c.base, "refresh-fleet-0003@fleet.test")) is None)
+    c.admin("POST", f"/mailboxes/{member}/config", {"quota_units_per_minute": 1})
+    c.gmail("profile", token=tm)
+    e = c.gmail_error("profile", token=tm)
+    check("member per-mailbox config applies", e is not None and e.status == 429)
+    c.admin("POST", f"/mailboxes/{member}/config", {"quota_units_per_minute": None})
+
+    # Statistics in one call: totals, error classes and per-member calls.
+    c.admin("POST", "/fleet/stats/reset", {"prefix": "fleet"})
+    zero = c.admin("GET", "/fleet/stats?prefix=fleet")
+    check("fleet stats reset", zero["requests"] == {} and zero["units"] == 0
+          and all(not any(v for k, v in row.items() if k not in ("messages", "history_id"))
+                  for row in zero["per_mailbox"].values()))
+    a, b = "fleet-0010@fleet.test", "fleet-0999@fleet.test"
+    ta = get_token(c.base, "refresh-" + a)
+    tb = get_token(c.base, "refresh-" + b)
+    c.gmail("profile", token=ta)
+    c.gmail("messages", token=ta)
+    c.gmail("history", token=ta, startHistoryId=c.gmail("profile", token=ta)["historyId"])
+    c.gmail("profile", token=tb)
+    c.admin("POST", "/faults", [{"endpoint": "messages.list", "kind": "status", "status": 500,
+                                 "email": b},
+                                {"endpoint": "history.list", "kind": "status", "status": 429,
+                                 "email": b}])
+    c.gmail_error("messages", token=tb)
+    c.gmail_error("history", token=tb, startHistoryId="1")
+    c.gmail_error("messages/0000000000000000", token=tb)     # 404
+    start = time.monotonic()
+    st = c.admin("GET", "/fleet/stats?prefix=fleet")
+    print(f"fleet: stats of 1,000 members in {time.monotonic() - start:.3f} s")
+    check("fleet stats: request totals", st["requests"] == {
+        "token": 2, "profile": 3, "messages.list": 2, "history.list": 2, "messages.get": 1},
+        st["requests"])
+    check("fleet stats: units", st["units"] == 3 * 1 + 2 * 5 + 2 * 2 + 5, st["units"])
+    check("fleet stats: errors by status and class", st["errors_sent"] == {
+        "500": 1, "429": 1, "404": 1} and st["errors_4xx"] == 2 and st["errors_5xx"] == 1,
+          {k: v for k, v in st.items() if k.startswith("errors")})
+    check("fleet stats: members", st["mailboxes"] == 1000 and len(st["per_mailbox"]) == 1000
+          and st["messages"] == sum(r["messages"] for r in st["per_mailbox"].values()))
+    pa, pb = st["per_mailbox"][a], st["per_mailbox"][b]
+    check("fleet stats: per member calls", (pa["token"], pa["profile"], pa["messages.list"],
+                                            pa["history.list"]) == (1, 2, 1, 1)
+          and (pb["token"], pb["profile"], pb["messages.list"], pb["history.list"]) == (1, 1, 1, 1)
+          and pa["units"] == 1 * 2 + 5 + 2, (pa, pb))
+    untouched = [r for e, r in st["per_mailbox"].items() if e not in (a, b)]
+    check("fleet stats: the other members made no call", len(untouched) == 998 and all(
+        r["token"] == r["profile"] == r["messages.list"] == r["history.list"] == 0 for r in untouched))
+    check("fleet stats: history ids are the profiles'",
+          pa["history_id"] == c.gmail("profile", token=ta)["historyId"])
+
+    # New mail for every 100th member, one call.
+    before = c.admin("GET", "/fleet/stats?prefix=fleet")["per_mailbox"]
+    got = c.admin("POST", "/fleet/mail", {"prefix": "fleet", "count_per_mailbox": 2, "every": 100})
+    after = c.admin("GET", "/fleet/stats?prefix=fleet")["per_mailbox"]
+    changed = [e for e in emails if after[e]["history_id"] != before[e]["history_id"]]
+    check("fleet mail: every 100th member, 2 messages each", got["mailboxes"] == 10
+          and got["added"] == 20 and changed == emails[::100] == got["emails"], got)
+    check("fleet mail: message counts", all(
+        after[e]["messages"] == before[e]["messages"] + (2 if e in changed else 0) for e in emails))
+    t1 = get_token(c.base, "refresh-" + emails[0])
+    new = c.all_pages("history", "history", token=t1, startHistoryId=before[emails[0]]["history_id"],
+                      historyTypes="messageAdded")[0]
+    check("fleet mail: members' history shows the new messages",
+          len(new) == 2 and all("INBOX" in r["messagesAdded"][0]["message"]["labelIds"] for r in new), new)
+    newest = c.gmail("messages", token=t1, maxResults=1)["messages"][0]
+    c.admin("POST", "/fleet/mail", {"prefix": "fleet", "every": 1000, "reply": True,
+                                    "labels": ["INBOX"]})
+    reply = c.gmail("messages", token=t1, maxResults=1)["messages"][0]
+    check("fleet mail reply: into the newest thread", reply["id"] != newest["id"]
+          and reply["threadId"] == newest["threadId"])
+
+    # Refusals: overlaps are 409 and create nothing; bad specs are 400.
+    e = error_of(lambda: c.admin("POST", "/fleet", {"count": 5, "prefix": "fleet", "first": 998}))
+    check("fleet overlapping a fleet -> 409", e is not None and e.status == 409, e)
+    c.admin("POST", "/mailboxes", {"email": "other-0003@fleet.test", "messages": 1, "threads": 1})
+    e = error_of(lambda: c.admin("POST", "/fleet", {"count": 5, "prefix": "other"}))
+    check("fleet overlapping a mailbox -> 409", e is not None and e.status == 409
+          and "other-0003@fleet.test" in str(e.body), e)
+    check("a refused fleet creates no member", getattr(error_of(
+        lambda: c.admin("GET", "/mailboxes/other-0001@fleet.test")), "status", 0) == 404)
+    more = c.admin("POST", "/fleet", {"count": 3, "prefix": "fleet", "first": 1001,
+                                      "domain": "fleet.test", "messages": 1, "threads": 1})
+    check("a fleet grows with first", [m["email"] for m in more["mailboxes"]] == [
+        "fleet-1001@fleet.test", "fleet-1002@fleet.test", "fleet-1003@fleet.test"]
+        and c.admin("GET", "/fleet/stats?prefix=fleet")["mailboxes"] == 1003)
+    for bad in ({"prefix": "x"}, {"count": 0, "prefix": "x"}, {"count": "5", "prefix": "x"},
+                {"count": 100_001, "prefix": "x"}, {"count": 2, "prefix": "X"},
+                {"count": 2, "prefix": "a/b"}, {"count": 2, "prefix": ""},
+                {"count": 2, "prefix": "x", "domain": "nodot"},
+                {"count": 2, "prefix": "x", "domain": "a b.test"},
+                {"count": 2, "prefix": "x", "email": "a@b.test"},
+                {"count": 2, "prefix": "x", "content_email": "a@b.test"},
+                {"count": 2, "prefix": "x", "bogus": 1}, {"count": 2, "prefix": "x", "seed": "s"},
+                {"count": 2, "prefix": "x", "messages": 1, "threads": 3},
+                {"count": 2, "prefix": "x", "first": -1}, [1]):
+        e = error_of(lambda: c.admin("POST", "/fleet", bad))
+        check(f"bad fleet {bad} -> 400", e is not None and e.status == 400, e)
+    check("refused specs created nothing", not any(
+        m["email"].startswith("x-") for m in c.admin("GET", "/mailboxes")))
+    for method, path, body, status in (
+            ("GET", "/fleet/stats", None, 400), ("GET", "/fleet/stats?prefix=nope", None, 404),
+            ("POST", "/fleet/mail", {"prefix": "nope"}, 404),
+            ("POST", "/fleet/mail", {"prefix": "fleet", "count_per_mailbox": 0}, 400),
+            ("POST", "/fleet/mail", {"prefix": "fleet", "every": 0}, 400),
+            ("POST", "/fleet/mail", {"prefix": "fleet", "labels": "INBOX"}, 400),
+            ("POST", "/fleet/stats/reset", {}, 400)):
+        e = error_of(lambda: c.admin(method, path, body))
+        check(f"{method} {path} {body} -> {status}", e is not None and e.status == status, e)
+
+    # dq.py, the shell's client.
+    dq = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dq.py")]
+    env = dict(os.environ, DOUBLE_URL=c.base)
+
+    def run(*args):
+        out = subprocess.run(dq + list(args), capture_output=True, text=True, env=env)
+        return out.stdout.split("\n")[:-1] if out.returncode == 0 else ["exit", out.returncode, out.stderr]
+    lines = run("fleet", "3", "cli", '{"domain": "cli.test", "messages": 2, "threads": 1}')
+    check("dq.py fleet prints address and token", lines == [
+        f"cli-000{n}@cli.test refresh-cli-000{n}@cli.test" for n in (1, 2, 3)], lines)
+    get_token(c.base, "refresh-cli-0002@cli.test")
+    check("dq.py fleet-calls", run("fleet-calls", "cli", "token") == ["0:2 1:1"])
+    stats = run("fleet-stats", "cli")
+    check("dq.py fleet-stats", stats == ["e4xx=0 e5xx=0 mailboxes=3 messages=6 peak=0 token=1 units=0"],
+          stats)
+    check("dq.py fleet-mail", run("fleet-mail", "cli", "1", "2") == ["2"])
+    check("dq.py fleet-history", [x.split()[0] for x in run("fleet-history", "cli")]
+          == ["cli-0001@cli.test", "cli-0002@cli.test", "cli-0003@cli.test"])
+    check("dq.py fleet-reset-stats", run("fleet-reset-stats", "cli") == []
+          and run("fleet-calls", "cli", "token") == ["0:3"])
+    refused = run("fleet", "3", "cli", '{"domain": "cli.test"}')
+    check("dq.py fleet refused: exit 1 and the double's reason", refused[:2] == ["exit", 1]
+          and "409" in refused[2] and "cli-0001@cli.test" in refused[2], refused)
+
+
 def test_tls():
     if not shutil.which("openssl"):
         print("skip TLS test: no openssl binary")
@@ -889,7 +1091,7 @@ def main():
              test_threads, test_message_get, test_full_payload, test_fields, test_gzip,
              test_keepalive, test_history, test_token_expiry, test_quota_and_stats,
              test_concurrency_and_latency, test_faults, test_isolation, test_robustness,
-             test_empty_mailbox_and_cli, test_generation, test_bench_features]
+             test_empty_mailbox_and_cli, test_generation, test_bench_features, test_fleet]
     try:
         for test in tests:
             try:

@@ -30,15 +30,31 @@ holds, instead of hard-coding counts:
   dq.py apply EMAIL JSON            mailbox changes, in order: {"op": "add", "thread_id",
                                     "internal_date_ms", "labels"}, {"op": "labels", "id",
                                     "add", "remove"}, {"op": "delete", "id"}; prints new ids
+
+Fleets (gmail_fleet.py), one admin call each whatever the fleet's size:
+  dq.py fleet N PREFIX [JSON]       create PREFIX-0001@fleet.test ... (JSON: more spec
+                                    fields: domain, first, messages, seed, ...); prints
+                                    "EMAIL REFRESH_TOKEN" per mailbox
+  dq.py fleet-stats PREFIX          one line: mailboxes, messages, requests per endpoint,
+                                    errors sent (e429=..., e4xx, e5xx), units, peak
+  dq.py fleet-calls PREFIX KEY      how many members made how many calls: "CALLS:MEMBERS"
+                                    pairs, fewest calls first (KEY: token, profile,
+                                    messages.list, history.list; also units, messages);
+                                    "1:1000" = each member once
+  dq.py fleet-history PREFIX        "EMAIL HISTORY_ID" per member
+  dq.py fleet-mail PREFIX [PER_MAILBOX [EVERY]]  new mail for every EVERY-th member;
+                                    prints how many messages were added
+  dq.py fleet-reset-stats PREFIX    zero the members' counters
 """
 import json
 import os
 import sys
 import time
+from collections import Counter
 from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from double_client import call  # noqa: E402
+from double_client import DoubleError, call  # noqa: E402
 
 EXCLUDED = {"SPAM", "TRASH", "DRAFT"}
 
@@ -65,8 +81,50 @@ def stats_line(email):
     return " ".join(f"{k}={v}" for k, v in sorted(pairs.items()))
 
 
+def fleet_stats(prefix):
+    return call(base(), "GET", "/admin/fleet/stats?prefix=" + quote(prefix))
+
+
+def fleet_command(cmd, argv):
+    """The fleet subcommands; False when cmd is not one."""
+    if cmd == "fleet":
+        spec = dict(json.loads(argv[4]) if len(argv) > 4 else {}, count=int(argv[2]), prefix=argv[3])
+        for m in call(base(), "POST", "/admin/fleet", spec)["mailboxes"]:
+            print(m["email"], m["refresh_token"])
+    elif cmd == "fleet-stats":
+        st = fleet_stats(argv[2])
+        pairs = dict(st["requests"])
+        pairs.update({"e" + k: v for k, v in st["errors_sent"].items()})
+        pairs.update(e4xx=st["errors_4xx"], e5xx=st["errors_5xx"], units=st["units"],
+                     peak=st["peak_concurrency"], mailboxes=st["mailboxes"], messages=st["messages"])
+        print(" ".join(f"{k}={v}" for k, v in sorted(pairs.items())))
+    elif cmd == "fleet-calls":
+        per = fleet_stats(argv[2])["per_mailbox"].values()
+        if per and argv[3] not in next(iter(per)):
+            sys.exit("fleet-calls: no per-mailbox count " + argv[3])
+        counts = Counter(row[argv[3]] for row in per)
+        print(" ".join(f"{n}:{counts[n]}" for n in sorted(counts)))
+    elif cmd == "fleet-history":
+        for email, row in fleet_stats(argv[2])["per_mailbox"].items():
+            print(email, row["history_id"])
+    elif cmd == "fleet-mail":
+        body = {"prefix": argv[2], "count_per_mailbox": int(argv[3]) if len(argv) > 3 else 1,
+                "every": int(argv[4]) if len(argv) > 4 else 1}
+        print(call(base(), "POST", "/admin/fleet/mail", body)["added"])
+    elif cmd == "fleet-reset-stats":
+        call(base(), "POST", "/admin/fleet/stats/reset", {"prefix": argv[2]})
+    else:
+        return False
+    return True
+
+
 def main(argv):
     cmd = argv[1]
+    try:
+        if fleet_command(cmd, argv):
+            return
+    except DoubleError as e:        # one line for the shell, not a traceback
+        sys.exit(f"dq.py {cmd}: the double answered {e}")
     if cmd == "window-count":
         print(len(listed_in_window(argv[2], argv[3])))
     elif cmd == "window-attachments":

@@ -48,6 +48,14 @@ creation, on all CPUs, and rebuilt when its labels change) and parses every
 message's format=full tree at creation ("warm": "raw" skips the parsing), so
 serving costs this Python process little and the client's side is what a
 benchmark measures.  The bytes sent are those of the ordinary answer.
+
+Fleets (gmail_fleet.py): POST /admin/fleet creates N small mailboxes from
+one spec in one call (PREFIX-0001@fleet.test ..., refresh-<address>, a seed
+per member), all or nothing; GET /admin/fleet/stats?prefix=P sums their
+counters and gives per member its token/profile/list/history calls; POST
+/admin/fleet/mail adds new mail to many members; POST
+/admin/fleet/stats/reset zeroes the members' counters.  Members are
+ordinary mailboxes for every other endpoint.
 """
 
 import argparse
@@ -79,6 +87,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gmail_fleet  # noqa: E402
 import gmail_mailgen  # noqa: E402
 
 SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
@@ -117,6 +126,12 @@ HISTORY_TYPES = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDel
                  "labelAdded": "labelsAdded", "labelRemoved": "labelsRemoved"}
 FORMATS = ("minimal", "full", "raw", "metadata")
 HANG_SECONDS = 600
+# Generation parameters of POST /admin/mailboxes (and of a fleet's members), with defaults.
+MAILBOX_PARAMS = {"seed": 1, "threads": 60, "messages": 240, "days": 30, "window_days": 7,
+                  "attachments": 50, "attachment_size_min": 1024,
+                  "attachment_size_max": 40 * 1024, "attachment_size_dist": "uniform",
+                  "drafts": None, "spam": None, "trash": None, "labelless": None,
+                  "header_quirks": True, "name": None}
 
 
 # ------------------------------------------------------------------ errors
@@ -616,6 +631,7 @@ class Double:
         self.access_tokens = {}      # access token -> (Mailbox, monotonic expiry)
         self.faults = []
         self.fault_rng = random.Random(self.config["fault_seed"])
+        self.fleets = {}             # fleet prefix -> [Mailbox], in address order
         self.token_requests = 0
         self.unauthenticated = 0
 
@@ -1078,11 +1094,7 @@ class Double:
 
     def admin_create_mailbox(self, body):
         _require_object(body)
-        params = {"seed": 1, "threads": 60, "messages": 240, "days": 30, "window_days": 7,
-                  "attachments": 50, "attachment_size_min": 1024,
-                  "attachment_size_max": 40 * 1024, "attachment_size_dist": "uniform",
-                  "drafts": None, "spam": None,
-                  "trash": None, "labelless": None, "header_quirks": True, "name": None}
+        params = dict(MAILBOX_PARAMS)
         allowed = set(params) | {"email", "refresh_token", "now_ms", "content_email", "warm"}
         unknown = set(body) - allowed
         if unknown:
@@ -1097,19 +1109,8 @@ class Double:
         params.update({k: v for k, v in body.items() if k in params})
         now_ms = body.get("now_ms") or int(time.time()) // 60 * 60_000
         with self.lock:
-            if address in self.mailboxes or refresh_token in self.by_refresh_token:
-                raise AdminError(409, f"mailbox {address} or its refresh token already exists")
-        generated = []
-        if params["messages"] or params["threads"]:
-            try:
-                generated = gmail_mailgen.generate_mailbox(content_email, now_ms=now_ms, **params)
-            except (ValueError, TypeError) as e:
-                raise AdminError(400, str(e))
-        mb = Mailbox(address, refresh_token, params["seed"], content_email)
-        for g in generated:        # oldest first, one messagesAdded record each
-            mb.add(Message(g.id, g.thread_id, g.internal_date, g.raw, g.snippet,
-                           g.attachment_count, g.labels))
-        mb.history_floor = mb.history[0].id - 1 if mb.history else mb.history_id
+            self._refuse_taken([(address, refresh_token)])
+        mb = self._generate_mailbox(address, refresh_token, params, content_email, now_ms)
         if body.get("warm"):
             mb.warm = True
             query = {"format": ["raw"]}
@@ -1121,13 +1122,35 @@ class Double:
             with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
                 list(pool.map(warm, list(mb.messages.values())))
         with self.lock:
-            if address in self.mailboxes or refresh_token in self.by_refresh_token:
-                raise AdminError(409, f"mailbox {address} or its refresh token already exists")
+            self._refuse_taken([(address, refresh_token)])
             self.mailboxes[address] = mb
             self.by_refresh_token[refresh_token] = mb
             return {"email": address, "messages": len(mb.messages), "threads": len(mb.threads),
                     "history_id": str(mb.history_id), "refresh_token": refresh_token,
                     "now_ms": now_ms}
+
+    @staticmethod
+    def _generate_mailbox(address, refresh_token, params, content_email, now_ms):
+        """A new Mailbox holding the generated mail; not yet registered."""
+        generated = []
+        if params["messages"] or params["threads"]:
+            try:
+                generated = gmail_mailgen.generate_mailbox(content_email, now_ms=now_ms, **params)
+            except (ValueError, TypeError) as e:
+                raise AdminError(400, str(e))
+        mb = Mailbox(address, refresh_token, params["seed"], content_email)
+        for g in generated:        # oldest first, one messagesAdded record each
+            mb.add(Message(g.id, g.thread_id, g.internal_date, g.raw, g.snippet,
+                           g.attachment_count, g.labels))
+        mb.history_floor = mb.history[0].id - 1 if mb.history else mb.history_id
+        return mb
+
+    def _refuse_taken(self, logins):
+        """409 unless every (address, refresh token) is new; callers hold the lock."""
+        taken = [a for a, t in logins if a in self.mailboxes or t in self.by_refresh_token]
+        if taken:
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise AdminError(409, f"mailbox {taken[0]} or its refresh token already exists{more}")
 
     def admin_list_messages(self, body, email_address):
         with self.lock:
@@ -1159,17 +1182,24 @@ class Double:
             thread_id = body.get("thread_id")
             if thread_id and thread_id not in mb.threads:
                 raise AdminError(404, f"no thread {thread_id}")
-            if raw is None:
-                parent = mb.threads[thread_id][-1].raw if thread_id else None
-                raw, snippet = gmail_mailgen.compose_message(mb.content_email, mb.rng, date_ms=date_ms,
-                                                             parent_raw=parent)
-                attachment_count = 0
-            else:
-                snippet, attachment_count = gmail_mailgen.describe_raw(raw)
-            mid = mb.new_message_id(date_ms)
-            msg = Message(mid, thread_id or mid, date_ms, raw, snippet, attachment_count, labels)
-            mb.add(msg)
-            return {"id": mid, "threadId": msg.thread_id, "historyId": str(msg.history_id)}
+            msg = self._add_message(mb, thread_id, labels, date_ms, raw)
+            return {"id": msg.id, "threadId": msg.thread_id, "historyId": str(msg.history_id)}
+
+    @staticmethod
+    def _add_message(mb, thread_id, labels, date_ms, raw=None):
+        """Add raw, or a composed message (a reply when thread_id names a
+        thread); callers hold the lock."""
+        if raw is None:
+            parent = mb.threads[thread_id][-1].raw if thread_id else None
+            raw, snippet = gmail_mailgen.compose_message(mb.content_email, mb.rng, date_ms=date_ms,
+                                                         parent_raw=parent)
+            attachment_count = 0
+        else:
+            snippet, attachment_count = gmail_mailgen.describe_raw(raw)
+        mid = mb.new_message_id(date_ms)
+        msg = Message(mid, thread_id or mid, date_ms, raw, snippet, attachment_count, labels)
+        mb.add(msg)
+        return msg
 
     def admin_relabel(self, body, email_address, message_id):
         _require_object(body)
@@ -1222,6 +1252,72 @@ class Double:
             self.token_requests = self.unauthenticated = 0
         return {"ok": True}
 
+    # --- the fleet fixture (gmail_fleet.py reads the specs and sums the counters)
+
+    def _fleet(self, prefix):
+        if not prefix:
+            raise AdminError(400, "prefix is required")
+        members = self.fleets.get(prefix)
+        if not members:
+            raise AdminError(404, f"no fleet {prefix}")
+        return members
+
+    def admin_fleet_create(self, body):
+        """Every member or none: 409 when any address or token is taken."""
+        try:
+            spec = gmail_fleet.FleetSpec(body, MAILBOX_PARAMS)
+        except ValueError as e:
+            raise AdminError(400, str(e))
+        members = list(spec.members())
+        with self.lock:
+            self._refuse_taken([(a, t) for a, t, _ in members])
+        now_ms = spec.now_ms or int(time.time()) // 60 * 60_000
+        started = time.monotonic()
+        made = [self._generate_mailbox(a, t, params, a, now_ms) for a, t, params in members]
+        seconds = time.monotonic() - started
+        with self.lock:
+            self._refuse_taken([(a, t) for a, t, _ in members])
+            for mb in made:
+                self.mailboxes[mb.email] = mb
+                self.by_refresh_token[mb.refresh_token] = mb
+            self.fleets.setdefault(spec.prefix, []).extend(made)
+        return {"prefix": spec.prefix, "created": len(made),
+                "messages": sum(len(mb.messages) for mb in made), "now_ms": now_ms,
+                "generation_seconds": round(seconds, 3),
+                "mailboxes": [{"email": mb.email, "refresh_token": mb.refresh_token} for mb in made]}
+
+    def admin_fleet_stats(self, body, query):
+        prefix = one(query, "prefix")
+        with self.lock:
+            return gmail_fleet.stats(prefix, self._fleet(prefix))
+
+    def admin_fleet_reset_stats(self, body):
+        prefix = (body or {}).get("prefix") if isinstance(body, dict) else None
+        with self.lock:
+            members = self._fleet(prefix)
+            for mb in members:
+                mb.stats = MailboxStats()
+        return {"mailboxes": len(members)}
+
+    def admin_fleet_mail(self, body):
+        """New mail for many members; the lock is taken member by member so
+        Gmail requests go on meanwhile."""
+        try:
+            req = gmail_fleet.MailRequest(body)
+        except ValueError as e:
+            raise AdminError(400, str(e))
+        with self.lock:
+            targets = req.targets(list(self._fleet(req.prefix)))
+        added = 0
+        for mb in targets:
+            with self.lock:
+                for _ in range(req.count):
+                    newest = mb.newest_first()
+                    thread_id = newest[0].thread_id if req.reply and newest else None
+                    self._add_message(mb, thread_id, list(req.labels), int(time.time() * 1000))
+                    added += 1
+        return {"mailboxes": len(targets), "added": added, "emails": [mb.email for mb in targets]}
+
 
 def _number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -1248,6 +1344,10 @@ ADMIN_ROUTES = [(method, re.compile(pattern + r"/?"), handler) for method, patte
     ("DELETE", r"/admin/faults", "admin_clear_faults"),
     ("GET", r"/admin/mailboxes", "admin_list_mailboxes"),
     ("POST", r"/admin/mailboxes", "admin_create_mailbox"),
+    ("POST", r"/admin/fleet", "admin_fleet_create"),
+    ("GET", r"/admin/fleet/stats", "admin_fleet_stats"),
+    ("POST", r"/admin/fleet/stats/reset", "admin_fleet_reset_stats"),
+    ("POST", r"/admin/fleet/mail", "admin_fleet_mail"),
     ("GET", _M, "admin_get_mailbox"),
     ("GET", _M + r"/messages", "admin_list_messages"),
     ("POST", _M + r"/messages", "admin_add_message"),
@@ -1426,7 +1526,7 @@ class Handler(BaseHTTPRequestHandler):
             data = json.loads(body) if body.strip() else None
         except ValueError:
             raise AdminError(400, "body is not JSON")
-        if name in ("admin_stats", "admin_get_faults", "admin_clear_faults"):
+        if name in ("admin_stats", "admin_get_faults", "admin_clear_faults", "admin_fleet_stats"):
             args["query"] = query
         result = getattr(self.double, name)(data, **args)
         if isinstance(result, bytes):

@@ -65,6 +65,32 @@ new_mailbox() {
 	gi_double POST /admin/mailboxes "{\"email\":\"$1\",\"refresh_token\":\"rt-$1\",$2}" >/dev/null
 }
 
+# new_fleet DB N PREFIX ['JSON']: creates N mailboxes PREFIX-0001@fleet.test ... in the
+# double in one call (POST /admin/fleet; JSON adds spec fields: domain, first, seed,
+# messages, threads, ...; see test/double/gmail_fleet.py) and registers every one in DB
+# with its refresh token (refresh-<address>), under one new org_id, in one statement.
+# Prints nothing; on an error says what failed on stderr and returns 1.
+new_fleet() {
+	local db=$1 n=$2 prefix=$3 spec=${4:-} list got
+	[ -n "$spec" ] || spec='{}'
+	list=$($DQ fleet "$n" "$prefix" "$spec") || {
+		echo "new_fleet: the double did not create fleet $prefix (see above)" >&2
+		return 1
+	}
+	# The double allows only [a-z0-9._-] in the prefix and the domain, so the
+	# list cannot close the dollar quote.
+	got=$(psql -X -At -v ON_ERROR_STOP=1 -d "$db" 2>&1 <<SQL
+WITH org AS MATERIALIZED (SELECT gen_random_uuid() AS id)
+SELECT count(gmail_ingest.add_mailbox(org.id, split_part(l, ' ', 1), split_part(l, ' ', 2)))
+  FROM org, unnest(string_to_array(\$fleet\$$list\$fleet\$, E'\n')) AS l
+SQL
+	)
+	if [ "$got" != "$n" ]; then
+		echo "new_fleet: registering fleet $prefix in $db: ${got:-no answer}" >&2
+		return 1
+	fi
+}
+
 # install_digests DB: helper functions comparing what syncs stored.
 #   gi_test_digest(mailbox_id [, except provider_thread_id]): the mailbox's threads,
 #     messages, attachments and their blobs, every column except surrogate ids,
