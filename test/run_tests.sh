@@ -33,6 +33,7 @@ run_step() {
 	if (cd "$GI_ROOT" && "$@") >"$GI_WORK/$name.log" 2>&1; then
 		passed=$((passed + 1))
 		gi_log "ok: $name ($((SECONDS - started)) s)"
+		grep '^# ' "$GI_WORK/$name.log" >&2 || true		# the figures it measured
 	else
 		failed=$((failed + 1))
 		failures+=("$name")
