@@ -20,7 +20,7 @@ new_fleet $db 100 "$prefix" '{"messages":4,"threads":2,"attachments":0,"days":5,
 q $db "SELECT count(gmail_ingest.set_schedule(id, '1 minute')) FROM gmail_ingest.mailboxes" >/dev/null
 new_mailbox "$huge" '"seed":77,"threads":600,"messages":3000,"days":5,"window_days":7,"attachments":0'
 # Slow its answers down so its whole first sync outlasts this test.
-$DQ mailbox-config "$huge" '{"latency_ms":400}' >/dev/null
+$DQ mailbox-config "$huge" '{"latency_ms":500}' >/dev/null
 huge_mb=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000f1', '$huge', 'rt-$huge')")
 q $db "SELECT gmail_ingest.set_schedule($huge_mb, '1 minute')" >/dev/null
 # The large mailbox was added first: it is the most overdue from the start.
