@@ -45,22 +45,22 @@ UNKNOWN_USER = ("invalid_grant", "Invalid email or User ID")
 UNKNOWN_ACCOUNT = ("invalid_grant", "Invalid grant: account not found")
 
 
-class KeyError_(ValueError):
+class KeyProblem(ValueError):
     pass
 
 
 def _der(data, pos, want):
     """(content, next position) of the DER element of tag `want` at pos."""
     if pos + 2 > len(data) or data[pos] != want:
-        raise KeyError_(f"expected DER tag {want:#x} at {pos}")
+        raise KeyProblem(f"expected DER tag {want:#x} at {pos}")
     length, pos = data[pos + 1], pos + 2
     if length & 0x80:
         n = length & 0x7F
         if n == 0 or n > 4:
-            raise KeyError_("bad DER length")
+            raise KeyProblem("bad DER length")
         length, pos = int.from_bytes(data[pos:pos + n], "big"), pos + n
     if pos + length > len(data):
-        raise KeyError_("DER element runs past the end")
+        raise KeyProblem("DER element runs past the end")
     return data[pos:pos + length], pos + length
 
 
@@ -69,11 +69,11 @@ def parse_public_key(pem):
     what `openssl pkey -pubout` writes) or PKCS#1 ("RSA PUBLIC KEY")."""
     m = re.search(r"-----BEGIN (RSA )?PUBLIC KEY-----(.*?)-----END", pem or "", re.S)
     if not m:
-        raise KeyError_("not a PEM public key")
+        raise KeyProblem("not a PEM public key")
     try:
         der = base64.b64decode("".join(m.group(2).split()), validate=True)
     except (ValueError, binascii.Error):
-        raise KeyError_("the PEM body is not base64")
+        raise KeyProblem("the PEM body is not base64")
     outer, _ = _der(der, 0, 0x30)
     if m.group(1):
         rsa_key = outer
@@ -81,10 +81,10 @@ def parse_public_key(pem):
         algorithm, pos = _der(outer, 0, 0x30)
         oid, _ = _der(algorithm, 0, 0x06)
         if oid != RSA_OID:
-            raise KeyError_("not an RSA key")
+            raise KeyProblem("not an RSA key")
         bits, _ = _der(outer, pos, 0x03)
         if not bits or bits[0] != 0:
-            raise KeyError_("bad BIT STRING")
+            raise KeyProblem("bad BIT STRING")
         rsa_key, _ = _der(bits[1:], 0, 0x30)
     n, pos = _der(rsa_key, 0, 0x02)
     e, _ = _der(rsa_key, pos, 0x02)
@@ -152,7 +152,7 @@ class ServiceAccounts:
             raise ValueError("clock_skew_s must be a number")
         try:
             sa["n"], sa["e"] = parse_public_key(sa["public_key"])
-        except KeyError_ as err:
+        except KeyProblem as err:
             raise ValueError(f"public_key: {err}")
         return sa
 
