@@ -294,3 +294,12 @@ SELECT m.id AS mailbox_id,
 	 ORDER BY s.id DESC LIMIT 1) r ON true;
 COMMENT ON VIEW @extschema@.mailbox_status IS
   'One row per mailbox: auth state, last run''s outcome, stored counts, history id and schedule';
+
+-- Issue 11 item 6: the project quota shared by all backends (nothing for
+-- PUBLIC: a new function is executable by PUBLIC until revoked).
+CREATE FUNCTION @extschema@.project_quota_usage(OUT units_last_minute bigint, OUT units_per_minute integer)
+AS 'MODULE_PATHNAME', 'gmail_project_quota_usage'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION @extschema@.project_quota_usage() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.project_quota_usage() IS
+  'Gmail quota units the whole cluster booked in the last 60 s, and gmail_ingest.project_quota_units_per_minute';

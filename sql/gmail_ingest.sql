@@ -417,6 +417,12 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@._backfill_step(bigint, integer, integer) IS
   'One transaction of gmail_backfill: fetches up to batch_size staged messages';
 
+CREATE FUNCTION @extschema@.project_quota_usage(OUT units_last_minute bigint, OUT units_per_minute integer)
+AS 'MODULE_PATHNAME', 'gmail_project_quota_usage'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.project_quota_usage() IS
+  'Gmail quota units the whole cluster booked in the last 60 s, and gmail_ingest.project_quota_units_per_minute';
+
 -- A procedure that commits cannot be SECURITY DEFINER or carry SET
 -- clauses, so every name in it is schema-qualified; the work is done by
 -- the definer function above, one transaction per batch.
