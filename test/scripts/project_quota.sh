@@ -14,7 +14,9 @@
 #    second); the double's own record of arrival times: no 1-second span
 #    holds more than BURST_TOLERANCE x limit/60 units (see below); and
 #    project_quota_usage() reports those units as the last minute's.
-# 2. Per user: one mailbox, the per-user limit low (USER_LIMIT, 3,000) at
+# 2. A sync waiting for the project's budget (60 units a minute: 20 s for
+#    each messages.get) ends at statement_timeout, within 500 ms.
+# 3. Per user: one mailbox, the per-user limit low (USER_LIMIT, 3,000) at
 #    the double and in gmail_ingest.quota_units_per_minute, the project
 #    limit back at its default: no 429, and the pace within 15%.
 set -uo pipefail
@@ -156,8 +158,23 @@ check "project: busiest 1-second span after the first second <= limit/60 + one r
 	"$([ "$burst_steady" -le $((per_second * 110 / 100 + max_cost)) ] && echo yes || echo "no: $burst_steady")" yes
 check "project: project_quota_usage() reports the last minute's units and the limit" "$usage" "$run_units|$PROJECT_LIMIT"
 
-# ---- 2. a mailbox's own budget, the same pacing
+# ---- 2. a long wait for the project's budget ends at a cancel
 dbl POST /admin/config '{"project_quota_units_per_minute":0}' >/dev/null
+check "project limit set to 60 units/min" "$(set_project_limit 60 && echo yes)" yes
+e=pc-$TAG@quota.example
+new_mailbox "$e" "\"seed\":78,\"threads\":4,\"messages\":10,\"days\":7,\"window_days\":7,\"now_ms\":$NOW_MS,\"content_email\":\"pc@quota.example\""
+emails+=("$e")
+mbc=$(q $DB "SELECT gmail_ingest.add_mailbox(gen_random_uuid(), '$e', 'rt-$e')")
+t0=$(ms_now)
+err=$(PGOPTIONS="${PGOPTIONS:-} -c statement_timeout=2000" q $DB "SELECT status FROM gmail_ingest.gmail_sync($mbc, 7)" 2>&1)
+elapsed=$(($(ms_now) - t0))
+echo "# at 60 units/min (20 s a messages.get): $err after $elapsed ms"
+check "cancel during a project wait: statement_timeout's own error" \
+	"$(grep -c 'canceling statement due to statement timeout' <<<"$err")" 1
+check "cancel during a project wait: within 500 ms of the timeout" \
+	"$([ "$elapsed" -lt 2500 ] && echo yes || echo "no: $elapsed ms")" yes
+
+# ---- 3. a mailbox's own budget, the same pacing
 check "project limit back to its default" "$(set_project_limit 1200000 && echo yes)" yes
 e=pu-$TAG@quota.example
 new_mailbox "$e" "\"seed\":79,\"threads\":12,\"messages\":40,\"days\":7,\"window_days\":7,\"attachments\":4,\"now_ms\":$NOW_MS,\"content_email\":\"pu@quota.example\""
