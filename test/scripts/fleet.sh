@@ -35,7 +35,10 @@ start=$(ms_now)
 for w in 1 2 3 4; do
 	psql -X -q -d $db -c "CALL gmail_ingest.run_due('5 minutes')" >"$OUT/worker$w.log" 2>&1 &
 done
+max_running=0
 for _ in $(seq 1 600); do
+	running=$(q $db "SELECT running FROM gmail_ingest.fleet_status")
+	[ "$running" -gt "$max_running" ] && max_running=$running
 	synced=$(q $db "SELECT count(*) FROM gmail_ingest.mailboxes m WHERE $healthy AND last_synced_at IS NOT NULL")
 	[ "$synced" -ge $((n - 2)) ] && break
 	sleep 0.5
@@ -65,6 +68,14 @@ check "each is due one interval after its due time" \
 	"$(q $db "SELECT count(*) FROM gmail_ingest.mailboxes m WHERE $healthy AND next_sync_at BETWEEN created_at + interval '15 minutes' AND now() + interval '15 minutes' AND consecutive_failures = 0 AND backoff_until IS NULL")" \
 	$((n - 2))
 echo "# $((n - 2)) mailboxes synced by 4 workers in $elapsed ms"
+check "fleet_status saw 1 to 4 mailboxes running at once" "$([ "$max_running" -ge 1 ] && [ "$max_running" -le 4 ] && echo t || echo "f ($max_running)")" t
+check "fleet_status: total, active, reauthorize, backing off, due, running" \
+	"$(q $db "SELECT concat_ws(' ', mailboxes, active, paused, reauthorize, delegation_denied, backing_off, due_now, running) FROM gmail_ingest.fleet_status")" \
+	"$n $((n - 1)) 0 1 0 1 0 0"
+check "fleet_status: lags ordered, the worst under a minute after the first sync" \
+	"$(q $db "SELECT lag_p50 <= lag_p95 AND lag_p95 <= lag_max AND lag_max < interval '1 minute' FROM gmail_ingest.fleet_status")" t
+check "fleet_status: the project's units of the last minute and its limit" \
+	"$(q $db "SELECT project_units_last_minute > 0 AND project_units_per_minute = current_setting('gmail_ingest.project_quota_units_per_minute')::int FROM gmail_ingest.fleet_status")" t
 
 # Revoked: one failed run, reauthorize, counted, not backed off: parked.
 check "revoked: one failed run, reauthorize, parked" \
