@@ -89,6 +89,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gmail_fleet  # noqa: E402
 import gmail_mailgen  # noqa: E402
+import gmail_pubsub  # noqa: E402
 
 SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
 GMAIL_PREFIX = "/gmail/v1/users/"
@@ -96,7 +97,7 @@ GMAIL_PREFIX = "/gmail/v1/users/"
 # Published per-method costs before 2026 (Gmail quota page).
 DEFAULT_COSTS = {"profile": 1, "labels.list": 1, "history.list": 2, "messages.list": 5,
                  "messages.get": 5, "attachments.get": 5, "threads.list": 10,
-                 "threads.get": 10, "token": 0}
+                 "threads.get": 10, "watch": 100, "stop": 50, "token": 0}
 DEFAULT_CONFIG = {
     "client_id": "test-client-id",
     "client_secret": "test-client-secret",
@@ -119,7 +120,8 @@ RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceede
                 "quotaExceeded"}
 NOT_FOUND_MESSAGE = "Requested entity was not found."
 GMAIL_ENDPOINTS = ["profile", "labels.list", "messages.list", "messages.get",
-                   "attachments.get", "threads.list", "threads.get", "history.list"]
+                   "attachments.get", "threads.list", "threads.get", "history.list",
+                   "watch", "stop"]
 FAULT_KINDS = {"status", "delay", "slow_body", "hang", "truncate", "invalid_json", "reset", "gone",
                "body"}
 HISTORY_TYPES = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDeleted",
@@ -428,6 +430,8 @@ class MailboxStats:
 class Mailbox:
     """One user's mail, history log and counters.  Callers hold the lock."""
 
+    change_listener = None                       # (email, historyId) per record: push
+
     def __init__(self, email_address, refresh_token, seed, content_email=None):
         self.email, self.refresh_token, self.revoked = email_address, refresh_token, False
         self.content_email = content_email or email_address
@@ -453,6 +457,8 @@ class Mailbox:
                                           tuple(msg.labels), tuple(changed)))
         msg.history_id = self.history_id
         self.thread_history[msg.thread_id] = self.history_id
+        if Mailbox.change_listener is not None:
+            Mailbox.change_listener(self.email, self.history_id)
 
     def new_message_id(self, date_ms):
         while True:
@@ -622,6 +628,8 @@ class Double:
     def __init__(self):
         self.lock = threading.Lock()
         self.attachment_ids = AttachmentIds()
+        self.pubsub = gmail_pubsub.PubSub()         # watches, topics, pull subscriptions
+        Mailbox.change_listener = self.pubsub.on_change
         self._reset_state()
 
     def _reset_state(self):
@@ -634,6 +642,7 @@ class Double:
         self.fleets = {}             # fleet prefix -> [Mailbox], in address order
         self.token_requests = 0
         self.unauthenticated = 0
+        self.pubsub_tokens = {}      # Pub/Sub access token -> monotonic expiry
 
     # --- OAuth
 
@@ -1000,7 +1009,67 @@ class Double:
     def admin_reset(self, body):
         with self.lock:
             self._reset_state()
+        self.pubsub.reset()
         return {"ok": True}
+
+    # --- push: users.watch / users.stop and the Pub/Sub admin (gmail_pubsub.py)
+
+    def gmail_watch(self, mb, query, body=None):
+        with self.lock:
+            history_id = mb.history_id
+        try:
+            return self.pubsub.watch(mb.email, history_id, body)
+        except gmail_pubsub.PubSubError as e:
+            raise ApiError(e.code, str(e), {400: "invalidArgument", 403: "forbidden",
+                                            404: "notFound"}.get(e.code))
+
+    def gmail_stop(self, mb, query, body=None):
+        self.pubsub.stop(mb.email)
+        return None
+
+    def authenticate_pubsub(self, authorization):
+        token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+        with self.lock:
+            expiry = self.pubsub_tokens.get(token)
+            if expiry is None or expiry <= time.monotonic():
+                self.unauthenticated += 1
+                raise gmail_pubsub.PubSubError(
+                    401, "Request had invalid authentication credentials. Expected OAuth 2 access "
+                         "token, login cookie or other valid authentication credential.")
+
+    def _pubsub_admin(self, name, *args):
+        try:
+            return getattr(self.pubsub, name)(*args)
+        except ValueError as e:
+            raise AdminError(400, str(e))
+
+    def admin_pubsub_topic(self, body):
+        return self._pubsub_admin("admin_topic", body)
+
+    def admin_pubsub_subscription(self, body):
+        return self._pubsub_admin("admin_subscription", body)
+
+    def admin_pubsub_faults(self, body):
+        return self._pubsub_admin("admin_faults", body)
+
+    def admin_pubsub_publish(self, body):
+        return self._pubsub_admin("admin_publish", body)
+
+    def admin_pubsub_clock(self, body):
+        return self._pubsub_admin("admin_clock", body)
+
+    def admin_pubsub_config(self, body):
+        return self._pubsub_admin("admin_config", body)
+
+    def admin_pubsub_token(self, body):
+        """A Pub/Sub access token without the JWT grant, for the self-test."""
+        token = "ya29.p." + secrets.token_urlsafe(60)
+        with self.lock:
+            self.pubsub_tokens[token] = time.monotonic() + self.config["token_ttl"]
+        return {"access_token": token}
+
+    def admin_pubsub_stats(self, body, query):
+        return self._pubsub_admin("admin_stats", query)
 
     def admin_get_config(self, body):
         with self.lock:
@@ -1359,6 +1428,14 @@ ADMIN_ROUTES = [(method, re.compile(pattern + r"/?"), handler) for method, patte
     ("POST", _M + r"/config", "admin_mailbox_config"),
     ("POST", r"/admin/expire_tokens", "admin_expire_tokens"),
     ("GET", r"/admin/stats", "admin_stats"),
+    ("POST", r"/admin/pubsub/topics", "admin_pubsub_topic"),
+    ("POST", r"/admin/pubsub/subscriptions", "admin_pubsub_subscription"),
+    ("POST", r"/admin/pubsub/faults", "admin_pubsub_faults"),
+    ("POST", r"/admin/pubsub/publish", "admin_pubsub_publish"),
+    ("POST", r"/admin/pubsub/clock", "admin_pubsub_clock"),
+    ("POST", r"/admin/pubsub/config", "admin_pubsub_config"),
+    ("GET", r"/admin/pubsub/stats", "admin_pubsub_stats"),
+    ("POST", r"/admin/pubsub/token", "admin_pubsub_token"),
     ("POST", r"/admin/stats/reset", "admin_reset_stats"),
 ]]
 
@@ -1373,7 +1450,10 @@ GMAIL_ROUTES = [(re.compile(pattern), endpoint, handler) for pattern, endpoint, 
     (r"threads", "threads.list", "gmail_threads_list"),
     (r"threads/(?P<thread_id>[^/]+)", "threads.get", "gmail_thread_get"),
     (r"history", "history.list", "gmail_history_list"),
+    (r"watch", "watch", "gmail_watch"),
+    (r"stop", "stop", "gmail_stop"),
 ]]
+POST_ENDPOINTS = {"watch", "stop"}
 
 
 def route_gmail(path):
@@ -1441,7 +1521,9 @@ class Handler(BaseHTTPRequestHandler):
             elif url.path == "/token":
                 self._token(method, body)
             elif url.path.startswith(GMAIL_PREFIX):
-                self._gmail(method, url.path, query)
+                self._gmail(method, url.path, query, body)
+            elif url.path.startswith("/v1/projects/"):
+                self._pubsub(method, url.path, body)
             else:
                 self._send_json(404, {"error": f"no such path {url.path}"})
         except ClientGone:
@@ -1526,7 +1608,8 @@ class Handler(BaseHTTPRequestHandler):
             data = json.loads(body) if body.strip() else None
         except ValueError:
             raise AdminError(400, "body is not JSON")
-        if name in ("admin_stats", "admin_get_faults", "admin_clear_faults", "admin_fleet_stats"):
+        if name in ("admin_stats", "admin_get_faults", "admin_clear_faults", "admin_fleet_stats",
+                    "admin_pubsub_stats"):
             args["query"] = query
         result = getattr(self.double, name)(data, **args)
         if isinstance(result, bytes):
@@ -1597,15 +1680,20 @@ class Handler(BaseHTTPRequestHandler):
                             compress=self._wants_gzip())
         return True
 
-    def _gmail(self, method, path, query):
+    def _gmail(self, method, path, query, body=b""):
         d = self.double
         self.latency_ms = d.config["latency_ms"]
         compress = self._wants_gzip()
         try:
-            if method != "GET":
+            user, endpoint, handler, args = route_gmail(path)
+            if method != ("POST" if endpoint in POST_ENDPOINTS else "GET"):
                 raise ApiError(405, f"Method {method} not supported by this test double",
                                "badRequest")
-            user, endpoint, handler, args = route_gmail(path)
+            if endpoint in POST_ENDPOINTS:
+                try:
+                    args["body"] = json.loads(body) if body.strip() else {}
+                except ValueError:
+                    raise ApiError(400, "Invalid JSON payload received.", "parseError")
             mb = d.authenticate(self.headers.get("Authorization"), user)
         except ApiError as e:
             self._send_json(e.code, e.body, pretty=True, headers=e.headers, compress=compress)
@@ -1624,6 +1712,9 @@ class Handler(BaseHTTPRequestHandler):
                     return
             fields = one(query, "fields")
             result = getattr(d, handler)(mb, query, **args)
+            if result is None:          # users.stop: 204, no body
+                self._send(204, b"", headers=[])
+                return
             if fields:
                 result = apply_fields(result, parse_fields(fields))
             pretty = one(query, "prettyPrint", "true").lower() != "false"
@@ -1632,6 +1723,29 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(e.code, e.body, pretty=True, headers=e.headers, compress=compress)
         finally:
             d.release(mb)
+
+
+    # --- Cloud Pub/Sub (gmail_pubsub.py)
+
+    def _pubsub(self, method, path, body):
+        d = self.double
+        try:
+            routed = d.pubsub.route(path)
+            if routed is None or method != "POST":
+                raise gmail_pubsub.PubSubError(404, f"Method not found: {method} {path}")
+            d.authenticate_pubsub(self.headers.get("Authorization"))
+            try:
+                data = json.loads(body) if body.strip() else {}
+            except ValueError:
+                raise gmail_pubsub.PubSubError(400, "Invalid JSON payload received.")
+            result = d.pubsub.call(routed[0], routed[1], data, self._client_gone)
+            self._send_json(200, result)
+        except gmail_pubsub.PubSubError as e:
+            self._send_json(e.code, e.body, pretty=True)
+
+    def _client_gone(self):
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable)
 
 
 def _default_message(status):
