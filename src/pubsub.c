@@ -303,12 +303,12 @@ pubsub_gmail_notification(const char *data, char **email, int64 *history_id, con
 
 	if (data == NULL || data[0] == '\0')
 	{
-		*why = "the message has no data";
+		*why = "The message has no data";
 		return false;
 	}
 	if (strlen(data) > 64 * 1024 || !gmail_base64url_decode(data, strlen(data), &bytes, &len))
 	{
-		*why = "its data is not base64";
+		*why = "Its data is not base64";
 		return false;
 	}
 	text = palloc(len + 1);
@@ -317,7 +317,7 @@ pubsub_gmail_notification(const char *data, char **email, int64 *history_id, con
 	doc = (len > 0 && memchr(text, '\0', len) == NULL) ? json_parse_text(text, (int) len, &perr) : NULL;
 	if (doc == NULL || doc->kind != JK_OBJECT)
 	{
-		*why = "its data is not a JSON object";
+		*why = "Its data is not a JSON object";
 		return false;
 	}
 	addr = json_get_str(doc, "emailAddress");

@@ -330,7 +330,11 @@ renew_watch(int64 mailbox_id, const char *topic, int64 run_id)
 				 errmsg("renewing the watch of mailbox " INT64_FORMAT " failed: %s", mailbox_id,
 						edata->message),
 				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-				 errhint("The fleet tries again in an hour; until the watch is renewed, polling alone keeps the mailbox fresh.")));
+				 edata->hint
+				 ? errhint("%s  The fleet tries again in an hour; until the watch is renewed, "
+						   "polling alone keeps the mailbox fresh.", edata->hint)
+				 : errhint("The fleet tries again in an hour; until the watch is renewed, "
+						   "polling alone keeps the mailbox fresh.")));
 	}
 }
 
@@ -478,7 +482,7 @@ mark_due(Datum emails, Datum hids, BatchCounts *c)
 
 	spi_check(SPI_execute_with_args(
 									"WITH n AS (SELECT pg_catalog.lower(u.e) AS email, u.h AS hid"
-									"             FROM pg_catalog.unnest($1::text[], $2::bigint[]) AS u(e, h)),"
+									"             FROM unnest($1::text[], $2::bigint[]) AS u(e, h)),"
 									"c AS (SELECT n.email, n.hid,"
 									"        EXISTS (SELECT 1 FROM gmail_ingest.mailboxes m"
 									"                 WHERE pg_catalog.lower(m.provider_email) = n.email) AS known,"
@@ -520,12 +524,17 @@ record_batch(const BatchCounts *c)
 	values[3] = Int32GetDatum(c->unknown);
 	values[4] = Int32GetDatum(c->malformed);
 	spi_check(SPI_execute_with_args("INSERT INTO gmail_ingest.push_batches"
-									" (received, due, stale, unknown_address, malformed)"
-									" VALUES ($1, $2, $3, $4, $5) RETURNING id",
+									" (pulled_at, received, due, stale, unknown_address, malformed)"
+									" VALUES (pg_catalog.clock_timestamp(), $1, $2, $3, $4, $5) RETURNING id",
 									5, types, values, NULL, false, 0),
 			  SPI_OK_INSERT_RETURNING, "recording the pulled notifications");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
+	/* a day is kept: fleet_status reads the last hour */
+	spi_check(SPI_execute("DELETE FROM gmail_ingest.push_batches b"
+						  " WHERE b.pulled_at < pg_catalog.now() - interval '1 day'",
+						  false, 0),
+			  SPI_OK_DELETE, "forgetting old notification counts");
 	return id;
 }
 

@@ -1742,6 +1742,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(200, result)
         except gmail_pubsub.PubSubError as e:
             self._send_json(e.code, e.body, pretty=True)
+        except gmail_pubsub.ClientLeft:
+            raise ClientGone()
 
     def _client_gone(self):
         readable, _, _ = select.select([self.connection], [], [], 0)

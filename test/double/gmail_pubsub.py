@@ -22,6 +22,11 @@ Where this double chooses a behaviour Google leaves open:
     not grant publish to gmail-api-push@system.gserviceaccount.com (403),
     with Gmail's texts; topics and subscriptions are created through the
     admin API (POST /admin/pubsub/topics, /admin/pubsub/subscriptions).
+  * Faults per subscription (POST /admin/pubsub/faults): "duplicate" sends a
+    delivery twice with that probability, "reorder" shuffles each pull,
+    "fail" answers the next calls with those statuses, "ack_delay_ms" holds
+    acknowledgements and drops those whose client left meanwhile (a
+    listener killed between its commit and its ack).
   * The clock (POST /admin/pubsub/clock {"advance_ms"}) moves watch
     expirations only: a watch whose expiration the clock passed publishes
     nothing more until it is renewed.
@@ -57,6 +62,10 @@ class PubSubError(Exception):
                                "status": self.STATUS.get(code, "UNKNOWN")}}
 
 
+class ClientLeft(Exception):
+    """The client went away while its request was held: nothing to answer."""
+
+
 class Subscription:
     def __init__(self, name, topic, ack_deadline_s):
         self.name, self.topic, self.ack_deadline_s = name, topic, ack_deadline_s
@@ -65,14 +74,15 @@ class Subscription:
         self.duplicate = 0.0            # fault: probability a delivery is sent twice
         self.reorder = False            # fault: deliveries in random order
         self.fail = deque()             # fault: statuses the next pulls/acks answer
+        self.ack_delay_ms = 0           # fault: acks held this long, dropped if the client left
         self.counts = {"published": 0, "delivered": 0, "redelivered": 0, "duplicated": 0,
                        "acked": 0, "late_acks": 0, "pulls": 0, "empty_pulls": 0,
-                       "deadline_changes": 0, "failed": 0}
+                       "deadline_changes": 0, "failed": 0, "dropped_acks": 0}
 
     def stats(self):
         return dict(self.counts, outstanding=len(self.outstanding), backlog=len(self.backlog),
                     topic=self.topic, ack_deadline_seconds=self.ack_deadline_s,
-                    duplicate=self.duplicate, reorder=self.reorder)
+                    duplicate=self.duplicate, reorder=self.reorder, ack_delay_ms=self.ack_delay_ms)
 
 
 class PubSub:
@@ -216,6 +226,14 @@ class PubSub:
             raise PubSubError(400, "No ack ids specified.")
         with self.cond:
             sub = self._sub(name)
+            if verb == "acknowledge" and sub.ack_delay_ms:
+                # A client killed while this waits never acknowledged anything.
+                until = time.monotonic() + sub.ack_delay_ms / 1000
+                while (left := until - time.monotonic()) > 0 and not gone():
+                    self.cond.wait(min(left, 0.05))
+                if gone():
+                    sub.counts["dropped_acks"] += len(ack_ids)
+                    raise ClientLeft()
             if verb == "acknowledge":
                 for a in ack_ids:
                     if sub.outstanding.pop(a, None) is not None:
@@ -302,7 +320,8 @@ class PubSub:
         return {"name": name, "topic": topic, "ack_deadline_seconds": deadline}
 
     def admin_faults(self, body):
-        """{"subscription", "duplicate": p, "reorder": bool, "fail": [status, ...]}"""
+        """{"subscription", "duplicate": p, "reorder": bool, "fail": [status, ...],
+        "ack_delay_ms": ms}"""
         with self.cond:
             sub = self.subs.get(body.get("subscription") if isinstance(body, dict) else None)
             if sub is None:
@@ -314,6 +333,10 @@ class PubSub:
                 sub.duplicate = float(p)
             if "reorder" in body:
                 sub.reorder = bool(body["reorder"])
+            if "ack_delay_ms" in body:
+                if not isinstance(body["ack_delay_ms"], int) or not 0 <= body["ack_delay_ms"] <= 60000:
+                    raise ValueError("ack_delay_ms is 0..60000")
+                sub.ack_delay_ms = body["ack_delay_ms"]
             if "fail" in body:
                 if not isinstance(body["fail"], list) or not all(
                         isinstance(s, int) and 400 <= s <= 599 for s in body["fail"]):
