@@ -19,7 +19,7 @@ CREATE TABLE @extschema@.mailboxes (
 	provider_email  text NOT NULL CHECK (provider_email OPERATOR(pg_catalog.~) '^[^@\s]+@[^@\s]+$'),
 	history_id      bigint,
 	last_synced_at  timestamptz,
-	auth_state      text NOT NULL DEFAULT 'ok' CHECK (auth_state IN ('ok', 'reauthorize')),
+	auth_state      text NOT NULL DEFAULT 'ok' CHECK (auth_state IN ('ok', 'reauthorize', 'delegation_denied')),
 	backfill_history_id    bigint,
 	backfill_window_start  timestamptz,
 	backfill_days          integer,
@@ -31,6 +31,7 @@ CREATE TABLE @extschema@.mailboxes (
 	next_sync_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	consecutive_failures integer NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
 	backoff_until   timestamptz,
+	service_account_id bigint,	-- REFERENCES service_accounts, added with that table
 	watch_topic     text,
 	watch_expires_at   timestamptz,
 	watch_attempted_at timestamptz,
@@ -67,13 +68,15 @@ COMMENT ON COLUMN @extschema@.mailboxes.push_history_id IS
 
 CREATE TABLE @extschema@.mailbox_credentials (
 	mailbox_id               bigint PRIMARY KEY REFERENCES @extschema@.mailboxes (id) ON DELETE CASCADE,
-	refresh_token            text NOT NULL,
+	refresh_token            text,	-- NULL for a delegated mailbox
 	access_token             text,
 	access_token_expires_at  timestamptz,
 	updated_at               timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE @extschema@.mailbox_credentials IS
   'OAuth secrets, kept apart from mailboxes so that reading mailboxes exposes no token';
+COMMENT ON COLUMN @extschema@.mailbox_credentials.refresh_token IS
+  'The mailbox''s refresh token; NULL for a delegated mailbox, whose token a service account signs for';
 
 CREATE TABLE @extschema@.blobs (
 	sha256      text PRIMARY KEY CHECK (sha256 OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$'),
@@ -377,8 +380,8 @@ BEGIN
 	INSERT INTO @extschema@.mailboxes AS m (org_id, provider_email)
 	VALUES (add_mailbox.org_id, v_email)
 	ON CONFLICT (org_id, provider_email) DO UPDATE
-		SET auth_state = 'ok'
-		WHERE m.auth_state IS DISTINCT FROM 'ok'
+		SET auth_state = 'ok', service_account_id = NULL
+		WHERE m.auth_state IS DISTINCT FROM 'ok' OR m.service_account_id IS NOT NULL
 	RETURNING m.id INTO v_id;
 	IF v_id IS NULL THEN
 		SELECT m.id INTO v_id FROM @extschema@.mailboxes m
@@ -739,6 +742,252 @@ SELECT m.id AS mailbox_id,
 COMMENT ON VIEW @extschema@.mailbox_status IS
   'One row per mailbox: auth state, last run''s outcome, stored counts, history id and schedule';
 
+-- Service accounts with domain-wide delegation (SPEC 7a, issue 12): an
+-- organisation's Workspace administrator grants a service account the
+-- Gmail scope once; each delegated mailbox's token is then a JWT signed
+-- with the account's key.  The key is kept apart, like refresh tokens.
+CREATE TABLE @extschema@.service_accounts (
+	id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	org_id          uuid NOT NULL,
+	client_email    text NOT NULL CHECK (client_email OPERATOR(pg_catalog.~) '^[^@\s]+@[^@\s]+$'),
+	client_id       text NOT NULL,
+	private_key_id  text NOT NULL,
+	created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	UNIQUE (org_id, client_email)
+);
+COMMENT ON TABLE @extschema@.service_accounts IS
+  'Google service accounts with domain-wide delegation (no secret: the key is in service_account_keys)';
+COMMENT ON COLUMN @extschema@.service_accounts.client_id IS
+  'The numeric client id the Workspace Admin console''s domain-wide delegation page asks for';
+COMMENT ON COLUMN @extschema@.service_accounts.private_key_id IS
+  'Id of the current key (the JWT header''s kid); not a secret';
+
+CREATE TABLE @extschema@.service_account_keys (
+	service_account_id  bigint PRIMARY KEY REFERENCES @extschema@.service_accounts (id) ON DELETE CASCADE,
+	private_key         text NOT NULL,
+	updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.service_account_keys IS
+  'Service accounts'' private keys (PEM): readable by the extension''s owner only, never granted';
+
+ALTER TABLE @extschema@.mailboxes
+	ADD CONSTRAINT mailboxes_service_account_id_fkey FOREIGN KEY (service_account_id)
+	REFERENCES @extschema@.service_accounts (id);
+COMMENT ON COLUMN @extschema@.mailboxes.service_account_id IS
+  'The service account that impersonates the mailbox (add_delegated_mailbox); NULL: a refresh-token mailbox';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.service_accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.service_account_keys', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.service_accounts', 'id'), '');
+COMMENT ON SEQUENCE @extschema@.service_accounts_id_seq IS
+  'Identity of service_accounts.id; registered with pg_extension_config_dump so a restore goes on after the largest id';
+
+CREATE FUNCTION @extschema@._private_key_problem(pem text) RETURNS text
+AS 'MODULE_PATHNAME', 'gmail_private_key_problem'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._private_key_problem(text) IS
+  'NULL when the PEM is an unencrypted RSA private key OpenSSL reads, else why not (never quoting the key)';
+
+CREATE FUNCTION @extschema@.add_service_account(org_id uuid, key_json text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_key jsonb;
+	v_field text;
+	v_email text;
+	v_problem text;
+	v_id bigint;
+	v_old_key text;
+	v_old_key_id text;
+BEGIN
+	IF org_id IS NULL OR key_json IS NULL THEN
+		RAISE EXCEPTION 'add_service_account arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- jsonb's own syntax error quotes the text around the fault: a piece
+	-- of the key.  It is caught (a caught error is never logged) and
+	-- replaced by one that quotes nothing.
+	BEGIN
+		v_key := key_json::jsonb;
+	EXCEPTION WHEN data_exception THEN
+		v_key := NULL;
+	END;
+	IF v_key IS NULL OR jsonb_typeof(v_key) <> 'object' THEN
+		RAISE EXCEPTION 'key_json is not a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Pass the service account''s JSON key file as Google Cloud downloaded it, '
+			             'preferably with add_service_account_file.';
+	END IF;
+	IF v_key->>'type' IS DISTINCT FROM 'service_account' THEN
+		RAISE EXCEPTION 'key_json is not a service account key'
+			USING ERRCODE = 'invalid_parameter_value',
+			      DETAIL = 'Its "type" is not "service_account".',
+			      HINT = 'Create a JSON key of a service account (IAM & Admin > Service accounts > Keys); '
+			             'an OAuth client''s or a user''s credentials file is another thing.';
+	END IF;
+	FOREACH v_field IN ARRAY ARRAY['client_email', 'client_id', 'private_key_id', 'private_key'] LOOP
+		IF jsonb_typeof(v_key->v_field) IS DISTINCT FROM 'string' OR btrim(v_key->>v_field) = '' THEN
+			RAISE EXCEPTION 'key_json has no "%"', v_field
+				USING ERRCODE = 'invalid_parameter_value',
+				      DETAIL = format('A service account key holds "%s" as a non-empty string.', v_field);
+		END IF;
+	END LOOP;
+	v_email := lower(btrim(v_key->>'client_email'));
+	IF v_email !~ '^[^@\s]+@[^@\s]+$' OR length(v_email) > 320 THEN
+		RAISE EXCEPTION 'the client_email of key_json is not an e-mail address'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	v_problem := @extschema@._private_key_problem(v_key->>'private_key');
+	IF v_problem IS NOT NULL THEN
+		RAISE EXCEPTION 'the private key of service account % cannot be used', v_email
+			USING ERRCODE = 'invalid_parameter_value',
+			      DETAIL = v_problem || '.',
+			      HINT = 'Add a new JSON key to the service account in the Google Cloud console '
+			             '(IAM & Admin > Service accounts > Keys > Add key > JSON) and register that file.';
+	END IF;
+
+	INSERT INTO @extschema@.service_accounts AS s (org_id, client_email, client_id, private_key_id)
+	VALUES (add_service_account.org_id, v_email, v_key->>'client_id', v_key->>'private_key_id')
+	ON CONFLICT (org_id, client_email) DO UPDATE
+		SET client_id = EXCLUDED.client_id, private_key_id = EXCLUDED.private_key_id, updated_at = now()
+		WHERE (s.client_id, s.private_key_id) IS DISTINCT FROM (EXCLUDED.client_id, EXCLUDED.private_key_id)
+	RETURNING s.id INTO v_id;
+	IF v_id IS NULL THEN
+		SELECT s.id INTO v_id FROM @extschema@.service_accounts s
+		 WHERE s.org_id = add_service_account.org_id AND s.client_email = v_email;
+	END IF;
+
+	SELECT k.private_key INTO v_old_key FROM @extschema@.service_account_keys k
+	 WHERE k.service_account_id = v_id FOR UPDATE;
+	INSERT INTO @extschema@.service_account_keys AS k (service_account_id, private_key)
+	VALUES (v_id, v_key->>'private_key')
+	ON CONFLICT (service_account_id) DO UPDATE
+		SET private_key = EXCLUDED.private_key, updated_at = now()
+		WHERE k.private_key IS DISTINCT FROM EXCLUDED.private_key;
+	IF v_old_key IS NOT NULL AND v_old_key IS DISTINCT FROM v_key->>'private_key' THEN
+		-- Tokens obtained with the old key go with it (it may have been
+		-- disabled for a reason).
+		UPDATE @extschema@.mailbox_credentials c
+		   SET access_token = NULL, access_token_expires_at = NULL, updated_at = now()
+		 WHERE c.mailbox_id IN (SELECT m.id FROM @extschema@.mailboxes m
+		                         WHERE m.service_account_id = v_id)
+		   AND c.access_token IS NOT NULL;
+	END IF;
+	-- Registering the account again is how an administrator says "fixed":
+	-- its mailboxes parked by a refusal are synced again.
+	UPDATE @extschema@.mailboxes m SET auth_state = 'ok'
+	 WHERE m.service_account_id = v_id AND m.auth_state <> 'ok';
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_service_account(uuid, text) IS
+  'Register a Google service account''s JSON key (upsert on org_id, client_email); a new key replaces the old one and drops its mailboxes'' cached tokens. The statement holds the key: prefer add_service_account_file. Returns its id';
+
+-- The key never appears in a statement: the server reads the file.  The
+-- function runs with the caller's rights, so pg_read_file's rules apply
+-- (superusers; or EXECUTE on pg_read_file and, outside the data
+-- directory, pg_read_server_files), and the caller needs EXECUTE on
+-- add_service_account.
+CREATE FUNCTION @extschema@.add_service_account_file(org_id uuid, path text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF org_id IS NULL OR path IS NULL THEN
+		RAISE EXCEPTION 'add_service_account_file arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN @extschema@.add_service_account(org_id, pg_catalog.pg_read_file(path));
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_service_account_file(uuid, text) IS
+  'add_service_account with the JSON key read from a file on the database server (pg_read_file''s privileges): the key stays out of statements and the server log';
+
+CREATE FUNCTION @extschema@.add_delegated_mailbox(org_id uuid, provider_email text, service_account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	v_email text := lower(btrim(provider_email));
+	v_sa_org uuid;
+	v_id bigint;
+	v_old_sa bigint;
+	v_old_state text;
+BEGIN
+	IF org_id IS NULL OR provider_email IS NULL OR service_account_id IS NULL THEN
+		RAISE EXCEPTION 'add_delegated_mailbox arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF v_email !~ '^[^@\s]+@[^@\s]+$' THEN
+		RAISE EXCEPTION 'invalid email address "%"', provider_email
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT s.org_id INTO v_sa_org FROM @extschema@.service_accounts s
+	 WHERE s.id = add_delegated_mailbox.service_account_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'service account % does not exist', service_account_id
+			USING ERRCODE = 'no_data_found',
+			      HINT = 'Register it with gmail_ingest.add_service_account_file.';
+	END IF;
+	IF v_sa_org <> org_id THEN
+		RAISE EXCEPTION 'service account % belongs to another organisation', service_account_id
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._repair_sequences();
+
+	SELECT m.id, m.service_account_id, m.auth_state INTO v_id, v_old_sa, v_old_state
+	  FROM @extschema@.mailboxes m
+	 WHERE m.org_id = add_delegated_mailbox.org_id AND m.provider_email = v_email FOR UPDATE;
+	INSERT INTO @extschema@.mailboxes AS m (org_id, provider_email, service_account_id)
+	VALUES (add_delegated_mailbox.org_id, v_email, add_delegated_mailbox.service_account_id)
+	ON CONFLICT (org_id, provider_email) DO UPDATE
+		SET auth_state = 'ok', service_account_id = EXCLUDED.service_account_id
+		WHERE m.auth_state IS DISTINCT FROM 'ok'
+		   OR m.service_account_id IS DISTINCT FROM EXCLUDED.service_account_id
+	RETURNING m.id INTO v_id;
+	IF v_id IS NULL THEN
+		SELECT m.id INTO v_id FROM @extschema@.mailboxes m
+		 WHERE m.org_id = add_delegated_mailbox.org_id AND m.provider_email = v_email;
+	END IF;
+
+	-- The credentials row holds no refresh token, only the cached access
+	-- token.  New credentials (another kind, another account, or after a
+	-- refusal) start without one.  The address is the mailbox's own either
+	-- way (the JWT's sub), and every sync checks the profile's address.
+	INSERT INTO @extschema@.mailbox_credentials AS c (mailbox_id, refresh_token)
+	VALUES (v_id, NULL)
+	ON CONFLICT (mailbox_id) DO UPDATE
+		SET refresh_token = NULL, access_token = NULL, access_token_expires_at = NULL,
+		    updated_at = now()
+		WHERE c.refresh_token IS NOT NULL
+		   OR (c.access_token IS NOT NULL
+		       AND (v_old_sa IS DISTINCT FROM add_delegated_mailbox.service_account_id
+		            OR v_old_state IS DISTINCT FROM 'ok'));
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_delegated_mailbox(uuid, text, bigint) IS
+  'Register a Workspace mailbox synced by impersonating it with a service account (upsert on org_id, provider_email; switches a refresh-token mailbox over); returns its id';
+
+CREATE FUNCTION @extschema@.check_service_account(service_account_id bigint, provider_email text)
+RETURNS TABLE (scope text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'gmail_check_service_account'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.check_service_account(bigint, text) IS
+  'Ask Google for a token of the service account for provider_email per scope a sync needs: whether domain-wide delegation works and, if not, what the Workspace administrator must grant';
+
+REVOKE ALL ON TABLE @extschema@.service_accounts FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.service_account_keys FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._private_key_problem(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_service_account(uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_service_account_file(uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_delegated_mailbox(uuid, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.check_service_account(bigint, text) FROM PUBLIC;
 ------------------------------------------------------------------------
 -- Push (SPEC 7c): Gmail watch + Cloud Pub/Sub pull.  A notification makes
 -- its mailbox due now; the fleet's workers sync it from the stored history
@@ -868,6 +1117,8 @@ ALTER TABLE @extschema@.sync_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.ledger ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.backfill_threads ENABLE ROW LEVEL SECURITY;
 ALTER TABLE @extschema@.backfill_queue ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.service_accounts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.service_account_keys ENABLE ROW LEVEL SECURITY;
 
 -- pg_cron lives in one database (cron.database_name); these work there.
 -- They run with the caller's rights, so the job runs as the caller.

@@ -25,9 +25,11 @@
 #include "gmail_api.h"
 #include "http.h"
 #include "oauth.h"
+#include "oauth_jwt.h"
 #include "push.h"
 #include "remote_error.h"
 #include "retry_policy.h"
+#include "service_account.h"
 #include "settings.h"
 #include "store.h"
 #include "sync.h"
@@ -77,11 +79,17 @@ token_source(void *arg, bool force)
 	if (!force && s->mb.access_token != NULL &&
 		s->mb.access_expires_at > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TOKEN_MARGIN_MS))
 		return s->mb.access_token;
-	o.token_url = gi_oauth_token_url;
-	o.client_id = gi_client_id;
-	o.client_secret = gi_client_secret;
-	o.max_retries = gi_max_retries;
-	t = oauth_refresh(s->token_http, &o, s->mb.refresh_token, &s->token_retries);
+	if (s->mb.service_account_id != 0)	/* delegated: the JWT bearer grant */
+		t = service_account_token(s->token_http, s->mb.service_account_id, s->mb.email,
+								  OAUTH_GMAIL_SCOPE, &s->token_retries);
+	else
+	{
+		o.token_url = gi_oauth_token_url;
+		o.client_id = gi_client_id;
+		o.client_secret = gi_client_secret;
+		o.max_retries = gi_max_retries;
+		t = oauth_refresh(s->token_http, &o, s->mb.refresh_token, &s->token_retries);
+	}
 	store_save_access_token(s->mb.id, t.access_token, t.expires_at);
 	s->mb.access_token = t.access_token;
 	s->mb.access_expires_at = t.expires_at;
@@ -156,7 +164,10 @@ check_mailbox_ready(const MailboxInfo *mb)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("mailbox " INT64_FORMAT " has no credentials", mb->id),
-				 errhint("Register its refresh token with gmail_ingest.add_mailbox().")));
+				 errhint("Register its refresh token with gmail_ingest.add_mailbox(), or a service "
+						 "account for it with gmail_ingest.add_delegated_mailbox().")));
+	if (mb->service_account_id != 0)
+		return;					/* a service account signs: no OAuth client */
 	if (gi_client_id == NULL || gi_client_id[0] == '\0' ||
 		gi_client_secret == NULL || gi_client_secret[0] == '\0')
 		ereport(ERROR,
@@ -257,6 +268,8 @@ record_failure(SyncState *s, ErrorData *failure, RemoteFailure kind, TimestampTz
 
 	if (kind == RF_REVOKED)
 		store_set_auth_state(mailbox_id, "reauthorize");
+	else if (kind == RF_DELEGATION)
+		store_set_auth_state(mailbox_id, "delegation_denied");
 	store_finish_run(mailbox_id, s->run_id, s->mode, "failed", error,
 					 false, 0, NULL, &s->counters);
 	/* retry_after: when the server said to try again, for a scheduler's backoff */

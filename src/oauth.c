@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  * oauth.c
- *	  The refresh-token grant against the OAuth token endpoint
- *	  (gmail_ingest.oauth_token_url, passed in as OAuthOptions).
+ *	  The token endpoint exchange every grant shares (retries, bounds on the
+ *	  answer, errors) and the refresh-token grant on top of it
+ *	  (gmail_ingest.oauth_token_url, passed in as OAuthOptions).  The JWT
+ *	  bearer grant of service accounts is in oauth_jwt.c.
  *
  * Secrets (refresh token, client secret, access token) go into the request
  * body or come out of the response and nowhere else: errors quote only
@@ -18,8 +20,8 @@
 #include "remote_error.h"
 #include "retry_policy.h"
 
-static void
-append_field(StringInfo buf, const char *name, const char *value)
+void
+oauth_append_field(StringInfo buf, const char *name, const char *value)
 {
 	if (buf->len > 0)
 		appendStringInfoChar(buf, '&');
@@ -29,8 +31,8 @@ append_field(StringInfo buf, const char *name, const char *value)
 }
 
 /* Printable, bounded copy of a server-supplied string for an error text. */
-static char *
-safe_text(const char *s)
+char *
+oauth_safe_text(const char *s)
 {
 	StringInfoData buf;
 
@@ -84,21 +86,52 @@ token_problem(JsonNode *doc, int64 *expires_in)
 	return NULL;
 }
 
+/* The refresh grant's refusals: the mailbox's grant, or the OAuth client. */
+static void
+refresh_refused(void *arg, long status, const char *err, const char *desc)
+{
+	if (strcmp(err, "invalid_grant") == 0)
+		remote_failure(RF_REVOKED,
+					   errmsg("Google refused the mailbox's refresh token (invalid_grant)"),
+					   errdetail("The token endpoint answered HTTP %ld: %s.", status,
+								 oauth_safe_text(desc)),
+					   errhint("The mailbox must be authorized again; then call gmail_ingest.add_mailbox with the new refresh token."));
+	if (strcmp(err, "invalid_client") == 0 || strcmp(err, "unauthorized_client") == 0)
+		remote_failure(RF_CONFIG,
+					   errmsg("Google refused the OAuth client (%s)", err),
+					   errdetail("The token endpoint answered HTTP %ld: %s.", status,
+								 oauth_safe_text(desc)),
+					   errhint("Check gmail_ingest.client_id and gmail_ingest.client_secret."));
+}
+
 OAuthToken
 oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_token,
 			  int *retries)
 {
 	StringInfoData form;
+	OAuthToken	result;
+
+	initStringInfo(&form);
+	oauth_append_field(&form, "client_id", opts->client_id);
+	oauth_append_field(&form, "client_secret", opts->client_secret);
+	oauth_append_field(&form, "refresh_token", refresh_token);
+	oauth_append_field(&form, "grant_type", "refresh_token");
+	result = oauth_exchange(http, opts->token_url, opts->max_retries, form.data,
+							refresh_refused, NULL, retries);
+	/* The form holds the secrets: wipe it before it goes back to the allocator. */
+	explicit_bzero(form.data, form.len);
+	pfree(form.data);
+	return result;
+}
+
+OAuthToken
+oauth_exchange(HttpClient *http, const char *token_url, int max_retries, const char *form,
+			   OAuthRefused refused, void *arg, int *retries)
+{
 	HttpRequest req;
 	OAuthToken	result = {NULL, 0};
 	int			attempt;
 	long		wait = 0;
-
-	initStringInfo(&form);
-	append_field(&form, "client_id", opts->client_id);
-	append_field(&form, "client_secret", opts->client_secret);
-	append_field(&form, "refresh_token", refresh_token);
-	append_field(&form, "grant_type", "refresh_token");
 
 	for (attempt = 0;; attempt++)
 	{
@@ -112,8 +145,8 @@ oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_to
 		bool		retryable;
 
 		memset(&req, 0, sizeof(req));
-		req.url = opts->token_url;
-		req.post_fields = form.data;
+		req.url = token_url;
+		req.post_fields = form;
 		if (wait > 0)
 			req.not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait);
 		http_submit(http, &req);
@@ -137,19 +170,9 @@ oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_to
 
 		err = doc ? json_get_str(doc, "error") : NULL;
 		desc = doc ? json_get_str(doc, "error_description") : NULL;
-		if (err != NULL && strcmp(err, "invalid_grant") == 0)
-			remote_failure(RF_REVOKED,
-						   errmsg("Google refused the mailbox's refresh token (invalid_grant)"),
-						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
-									 safe_text(desc)),
-						   errhint("The mailbox must be authorized again; then call gmail_ingest.add_mailbox with the new refresh token."));
-		if (err != NULL && (strcmp(err, "invalid_client") == 0 ||
-							strcmp(err, "unauthorized_client") == 0))
-			remote_failure(RF_CONFIG,
-						   errmsg("Google refused the OAuth client (%s)", err),
-						   errdetail("The token endpoint answered HTTP %ld: %s.", req.status,
-									 safe_text(desc)),
-						   errhint("Check gmail_ingest.client_id and gmail_ingest.client_secret."));
+		/* The grant's own refusals (terminal, never retried) raise here. */
+		if (err != NULL && refused != NULL && !req.transport_failed && req.status != 200)
+			refused(arg, req.status, err, desc);
 
 		/* The same policy as Gmail calls: transient trouble is retried, with backoff. */
 		retryable = (req.transport_failed && !req.permanent && !req.too_large) ||
@@ -171,13 +194,13 @@ oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_to
 			remote_failure_set_retry_after(at);
 			remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
 						   errmsg("the OAuth token endpoint asked to retry after %s", retry_time_text(at)),
-						   err ? errdetail("It answered HTTP %ld, error \"%s\": %s.", req.status, safe_text(err),
-										   safe_text(desc))
+						   err ? errdetail("It answered HTTP %ld, error \"%s\": %s.", req.status, oauth_safe_text(err),
+										   oauth_safe_text(desc))
 						   : errdetail("It answered HTTP %ld.", req.status),
 						   errhint("A sync waits at most %ld s for a retry rather than hold its transaction open; "
 								   "run it again after that time.", RETRY_HINT_MAX_MS / 1000));
 		}
-		if (retryable && attempt < opts->max_retries)
+		if (retryable && attempt < max_retries)
 		{
 			wait = retry_wait_ms(attempt + 1, hint_ms);
 			if (retries)
@@ -200,13 +223,12 @@ oauth_refresh(HttpClient *http, const OAuthOptions *opts, const char *refresh_to
 						   errmsg("the OAuth token endpoint's answer could not be read"),
 						   problem ? errdetail("%s.", problem)
 						   : errdetail("HTTP 200 without an access token%s%s.", perr ? ": " : "",
-									   perr ? safe_text(perr) : ""));
+									   perr ? oauth_safe_text(perr) : ""));
 		remote_failure(req.status == 429 ? RF_RATE_LIMIT : RF_HTTP,
 					   errmsg("the OAuth token endpoint answered HTTP %ld", req.status),
-					   err ? errdetail("Error \"%s\": %s.", safe_text(err), safe_text(desc))
+					   err ? errdetail("Error \"%s\": %s.", oauth_safe_text(err), oauth_safe_text(desc))
 					   : errdetail("The answer was not a token response."));
 	}
 	http_request_reset(&req);
-	pfree(form.data);
 	return result;
 }

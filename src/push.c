@@ -38,6 +38,7 @@
 #include "pubsub.h"
 #include "push.h"
 #include "remote_error.h"
+#include "service_account.h"
 #include "settings.h"
 #include "store.h"
 
@@ -406,9 +407,30 @@ forget_token(void)
 static OAuthToken
 fetch_pubsub_token(ListenerState *st)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("service accounts are not available yet")));
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+	int64		id;
+
+	values[0] = CStringGetTextDatum(gi_pubsub_service_account);
+	spi_check(SPI_execute_with_args("SELECT a.id FROM gmail_ingest.service_accounts a"
+									" WHERE pg_catalog.lower(a.client_email) = pg_catalog.lower($1)"
+									" ORDER BY a.id LIMIT 2",
+									1, types, values, NULL, true, 2),
+			  SPI_OK_SELECT, "reading the Pub/Sub service account");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(SPI_processed == 0 ? ERRCODE_UNDEFINED_OBJECT : ERRCODE_AMBIGUOUS_PARAMETER),
+				 errmsg(SPI_processed == 0
+						? "gmail_ingest.pubsub_service_account names no registered service account"
+						: "gmail_ingest.pubsub_service_account names a service account of several organisations"),
+				 errdetail("It is \"%s\".", gi_pubsub_service_account),
+				 errhint("Register its JSON key with gmail_ingest.add_service_account (once), "
+						 "and give it the Pub/Sub Subscriber role on the subscription.")));
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	/* its own token, not a delegated one: no subject */
+	return service_account_token(st->token_http, id, NULL, PUBSUB_SCOPE, &st->token_retries);
 }
 
 static const char *

@@ -31,6 +31,8 @@ typedef enum RemoteFailure
 	RF_PERMISSION,				/* 403 insufficientPermissions and the like */
 	RF_REVOKED,					/* invalid_grant: mailbox needs re-consent */
 	RF_CONFIG,					/* invalid_client: the OAuth client is wrong */
+	RF_DELEGATION,				/* unauthorized_client on the JWT bearer grant:
+								 * domain-wide delegation not granted */
 	RF__COUNT
 } RemoteFailure;
 

@@ -193,7 +193,9 @@ store_load_mailbox(int64 mailbox_id, MailboxInfo *out)
 
 	plan_once(&plan,
 			  "SELECT m.org_id::text, m.provider_email, m.history_id, m.auth_state, "
-			  "       c.mailbox_id IS NOT NULL, c.refresh_token, c.access_token, c.access_token_expires_at "
+			  "       c.mailbox_id IS NOT NULL AND (c.refresh_token IS NOT NULL OR m.service_account_id IS NOT NULL), "
+			  "       c.refresh_token, c.access_token, c.access_token_expires_at, "
+			  "       coalesce(m.service_account_id, 0) "
 			  "  FROM " SCHEMA "mailboxes m "
 			  "  LEFT JOIN " SCHEMA "mailbox_credentials c ON c.mailbox_id = m.id "
 			  " WHERE m.id = $1",
@@ -218,6 +220,7 @@ store_load_mailbox(int64 mailbox_id, MailboxInfo *out)
 	out->access_expires_at = DatumGetTimestampTz(col_datum(0, 8, &isnull));
 	if (isnull)
 		out->access_token = NULL;
+	out->service_account_id = DatumGetInt64(col_datum(0, 9, &isnull));
 	SPI_freetuptable(SPI_tuptable);
 	return true;
 }

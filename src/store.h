@@ -47,6 +47,7 @@ typedef struct MailboxInfo
 	char	   *refresh_token;
 	char	   *access_token;	/* NULL if none cached */
 	TimestampTz access_expires_at;
+	int64		service_account_id; /* delegated mailbox; 0: refresh-token mailbox */
 } MailboxInfo;
 
 /* store_schema.c: refuse a schema of another version; repair restored sequences */

@@ -1185,6 +1185,104 @@ def test_tls():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_jwt_grant(c):
+    """Service accounts: the JWT bearer grant checked as Google does (double_jwt.py)."""
+    import double_jwt
+    tmp = tempfile.mkdtemp(prefix="double_jwt.")
+    try:
+        keys = {}
+        for name in ("a", "b"):
+            pem = os.path.join(tmp, f"{name}.pem")
+            subprocess.run(["openssl", "genrsa", "-out", pem, "2048"], check=True, capture_output=True)
+            pub = subprocess.run(["openssl", "pkey", "-in", pem, "-pubout"], check=True,
+                                 capture_output=True, text=True).stdout
+            keys[name] = (pem, pub)
+        # The parser against OpenSSL's own reading of the key.
+        modulus = subprocess.run(["openssl", "rsa", "-in", keys["a"][0], "-noout", "-modulus"], check=True,
+                                 capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+        pkcs1 = subprocess.run(["openssl", "rsa", "-in", keys["a"][0], "-RSAPublicKey_out"], check=True,
+                               capture_output=True, text=True).stdout
+        n, e = double_jwt.parse_public_key(keys["a"][1])
+        check("jwt: SPKI modulus is OpenSSL's", n == int(modulus, 16) and e == 65537)
+        check("jwt: PKCS#1 key reads the same", double_jwt.parse_public_key(pkcs1) == (n, e))
+
+        domain, user = "dwd-selftest.example", "dwd-user@dwd-selftest.example"
+        sa_email = "sync@selftest-project.iam.gserviceaccount.com"
+        scope = "https://www.googleapis.com/auth/gmail.readonly"
+        c.admin("POST", "/mailboxes", {"email": user, "refresh_token": "rt-dwd", "threads": 2,
+                                       "messages": 3, "attachments": 0, "now_ms": NOW_MS})
+        reg = c.admin("POST", "/service_accounts", {
+            "client_email": sa_email, "client_id": "101234567890", "key_id": "kid-a",
+            "public_key": keys["a"][1], "scopes": [scope], "domain": domain})
+        check("jwt: register", reg["modulus_bits"] == 2048 and reg["scopes"] == [scope])
+        token_url = c.base + "/token"
+
+        def assertion(key="a", header=None, **claims):
+            now = int(time.time())
+            body = {"iss": sa_email, "sub": user, "scope": scope, "aud": token_url,
+                    "iat": now, "exp": now + 3600}
+            body.update(claims)
+            head = header or {"alg": "RS256", "typ": "JWT", "kid": "kid-a"}
+            enc = [base64.urlsafe_b64encode(json.dumps(x).encode()).decode().rstrip("=")
+                   for x in (head, body)]
+            signing_input = ".".join(enc)
+            sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", keys[key][0]],
+                                 input=signing_input.encode(), check=True, capture_output=True).stdout
+            return signing_input + "." + base64.urlsafe_b64encode(sig).decode().rstrip("=")
+
+        def grant(a):
+            form = urllib.parse.urlencode({"grant_type": double_jwt.JWT_BEARER, "assertion": a})
+            return request(c.base, "POST", "/token", form)
+
+        def refused(name, r, status, pair):
+            check(name, r.status == status and r.json() == {"error": pair[0], "error_description": pair[1]},
+                  f"{r.status} {r.data[:200]!r}")
+
+        r = grant(assertion())
+        body = r.json()
+        check("jwt: granted", r.status == 200 and body["token_type"] == "Bearer" and body["scope"] == scope)
+        tok = body.get("access_token")
+        check("jwt: the token opens the sub's mailbox", c.gmail("profile", token=tok)["emailAddress"] == user)
+        e = error_of(lambda: call(c.base, "GET", f"/gmail/v1/users/{OWNER}/profile", token=tok))
+        check("jwt: ... and no other (403 Delegation denied)", e is not None and e.status == 403
+              and "Delegation denied" in json.dumps(e.body))
+        refused("jwt: key of another account", grant(assertion(key="b")), 400, double_jwt.BAD_SIGNATURE)
+        good = assertion()
+        refused("jwt: tampered claims", grant(good.split(".")[0] + "." +
+                base64.urlsafe_b64encode(json.dumps({"iss": sa_email, "sub": OWNER}).encode()).decode().rstrip("=")
+                + "." + good.split(".")[2]), 400, double_jwt.BAD_SIGNATURE)
+        refused("jwt: wrong kid", grant(assertion(header={"alg": "RS256", "typ": "JWT", "kid": "old"})),
+                400, double_jwt.BAD_SIGNATURE)
+        now = int(time.time())
+        refused("jwt: exp - iat > 3600", grant(assertion(iat=now, exp=now + 3601)), 400, double_jwt.BAD_TIME)
+        refused("jwt: expired window", grant(assertion(iat=now - 4000, exp=now - 400)), 400, double_jwt.BAD_TIME)
+        refused("jwt: issued in the future", grant(assertion(iat=now + 900, exp=now + 4000)), 400,
+                double_jwt.BAD_TIME)
+        check("jwt: within the leeway", grant(assertion(iat=now + 60, exp=now + 3660)).status == 200)
+        refused("jwt: scope not granted", grant(assertion(scope=scope + " https://mail.google.com/")), 401,
+                double_jwt.UNAUTHORIZED)
+        refused("jwt: consumer account", grant(assertion(sub="someone@gmail.com")), 401, double_jwt.UNAUTHORIZED)
+        refused("jwt: unknown user", grant(assertion(sub="nobody@" + domain)), 400, double_jwt.UNKNOWN_USER)
+        refused("jwt: unknown service account", grant(assertion(iss="x@y.iam.gserviceaccount.com")), 400,
+                double_jwt.UNKNOWN_ACCOUNT)
+        r = grant(assertion(aud="https://oauth2.googleapis.com/token"))
+        check("jwt: wrong aud", r.status == 400 and r.json()["error"] == "invalid_grant")
+        c.admin("POST", f"/service_accounts/{sa_email}", {"scopes": []})
+        refused("jwt: delegation revoked", grant(assertion()), 401, double_jwt.UNAUTHORIZED)
+        c.admin("POST", f"/service_accounts/{sa_email}", {"scopes": [scope], "clock_skew_s": 7200})
+        refused("jwt: clock far off", grant(assertion()), 400, double_jwt.BAD_TIME)
+        c.admin("POST", f"/service_accounts/{sa_email}", {"clock_skew_s": 0})
+        check("jwt: granted again", grant(assertion()).status == 200)
+        stats = c.admin("GET", f"/stats?email={user}")
+        check("jwt: token requests counted for the sub's mailbox",
+              stats["mailboxes"][user]["requests"].get("token", 0) >= 10 and stats["jwt_grants"] >= 14)
+        e = error_of(lambda: c.admin("POST", "/service_accounts", {"client_email": "x@y", "client_id": "1",
+                                                                     "key_id": "k", "public_key": "nope"}))
+        check("jwt: a bad public key is refused", e is not None and e.status == 400)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     started = time.monotonic()
     proc, base = start_double()
@@ -1194,7 +1292,7 @@ def main():
              test_keepalive, test_history, test_token_expiry, test_quota_and_stats,
              test_concurrency_and_latency, test_faults, test_isolation, test_robustness,
              test_empty_mailbox_and_cli, test_generation, test_bench_features, test_fleet,
-             test_push]
+             test_jwt_grant, test_push]
     try:
         for test in tests:
             try:

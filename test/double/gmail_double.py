@@ -3,7 +3,8 @@
 gmail_double: an in-memory stand-in for the Gmail REST API v1 and Google's
 OAuth 2.0 token endpoint, used by gmail_ingest's tests and benchmarks.
 
-Owns: the HTTP(S) server; OAuth refresh-token grants and access-token expiry;
+Owns: the HTTP(S) server; OAuth refresh-token grants and access-token expiry
+(the JWT bearer grant of service accounts is checked by double_jwt.py);
 the read-only Gmail endpoints gmail_ingest calls (profile, labels.list,
 messages.list/get, attachments.get, threads.list/get, history.list) with
 Gmail's response shapes and quirks; a mailbox-wide history log; per-mailbox
@@ -89,6 +90,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gmail_fleet  # noqa: E402
 import gmail_mailgen  # noqa: E402
+import double_jwt  # noqa: E402
 import gmail_pubsub  # noqa: E402
 
 SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
@@ -642,15 +644,18 @@ class Double:
         self.fleets = {}             # fleet prefix -> [Mailbox], in address order
         self.token_requests = 0
         self.unauthenticated = 0
+        self.service_accounts = double_jwt.ServiceAccounts()   # the JWT bearer grant's
         self.pubsub_tokens = {}      # Pub/Sub access token -> monotonic expiry
 
     # --- OAuth
 
-    def token_grant(self, form, basic_auth):
-        """Answer a refresh-token grant: (mailbox or None, HTTP status, body)."""
+    def token_grant(self, form, basic_auth, token_url=None):
+        """Answer a refresh-token or JWT bearer grant: (mailbox or None, HTTP status, body)."""
         def form_field(name):
             values = form.get(name)
             return values[-1] if values else None
+        if form_field("grant_type") == double_jwt.JWT_BEARER:
+            return self._jwt_grant(form_field("assertion"), token_url)
         client_id, client_secret = basic_auth or (form_field("client_id"),
                                                   form_field("client_secret"))
         grant_type, refresh_token = form_field("grant_type"), form_field("refresh_token")
@@ -674,6 +679,32 @@ class Double:
             ttl = self.config["token_ttl"]
             self.access_tokens[token] = (mb, now + ttl)
             return mb, 200, {"access_token": token, "expires_in": int(ttl), "scope": SCOPE,
+                             "token_type": "Bearer"}
+
+    def mailbox_by_email(self, address):
+        """The mailbox of an address, any case (callers hold the lock)."""
+        mb = self.mailboxes.get(address)
+        if mb is None:
+            mb = next((m for m in self.mailboxes.values() if m.email.lower() == address.lower()), None)
+        return mb
+
+    def _jwt_grant(self, assertion, token_url):
+        """A service account's token for the user it names (double_jwt checks it)."""
+        def user_exists(address):
+            with self.lock:
+                return self.mailbox_by_email(address) is not None
+        status, body, sub = self.service_accounts.grant(assertion, token_url, user_exists)
+        if status == 200 and sub is None:     # the account's own token: Pub/Sub
+            return None, 200, self._pubsub_token(body["account"], body["scope"])
+        with self.lock:
+            mb = self.mailbox_by_email(sub) if sub else None
+            if status != 200 or mb is None:
+                return mb, status, body
+            now = time.monotonic()
+            token = "ya29.c." + secrets.token_urlsafe(120)
+            ttl = self.config["token_ttl"]
+            self.access_tokens[token] = (mb, now + ttl)    # good for the sub's mailbox only
+            return mb, 200, {"access_token": token, "expires_in": int(ttl), "scope": body["scope"],
                              "token_type": "Bearer"}
 
     def authenticate(self, authorization, user_id):
@@ -756,11 +787,13 @@ class Double:
             return rule
         return None
 
-    def token_fault(self, refresh_token=None):
-        """(fault rule or None, the mailbox the refresh token names or None)."""
+    def token_fault(self, refresh_token=None, subject=None):
+        """(fault rule or None, the mailbox the refresh token or JWT subject names or None)."""
         with self.lock:
             self.token_requests += 1            # every call, a faulted one too
             mb = self.by_refresh_token.get(refresh_token)
+            if mb is None and isinstance(subject, str):
+                mb = self.mailbox_by_email(subject)
             if mb is not None:
                 mb.stats.requests["token"] += 1
             return self._pick_fault("token", None, mb.email if mb else None), mb
@@ -1027,15 +1060,24 @@ class Double:
         self.pubsub.stop(mb.email)
         return None
 
+    def _pubsub_token(self, account, scope):
+        token = "ya29.p." + secrets.token_urlsafe(100)
+        ttl = self.config["token_ttl"]
+        with self.lock:
+            self.pubsub_tokens[token] = (account, time.monotonic() + ttl)
+        return {"access_token": token, "expires_in": int(ttl), "scope": scope, "token_type": "Bearer"}
+
     def authenticate_pubsub(self, authorization):
+        """The service account a Pub/Sub token was issued to (None: the self-test's)."""
         token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
         with self.lock:
-            expiry = self.pubsub_tokens.get(token)
-            if expiry is None or expiry <= time.monotonic():
+            account, expiry = self.pubsub_tokens.get(token, (None, 0))
+            if expiry <= time.monotonic():
                 self.unauthenticated += 1
                 raise gmail_pubsub.PubSubError(
                     401, "Request had invalid authentication credentials. Expected OAuth 2 access "
                          "token, login cookie or other valid authentication credential.")
+            return account
 
     def _pubsub_admin(self, name, *args):
         try:
@@ -1063,10 +1105,7 @@ class Double:
 
     def admin_pubsub_token(self, body):
         """A Pub/Sub access token without the JWT grant, for the self-test."""
-        token = "ya29.p." + secrets.token_urlsafe(60)
-        with self.lock:
-            self.pubsub_tokens[token] = time.monotonic() + self.config["token_ttl"]
-        return {"access_token": token}
+        return self._pubsub_token(None, "https://www.googleapis.com/auth/pubsub")
 
     def admin_pubsub_stats(self, body, query):
         return self._pubsub_admin("admin_stats", query)
@@ -1305,6 +1344,24 @@ class Double:
             self.access_tokens = {t: (mb, 0) for t, (mb, _) in self.access_tokens.items()}
             return {"expired": len(self.access_tokens)}
 
+    def admin_add_service_account(self, body):
+        try:
+            return self.service_accounts.register(body)
+        except ValueError as e:
+            raise AdminError(400, str(e))
+
+    def admin_list_service_accounts(self, body):
+        return self.service_accounts.list()
+
+    def admin_update_service_account(self, body, client_email):
+        """Grant or revoke delegation ("scopes", "domain"), shift its clock, change its key."""
+        try:
+            return self.service_accounts.update(client_email, body or {})
+        except LookupError as e:
+            raise AdminError(404, str(e))
+        except ValueError as e:
+            raise AdminError(400, str(e))
+
     def admin_stats(self, body, query):
         wanted = one(query, "email")
         with self.lock:
@@ -1312,6 +1369,8 @@ class Double:
                                   for mb in self.mailboxes.values()
                                   if wanted is None or mb.email == wanted},
                     "token_requests": self.token_requests,
+                    "jwt_grants": self.service_accounts.grants,
+                    "jwt_tokens_issued": self.service_accounts.issued,
                     "unauthenticated": self.unauthenticated}
 
     def admin_reset_stats(self, body):
@@ -1436,6 +1495,9 @@ ADMIN_ROUTES = [(method, re.compile(pattern + r"/?"), handler) for method, patte
     ("POST", r"/admin/pubsub/config", "admin_pubsub_config"),
     ("GET", r"/admin/pubsub/stats", "admin_pubsub_stats"),
     ("POST", r"/admin/pubsub/token", "admin_pubsub_token"),
+    ("POST", r"/admin/service_accounts", "admin_add_service_account"),
+    ("GET", r"/admin/service_accounts", "admin_list_service_accounts"),
+    ("POST", r"/admin/service_accounts/(?P<client_email>[^/]+)", "admin_update_service_account"),
     ("POST", r"/admin/stats/reset", "admin_reset_stats"),
 ]]
 
@@ -1626,7 +1688,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(405, {"error": "invalid_request", "error_description": "POST only"})
             return
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        fault, mb = d.token_fault((form.get("refresh_token") or [None])[-1])
+        assertion = (form.get("assertion") or [None])[-1]
+        fault, mb = d.token_fault((form.get("refresh_token") or [None])[-1],
+                                  double_jwt.unverified_claims(assertion).get("sub") if assertion else None)
         self.latency_ms = d.limit(mb, "latency_ms")
         if fault and self._early_fault(fault, oauth=True):
             return
@@ -1637,7 +1701,10 @@ class Handler(BaseHTTPRequestHandler):
                 basic = tuple(base64.b64decode(auth[6:]).decode().split(":", 1))
             except (ValueError, binascii.Error):
                 basic = ("", "")
-        self.mailbox, status, answer = d.token_grant(form, basic)
+        # The assertion's aud must name this endpoint, as Google's must name its own.
+        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+        token_url = f"{scheme}://{self.headers.get('Host', '')}/token"
+        self.mailbox, status, answer = d.token_grant(form, basic, token_url)
         self._send_json(status, answer, pretty=True, fault=fault,
                         headers=[("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate")])
 
@@ -1733,12 +1800,12 @@ class Handler(BaseHTTPRequestHandler):
             routed = d.pubsub.route(path)
             if routed is None or method != "POST":
                 raise gmail_pubsub.PubSubError(404, f"Method not found: {method} {path}")
-            d.authenticate_pubsub(self.headers.get("Authorization"))
+            account = d.authenticate_pubsub(self.headers.get("Authorization"))
             try:
                 data = json.loads(body) if body.strip() else {}
             except ValueError:
                 raise gmail_pubsub.PubSubError(400, "Invalid JSON payload received.")
-            result = d.pubsub.call(routed[0], routed[1], data, self._client_gone)
+            result = d.pubsub.call(routed[0], routed[1], data, self._client_gone, account)
             self._send_json(200, result)
         except gmail_pubsub.PubSubError as e:
             self._send_json(e.code, e.body, pretty=True)

@@ -21,7 +21,9 @@ Where this double chooses a behaviour Google leaves open:
   * users.watch refuses a topic that does not exist (404) and one that does
     not grant publish to gmail-api-push@system.gserviceaccount.com (403),
     with Gmail's texts; topics and subscriptions are created through the
-    admin API (POST /admin/pubsub/topics, /admin/pubsub/subscriptions).
+    admin API (POST /admin/pubsub/topics, /admin/pubsub/subscriptions); a
+    subscription made with "subscribers" answers 403 to any other service
+    account's token (a token from POST /admin/pubsub/token passes).
   * Faults per subscription (POST /admin/pubsub/faults): "duplicate" sends a
     delivery twice with that probability, "reorder" shuffles each pull,
     "fail" answers the next calls with those statuses, "ack_delay_ms" holds
@@ -67,8 +69,9 @@ class ClientLeft(Exception):
 
 
 class Subscription:
-    def __init__(self, name, topic, ack_deadline_s):
+    def __init__(self, name, topic, ack_deadline_s, subscribers=None):
         self.name, self.topic, self.ack_deadline_s = name, topic, ack_deadline_s
+        self.subscribers = subscribers   # service accounts with the Subscriber role; None: any
         self.backlog = deque()          # (message_id, data, publish_time) to deliver
         self.outstanding = {}           # ack id -> (message, deadline in monotonic s)
         self.duplicate = 0.0            # fault: probability a delivery is sent twice
@@ -192,10 +195,12 @@ class PubSub:
         m = PATH_RE.fullmatch(path)
         return (m.group(1), m.group(2)) if m else None
 
-    def _sub(self, name):
+    def _sub(self, name, account=None):
         sub = self.subs.get(name)
         if sub is None:
             raise PubSubError(404, f"Resource not found (resource={name.rsplit('/', 1)[-1]}).")
+        if sub.subscribers is not None and account is not None and account.lower() not in sub.subscribers:
+            raise PubSubError(403, "User not authorized to perform this action.")
         if sub.fail:
             status = sub.fail.popleft()
             sub.counts["failed"] += 1
@@ -214,18 +219,18 @@ class PubSub:
     def _next_deadline_locked(self, sub):
         return min((d for _, d in sub.outstanding.values()), default=None)
 
-    def call(self, name, verb, body, gone):
+    def call(self, name, verb, body, gone, account=None):
         """Answer :pull, :acknowledge or :modifyAckDeadline; gone() says
         whether the client went away (a held pull stops waiting)."""
         if not isinstance(body, dict):
             raise PubSubError(400, "Invalid JSON payload received.")
         if verb == "pull":
-            return self._pull(name, body, gone)
+            return self._pull(name, body, gone, account)
         ack_ids = body.get("ackIds")
         if not isinstance(ack_ids, list) or not ack_ids or not all(isinstance(a, str) for a in ack_ids):
             raise PubSubError(400, "No ack ids specified.")
         with self.cond:
-            sub = self._sub(name)
+            sub = self._sub(name, account)
             if verb == "acknowledge" and sub.ack_delay_ms:
                 # A client killed while this waits never acknowledged anything.
                 until = time.monotonic() + sub.ack_delay_ms / 1000
@@ -252,13 +257,13 @@ class PubSub:
             self.cond.notify_all()
             return {}
 
-    def _pull(self, name, body, gone):
+    def _pull(self, name, body, gone, account=None):
         n = body.get("maxMessages")
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
             raise PubSubError(400, "maxMessages must be between 1 and 1000.")
         held_until = time.monotonic() + self.pull_wait_ms / 1000
         with self.cond:
-            sub = self._sub(name)
+            sub = self._sub(name, account)
             sub.counts["pulls"] += 1
             while True:
                 self._expire_locked(sub)
@@ -315,9 +320,14 @@ class PubSub:
             raise ValueError("topic must name an existing topic")
         if not isinstance(deadline, (int, float)) or not 0.1 <= deadline <= 600:
             raise ValueError("ack_deadline_seconds must be between 0.1 and 600")
+        subscribers = body.get("subscribers")
+        if subscribers is not None and (not isinstance(subscribers, list)
+                                        or not all(isinstance(x, str) for x in subscribers)):
+            raise ValueError("subscribers is a list of service account emails")
         with self.cond:
-            self.subs[name] = Subscription(name, topic, deadline)
-        return {"name": name, "topic": topic, "ack_deadline_seconds": deadline}
+            self.subs[name] = Subscription(name, topic, deadline,
+                                           None if subscribers is None else {x.lower() for x in subscribers})
+        return {"name": name, "topic": topic, "ack_deadline_seconds": deadline, "subscribers": subscribers}
 
     def admin_faults(self, body):
         """{"subscription", "duplicate": p, "reorder": bool, "fail": [status, ...],

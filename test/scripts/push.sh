@@ -48,9 +48,24 @@ push_stat() {	# KEY: a counter of the double's Gmail push side
 # --- Google Cloud as the double plays it: a topic Gmail may publish to, a pull subscription.
 pubsub POST /admin/pubsub/topics "{\"name\":\"$topic\"}" >/dev/null
 pubsub POST /admin/pubsub/topics "{\"name\":\"$topic-closed\",\"publish_grant\":false}" >/dev/null
-pubsub POST /admin/pubsub/subscriptions "{\"name\":\"$sub\",\"topic\":\"$topic\",\"ack_deadline_seconds\":3}" >/dev/null
-# --- The service account the listener pulls as.
+# --- The service account the listener pulls as: its JSON key in the database,
+# its public key in the double, the Subscriber role on the subscription.
 sa=push-$tag@gi-test.iam.gserviceaccount.com
+openssl genrsa -out "$OUT/sa.pem" 2048 2>/dev/null
+openssl pkey -in "$OUT/sa.pem" -pubout -out "$OUT/sa.pub"
+/usr/bin/python3 - "$OUT" "$sa" <<'PY'
+import json, sys
+out, email = sys.argv[1:3]
+key = {"type": "service_account", "project_id": "gi-test", "private_key_id": "kid-push",
+       "private_key": open(f"{out}/sa.pem").read(), "client_email": email, "client_id": "2001",
+       "token_uri": "https://oauth2.googleapis.com/token"}
+json.dump(key, open(f"{out}/key.json", "w"))
+json.dump({"client_email": email, "client_id": "2001", "key_id": "kid-push",
+           "public_key": open(f"{out}/sa.pub").read(), "scopes": [], "domain": None},
+          open(f"{out}/reg.json", "w"))
+PY
+pubsub POST /admin/service_accounts "$(cat "$OUT/reg.json")" >/dev/null
+pubsub POST /admin/pubsub/subscriptions "{\"name\":\"$sub\",\"topic\":\"$topic\",\"ack_deadline_seconds\":3,\"subscribers\":[\"$sa\"]}" >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM SET gmail_ingest.pubsub_subscription = '$sub'" \
 	-c "ALTER SYSTEM SET gmail_ingest.pubsub_base_url = '$DOUBLE_URL'" \
 	-c "ALTER SYSTEM SET gmail_ingest.pubsub_service_account = '$sa'" \
@@ -61,6 +76,8 @@ for _ in $(seq 1 50); do
 done
 
 new_fleet $db $n "$prefix" '{"messages":6,"threads":3,"attachments":0,"days":5,"window_days":7}'
+check "the push service account registered" \
+	"$(psql -X -At -v ON_ERROR_STOP=1 -d $db -v key="$(cat "$OUT/key.json")" <<<"SELECT gmail_ingest.add_service_account(gen_random_uuid(), :'key') > 0")" t
 check "every mailbox synced once" \
 	"$(q $db "SELECT count(*) FILTER (WHERE r.status = 'succeeded') FROM gmail_ingest.mailboxes m, gmail_ingest.gmail_sync(m.id) r")" $n
 # as if the fleet had synced them: next due one interval on, so push alone brings them back
@@ -74,6 +91,8 @@ check "the double holds the watches" "$(( $(push_stat watch) - watches0 ))" $n
 
 # --- 1. The load: 2 workers, the listener, 200 changes in 60 s, the listener killed once.
 pubsub POST /admin/fleet/stats/reset "{\"prefix\":\"$prefix\"}" >/dev/null
+jwt_tokens() { pubsub GET /admin/stats | python3 -c "import json, sys; print(json.load(sys.stdin)['jwt_tokens_issued'])"; }
+tokens0=$(jwt_tokens)
 first_run=$(q $db "SELECT coalesce(max(id), 0) FROM gmail_ingest.sync_runs")
 listener="PGAPPNAME=gi_push_listener psql -X -q -d $db -c \"CALL gmail_ingest.run_push('10 minutes')\" >>$OUT/listener.log 2>&1"
 for w in 1 2; do
@@ -109,6 +128,8 @@ check "every delivery was acknowledged once (delivered = acked + dropped + late)
 	"$(sub_stat delivered)" "$(( $(sub_stat acked) + $(sub_stat dropped_acks) + $(sub_stat late_acks) ))"
 check "push_batches counted every delivery, acknowledged all but the killed batch" \
 	"$(q $db "SELECT sum(received) = sum(acknowledged) + (SELECT received FROM gmail_ingest.push_batches WHERE id = $killed) FROM gmail_ingest.push_batches")" t
+check "one Pub/Sub token per listener backend (two: the killed one and its successor)" \
+	"$(( $(jwt_tokens) - tokens0 ))" 2
 check "the notifications were Gmail's: none malformed, none unknown" \
 	"$(q $db "SELECT sum(malformed) + sum(unknown_address) FROM gmail_ingest.push_batches")" 0
 check "no full sync, no failed run" \
