@@ -790,6 +790,8 @@ CREATE TABLE @extschema@.push_batches (
 	acked_at        timestamptz
 );
 CREATE INDEX push_batches_pulled_at_idx ON @extschema@.push_batches (pulled_at);
+COMMENT ON SEQUENCE @extschema@.push_batches_id_seq IS
+  'Ids of push_batches';
 ALTER TABLE @extschema@.push_batches ENABLE ROW LEVEL SECURITY;
 COMMENT ON TABLE @extschema@.push_batches IS
   'One row per Pub/Sub pull that returned Gmail notifications (kept a day): received, due (newer than the mailbox''s history id), stale, unknown_address and malformed ones, and how many were acknowledged';
