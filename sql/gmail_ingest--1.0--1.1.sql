@@ -754,6 +754,44 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.add_mailbox(uuid, text, text) IS
   'Register a Gmail mailbox (upsert on org_id, provider_email); re-adding updates its refresh token and, when the token changes, forgets the history id and any backfill in progress. Returns its id';
+
+-- Issue 11 item 6: the project quota shared by all backends (nothing for
+-- PUBLIC: a new function is executable by PUBLIC until revoked).
+CREATE FUNCTION @extschema@.project_quota_usage(OUT units_last_minute bigint, OUT units_per_minute integer)
+AS 'MODULE_PATHNAME', 'gmail_project_quota_usage'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION @extschema@.project_quota_usage() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.project_quota_usage() IS
+  'Gmail quota units the whole cluster booked in the last 60 s, and gmail_ingest.project_quota_units_per_minute';
+
+-- The fleet at a glance.  running: mailboxes whose sync lock (advisory
+-- lock space 0x474D = 18253) is held in this database, by a worker or a
+-- gmail_sync.  Lags are over the mailboxes the workers serve.
+CREATE VIEW @extschema@.fleet_status WITH (security_invoker = true) AS
+SELECT count(*) AS mailboxes,
+       count(*) FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS active,
+       count(*) FILTER (WHERE m.paused) AS paused,
+       (SELECT count(*) FROM pg_catalog.pg_locks l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 18253 AND l.granted
+           AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                              WHERE d.datname = pg_catalog.current_database())) AS running,
+       count(*) FILTER (WHERE m.backoff_until > pg_catalog.now()) AS backing_off,
+       count(*) FILTER (WHERE m.auth_state = 'reauthorize') AS reauthorize,
+       count(*) FILTER (WHERE m.auth_state = 'delegation_denied') AS delegation_denied,
+       count(*) FILTER (WHERE NOT m.paused AND m.auth_state = 'ok' AND m.next_sync_at <= pg_catalog.now()
+                          AND (m.backoff_until IS NULL OR m.backoff_until <= pg_catalog.now())) AS due_now,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_p95,
+       max(pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_max,
+       (SELECT q.units_last_minute FROM @extschema@.project_quota_usage() q) AS project_units_last_minute,
+       (SELECT q.units_per_minute FROM @extschema@.project_quota_usage() q) AS project_units_per_minute
+  FROM @extschema@.mailboxes m;
+COMMENT ON VIEW @extschema@.fleet_status IS
+  'One row: mailboxes by state, due now, freshness lag p50/p95/max over active mailboxes, the project quota used in the last minute and its limit';
+REVOKE ALL ON @extschema@.fleet_status FROM PUBLIC;
 -- Push (issue 13, SPEC 7c): Gmail watch + Cloud Pub/Sub pull.
 ------------------------------------------------------------------------
 ALTER TABLE @extschema@.mailboxes
@@ -883,6 +921,41 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@._keep_push_listener(boolean) IS
   'Creates (wanted) or drops the pg_cron job gmail_ingest_push that keeps one run_push listener running; whether it exists now or did';
+
+-- fleet_status gains the push figures (its columns so far, then push's).
+CREATE OR REPLACE VIEW @extschema@.fleet_status WITH (security_invoker = true) AS
+SELECT count(*) AS mailboxes,
+       count(*) FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS active,
+       count(*) FILTER (WHERE m.paused) AS paused,
+       (SELECT count(*) FROM pg_catalog.pg_locks l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 18253 AND l.granted
+           AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                              WHERE d.datname = pg_catalog.current_database())) AS running,
+       count(*) FILTER (WHERE m.backoff_until > pg_catalog.now()) AS backing_off,
+       count(*) FILTER (WHERE m.auth_state = 'reauthorize') AS reauthorize,
+       count(*) FILTER (WHERE m.auth_state = 'delegation_denied') AS delegation_denied,
+       count(*) FILTER (WHERE NOT m.paused AND m.auth_state = 'ok' AND m.next_sync_at <= pg_catalog.now()
+                          AND (m.backoff_until IS NULL OR m.backoff_until <= pg_catalog.now())) AS due_now,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_p95,
+       max(pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_max,
+       (SELECT q.units_last_minute FROM @extschema@.project_quota_usage() q) AS project_units_last_minute,
+       (SELECT q.units_per_minute FROM @extschema@.project_quota_usage() q) AS project_units_per_minute,
+       (SELECT coalesce(sum(b.received), 0) FROM @extschema@.push_batches b
+         WHERE b.pulled_at > pg_catalog.now() - interval '1 hour') AS notifications_last_hour,
+       (SELECT coalesce(sum(b.acknowledged), 0) FROM @extschema@.push_batches b
+         WHERE b.pulled_at > pg_catalog.now() - interval '1 hour') AS notifications_acknowledged_last_hour,
+       (SELECT coalesce(sum(b.stale + b.unknown_address + b.malformed), 0) FROM @extschema@.push_batches b
+         WHERE b.pulled_at > pg_catalog.now() - interval '1 hour') AS notifications_ignored_last_hour,
+       count(*) FILTER (WHERE m.watch_topic IS NOT NULL) AS watched,
+       min(m.watch_expires_at) AS watch_earliest_expiration,
+       count(*) FILTER (WHERE m.watch_error IS NOT NULL) AS watch_renewal_failures
+  FROM @extschema@.mailboxes m;
+COMMENT ON VIEW @extschema@.fleet_status IS
+  'One row: mailboxes by state, due now, freshness lag p50/p95/max over active mailboxes, the project quota used in the last minute and its limit; push: notifications received, acknowledged and ignored (stale, unknown address, malformed) in the last hour, watched mailboxes, the earliest watch expiration and failed renewals';
 
 CREATE OR REPLACE VIEW @extschema@.mailbox_status WITH (security_invoker = true) AS
 SELECT m.id AS mailbox_id,

@@ -15,7 +15,7 @@ SELECT mode, status, error, messages_inserted = :expected_messages AS all_messag
 \set gets `$DQ requests proof@example.com messages.get`
 SELECT :units = quota_units AS units_match_double,
        :gets = messages_inserted AS one_get_per_message,
-       quota_units::numeric / messages_inserted < 5.2 AS under_5_2_units_per_message
+       quota_units::numeric / messages_inserted < 20.2 AS under_20_2_units_per_message
   FROM gmail_ingest.sync_runs WHERE mailbox_id = :mb ORDER BY id DESC LIMIT 1;
 SELECT history_id IS NOT NULL AS has_history, last_synced_at IS NOT NULL AS synced,
        auth_state FROM gmail_ingest.mailboxes WHERE id = :mb;

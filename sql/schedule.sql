@@ -71,3 +71,10 @@ SELECT clock_timestamp() AS t0 \gset
 CALL gmail_ingest.run_due('1.2 seconds');
 SELECT clock_timestamp() - :'t0'::timestamptz BETWEEN interval '1.2 seconds' AND interval '3 seconds' AS idled_its_time;
 UPDATE gmail_ingest.mailboxes SET paused = false;
+-- fleet_status: one row whose counts agree with the table.
+SELECT f.mailboxes = (SELECT count(*) FROM gmail_ingest.mailboxes) AS total_ok,
+       f.active + f.paused <= f.mailboxes AS states_ok,
+       f.running = 0 AS none_running,
+       f.lag_p50 <= f.lag_p95 AND f.lag_p95 <= f.lag_max AS lags_ordered,
+       f.project_units_per_minute = current_setting('gmail_ingest.project_quota_units_per_minute')::int AS limit_ok
+  FROM gmail_ingest.fleet_status f;

@@ -54,7 +54,8 @@ gmail_client_create(HttpClient *http, const GmailOptions *opts,
 	c->token_source = token_source;
 	c->token_arg = token_arg;
 	c->cxt = CurrentMemoryContext;
-	gmail_budget_init(&c->budget, opts->quota_units_per_minute, &opts->costs);
+	gmail_budget_init(&c->budget, opts->quota_units_per_minute,
+					  opts->project_units_per_minute, &opts->costs);
 	http_set_admission(http, gmail_budget_admit, &c->budget);
 	return c;
 }

@@ -155,6 +155,7 @@ typedef struct GmailOptions
 	const char *api_base_url;	/* e.g. https://gmail.googleapis.com */
 	int			max_retries;	/* retries of a retryable failure */
 	int			quota_units_per_minute;	/* client-side budget; 0 = none */
+	int			project_units_per_minute;	/* the cluster's shared budget; 0 = none */
 	GmailQuotaCosts costs;
 	int			max_response_mb;	/* the HttpOptions cap, for error texts */
 } GmailOptions;
@@ -175,6 +176,14 @@ extern void gmail_run(GmailClient *client, GmailCall *call);
 extern void gmail_call_release(GmailCall *call);
 
 extern const char *gmail_method_name(GmailMethod m);
+
+/*
+ * gmail_project_budget.c: the project's quota, one budget in shared memory
+ * for every backend.  _PG_init installs it (preload only); usage is what
+ * project_quota_usage() reports: units booked in the last 60 s.
+ */
+extern void gmail_project_budget_install(void);
+extern int64 gmail_project_budget_units_last_minute(void);
 
 /* base64url (padded or not, '-' '_' or '+' '/') -> bytes; false if invalid. */
 extern bool gmail_base64url_decode(const char *in, size_t len, unsigned char **out,

@@ -4,7 +4,8 @@
  *	  has no business seeing.
  *
  * gmail_api.c (the client: submit, completion, retries) uses the others:
- * gmail_budget.c (the per-minute quota budget), gmail_url.c (request
+ * gmail_budget.c (the per-minute quota budget of a mailbox),
+ * gmail_project_budget.c (the project's, in shared memory), gmail_url.c (request
  * URLs), gmail_error.c (what an error answer means) and gmail_parse.c
  * (answers -> the structs of gmail_api.h).  Each is about one thing, so a
  * change to how Gmail counts quota or phrases errors touches one file.
@@ -26,11 +27,17 @@ typedef struct GmailBudgetCharge
 	int			units;
 } GmailBudgetCharge;
 
-/* Units spent in the last minute, as a ring of charges, oldest first. */
+/*
+ * A mailbox's budget: a bucket that paces the sends, and the units spent in
+ * the last minute as a ring of charges, oldest first.
+ */
 typedef struct GmailBudget
 {
 	int			limit;			/* units per minute; 0 = no budget */
+	int			project_limit;	/* the shared project budget's; 0 = none */
 	GmailQuotaCosts costs;
+	double		tokens;			/* the bucket: at most limit/60 */
+	TimestampTz refilled_at;
 	GmailBudgetCharge *charges;
 	int			head;
 	int			count;
@@ -39,6 +46,7 @@ typedef struct GmailBudget
 } GmailBudget;
 
 extern void gmail_budget_init(GmailBudget *budget, int units_per_minute,
+							  int project_units_per_minute,
 							  const GmailQuotaCosts *costs);
 
 /* The units a call of this method costs. */
@@ -50,6 +58,14 @@ extern int	gmail_budget_cost(const GmailBudget *budget, GmailMethod m);
  * wait.
  */
 extern long gmail_budget_admit(void *arg, HttpRequest *req);
+
+/* ---- gmail_project_budget.c ---- */
+
+/*
+ * Book units in the cluster's project budget: 0 when booked, else the ms
+ * to wait (nothing booked).  limit 0 = no project budget.
+ */
+extern long gmail_project_budget_book(int limit, int units);
 
 /* ---- gmail_url.c ---- */
 

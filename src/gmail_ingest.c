@@ -64,6 +64,8 @@ _PG_init(void)
 				 errhint("Add gmail_ingest to shared_preload_libraries in postgresql.conf and restart.")));
 	push_settings_define();
 	settings_define();
+	/* the project's quota budget, shared by all backends */
+	gmail_project_budget_install();
 }
 
 /* Refresh a minute before expiry, as Google advises. */
@@ -206,8 +208,9 @@ make_gmail(SyncState *s)
 	memset(&o, 0, sizeof(o));
 	o.api_base_url = gi_api_base_url;
 	o.max_retries = gi_max_retries;
-	o.quota_units_per_minute = gi_quota_units_per_minute;
-	o.costs = *gi_costs();
+	o.quota_units_per_minute = gi_quota_limit();
+	o.project_units_per_minute = gi_project_quota_units_per_minute;
+	o.costs = gi_costs();
 	o.max_response_mb = gi_max_response_mb;
 	return gmail_client_create(s->api_http, &o, token_source, s);
 }

@@ -20,7 +20,9 @@ char	   *gi_client_id = NULL;
 char	   *gi_client_secret = NULL;
 char	   *gi_ca_file = NULL;
 int			gi_max_concurrency = 8;
-int			gi_quota_units_per_minute = 6000;
+int			gi_quota_model = QUOTA_MODEL_2026;
+int			gi_quota_units_per_minute = -1;
+int			gi_project_quota_units_per_minute = 1200000;
 char	   *gi_quota_costs = NULL;
 bool		gi_store_raw = true;
 bool		gi_raise_on_failure = false;
@@ -30,9 +32,32 @@ int			gi_max_retries = 5;
 int			gi_max_response_mb = 64;
 int			gi_fleet_batch_size = 100;
 
-#define DEFAULT_COSTS "profile=1,messages.list=5,messages.get=5,threads.list=10,threads.get=10,history.list=2,attachments.get=5"
+/*
+ * Gmail's two quota models (GMAIL_FACTS.md, "Quota and rate limits").
+ * Projects that used the Gmail API before May 2026 keep the published
+ * table and 15,000 units a minute per user; projects created since are
+ * allowed 6,000 and charged more per read.  A limit and a table belong
+ * together: the 2026 limit with the old costs undercounts four-fold.
+ * Order: profile, messages.list, messages.get, threads.list, threads.get,
+ * history.list, attachments.get, watch, stop.
+ */
+static const GmailQuotaCosts model_costs[] = {
+	[QUOTA_MODEL_2026] = {1, 5, 20, 10, 40, 2, 20, 100, 50},
+	[QUOTA_MODEL_LEGACY] = {1, 5, 5, 10, 10, 2, 5, 100, 50},
+};
+static const int model_units_per_minute[] = {
+	[QUOTA_MODEL_2026] = 6000,
+	[QUOTA_MODEL_LEGACY] = 15000,
+};
 
-static GmailQuotaCosts parsed_costs = {1, 5, 5, 10, 10, 2, 5};
+static const struct config_enum_entry quota_model_options[] = {
+	{"2026", QUOTA_MODEL_2026, false},
+	{"legacy", QUOTA_MODEL_LEGACY, false},
+	{NULL, 0, false}
+};
+
+/* quota_costs as parsed: -1 = the model's cost for that method. */
+static GmailQuotaCosts cost_overrides = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
 
 static bool
 check_url(char **newval, void **extra, GucSource source)
@@ -74,7 +99,10 @@ check_secret(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* Parse "name=units,..." into *out; false with a detail on bad input. */
+/*
+ * Parse "name=units,..." into *out, -1 for the methods it does not name;
+ * false with a detail on bad input.
+ */
 static bool
 parse_costs(const char *text, GmailQuotaCosts *out)
 {
@@ -82,8 +110,9 @@ parse_costs(const char *text, GmailQuotaCosts *out)
 	char	   *save = NULL;
 	char	   *item;
 	bool		ok = true;
+	static const GmailQuotaCosts none = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
 
-	*out = parsed_costs;
+	*out = none;
 	for (item = strtok_r(copy, ",", &save); item && ok; item = strtok_r(NULL, ",", &save))
 	{
 		char	   *eq = strchr(item, '=');
@@ -119,8 +148,13 @@ parse_costs(const char *text, GmailQuotaCosts *out)
 			slot = &out->threads_get;
 		else if (strcmp(item, "history.list") == 0)
 			slot = &out->history_list;
-		else if (strcmp(item, "attachments.get") == 0)
+		else if (strcmp(item, "attachments.get") == 0 ||
+				 strcmp(item, "messages.attachments.get") == 0)
 			slot = &out->attachments_get;
+		else if (strcmp(item, "watch") == 0)
+			slot = &out->watch;
+		else if (strcmp(item, "stop") == 0)
+			slot = &out->stop;
 		else
 		{
 			GUC_check_errdetail("Unknown method \"%s\".", item);
@@ -155,13 +189,36 @@ static void
 assign_costs(const char *newval, void *extra)
 {
 	if (extra != NULL)
-		parsed_costs = *(GmailQuotaCosts *) extra;
+		cost_overrides = *(GmailQuotaCosts *) extra;
 }
 
-const GmailQuotaCosts *
+/* The model's table with quota_costs' values put over it. */
+GmailQuotaCosts
 gi_costs(void)
 {
-	return &parsed_costs;
+	GmailQuotaCosts c = model_costs[gi_quota_model];
+	const GmailQuotaCosts *o = &cost_overrides;
+
+#define OVERRIDE(f) if (o->f >= 0) c.f = o->f
+	OVERRIDE(profile);
+	OVERRIDE(messages_list);
+	OVERRIDE(messages_get);
+	OVERRIDE(threads_list);
+	OVERRIDE(threads_get);
+	OVERRIDE(history_list);
+	OVERRIDE(attachments_get);
+	OVERRIDE(watch);
+	OVERRIDE(stop);
+#undef OVERRIDE
+	return c;
+}
+
+/* quota_units_per_minute, or the model's limit when it is -1. */
+int
+gi_quota_limit(void)
+{
+	return gi_quota_units_per_minute >= 0 ? gi_quota_units_per_minute
+		: model_units_per_minute[gi_quota_model];
 }
 
 void
@@ -198,14 +255,27 @@ settings_define(void)
 							"Gmail refuses more than about 10 concurrent requests per user.",
 							&gi_max_concurrency, 8, 1, 32,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("gmail_ingest.quota_model",
+							 "Gmail quota model: the per-user limit and the method costs by default.",
+							 "2026: 6,000 units/min per user, messages.get 20, threads.get 40 "
+							 "(projects new since May 2026); legacy: 15,000 units/min, the table published before.",
+							 &gi_quota_model, QUOTA_MODEL_2026, quota_model_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("gmail_ingest.quota_units_per_minute",
 							"Client-side Gmail quota budget per mailbox, in units per minute; 0 = off.",
-							NULL, &gi_quota_units_per_minute, 6000, 0, 10000000,
+							"-1 = the quota model's limit.",
+							&gi_quota_units_per_minute, -1, -1, 10000000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.quota_costs",
 							   "Quota units charged per Gmail method, as name=units pairs.",
-							   NULL, &gi_quota_costs, DEFAULT_COSTS,
+							   "Methods not named cost what the quota model says.",
+							   &gi_quota_costs, "",
 							   PGC_USERSET, 0, check_costs, assign_costs, NULL);
+	DefineCustomIntVariable("gmail_ingest.project_quota_units_per_minute",
+							"Gmail quota of the whole Cloud project, shared by every backend, in units per minute; 0 = off.",
+							"Gmail's per-project limit is 1,200,000.",
+							&gi_project_quota_units_per_minute, 1200000, 0, 100000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("gmail_ingest.store_raw",
 							 "Keep each message's exact RFC 822 bytes in gmail_ingest.blobs.",
 							 NULL, &gi_store_raw, true,

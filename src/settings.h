@@ -14,7 +14,16 @@ extern char *gi_client_id;
 extern char *gi_client_secret;
 extern char *gi_ca_file;
 extern int	gi_max_concurrency;
-extern int	gi_quota_units_per_minute;
+/* gmail_ingest.quota_model */
+enum
+{
+	QUOTA_MODEL_2026,
+	QUOTA_MODEL_LEGACY
+};
+
+extern int	gi_quota_model;
+extern int	gi_quota_units_per_minute;	/* -1 = the model's */
+extern int	gi_project_quota_units_per_minute;
 extern char *gi_quota_costs;
 extern bool gi_store_raw;
 extern bool gi_raise_on_failure;
@@ -24,8 +33,11 @@ extern int	gi_max_retries;
 extern int	gi_max_response_mb;
 extern int	gi_fleet_batch_size;
 
-/* The unit costs parsed from quota_costs. */
-extern const GmailQuotaCosts *gi_costs(void);
+/* The unit costs: the quota model's, with quota_costs' values over them. */
+extern GmailQuotaCosts gi_costs(void);
+
+/* The per-mailbox limit in force: quota_units_per_minute or the model's. */
+extern int	gi_quota_limit(void);
 
 extern void settings_define(void);
 

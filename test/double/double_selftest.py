@@ -537,7 +537,8 @@ def test_quota_and_stats(c):
     c.gmail(f"threads/{c.messages()[0]['threadId']}", format="minimal")
     c.gmail("history", startHistoryId=c.gmail("profile")["historyId"])
     st = c.admin("GET", f"/stats?email={OWNER}")["mailboxes"][OWNER]
-    check("units by cost table", st["units"] == 1 + 5 + 5 + 10 + 2 + 1, st)
+    # the 2026 model by default: messages.get 20, threads.get 40
+    check("units by the 2026 cost table", st["units"] == 1 + 5 + 20 + 40 + 2 + 1, st)
     check("requests per endpoint", st["requests"] == {"profile": 2, "messages.list": 1,
                                                       "messages.get": 1, "threads.get": 1,
                                                       "history.list": 1}, st["requests"])
@@ -545,7 +546,9 @@ def test_quota_and_stats(c):
     check("stats filter by email", list(c.admin("GET", f"/stats?email={OWNER}")["mailboxes"]) == [OWNER])
 
     c.admin("POST", "/stats/reset")
-    c.admin("POST", "/config", {"quota_units_per_minute": 12})
+    got = c.admin("POST", "/config", {"quota_model": "legacy", "quota_units_per_minute": 12})
+    check("legacy model loads the old table", got["costs"]["messages.get"] == 5
+          and got["costs"]["threads.get"] == 10 and got["quota_model"] == "legacy", got)
     c.gmail(f"messages/{mid}", format="minimal")
     c.gmail(f"messages/{mid}", format="minimal")
     e = c.gmail_error(f"messages/{mid}", format="minimal")
@@ -567,9 +570,54 @@ def test_quota_and_stats(c):
     c.admin("POST", "/stats/reset")
     c.gmail(f"messages/{mid}", format="minimal")
     check("configurable costs", c.admin("GET", "/stats")["mailboxes"][OWNER]["units"] == 20)
-    c.admin("POST", "/config", {"costs": {"messages.get": 5}})
+    got = c.admin("POST", "/config", {"quota_model": "2026"})
+    check("2026 model restores its table", got["costs"]["messages.get"] == 20
+          and got["costs"]["attachments.get"] == 20 and got["costs"]["watch"] == 100, got)
+    check("bad quota_model -> 400",
+          getattr(error_of(lambda: c.admin("POST", "/config", {"quota_model": "2025"})), "status", 0) == 400)
     check("bad config key -> 400",
           getattr(error_of(lambda: c.admin("POST", "/config", {"nope": 1})), "status", 0) == 400)
+
+
+def test_project_quota(c):
+    """A limit over all mailboxes together, beside the per-user one."""
+    mid = c.messages()[0]["id"]
+    big_mid = c.gmail("messages", token=c.big_token, maxResults=1)["messages"][0]["id"]
+    c.admin("POST", "/stats/reset")
+    c.admin("POST", "/config", {"project_quota_units_per_minute": 50})
+    since = time.time() - 0.001
+    c.gmail(f"messages/{mid}", format="minimal")                        # 20
+    c.gmail(f"messages/{big_mid}", format="minimal", token=c.big_token)  # 40 in all: another user
+    e = c.gmail_error(f"messages/{mid}", format="minimal")              # 60 > 50
+    err = e.body["error"] if e else {}
+    check("project 429 shape", e and e.status == 429 and err["status"] == "RESOURCE_EXHAUSTED"
+          and err["errors"][0]["reason"] == "rateLimitExceeded"
+          and err["errors"][0]["domain"] == "usageLimits"
+          and "limit 'Queries per minute' of service 'gmail.googleapis.com'" in err["message"]
+          and "per user" not in err["message"], err)
+    check("profile still fits the project's minute",
+          c.gmail("profile", token=c.big_token)["emailAddress"] == BIG)
+    st = c.admin("GET", "/stats")
+    check("project 429 counted apart from per-user ones",
+          st["rate_limited"] == {"user": 0, "project": 1}, st["rate_limited"])
+    check("units of the last minute: the charged requests only", st["units_last_minute"] == 41,
+          st["units_last_minute"])
+    charges = c.admin("GET", f"/charges?since={since}")["charges"]
+    check("charge log: time, units and mailbox of each charged request",
+          [(u, e) for _, u, e in charges] == [(20, OWNER), (20, BIG), (1, BIG)]
+          and all(since <= t <= time.time() for t, _, _ in charges), charges)
+    # the per-user limit answers first and counts as such
+    c.admin("POST", f"/mailboxes/{OWNER}/config", {"quota_units_per_minute": 10})
+    e = c.gmail_error(f"messages/{mid}", format="minimal")
+    check("per-user 429 beside the project limit", e and "User-rate limit" in e.body["error"]["message"]
+          and c.admin("GET", "/stats")["rate_limited"] == {"user": 1, "project": 1})
+    c.admin("POST", f"/mailboxes/{OWNER}/config", {"quota_units_per_minute": None})
+    c.admin("POST", "/config", {"project_quota_units_per_minute": 0})
+    check("project limit off: no 429", c.gmail(f"messages/{mid}", format="minimal")["id"] == mid)
+    c.admin("POST", "/stats/reset")
+    check("reset zeroes the 429 counts and the charge log",
+          c.admin("GET", "/stats")["rate_limited"] == {"user": 0, "project": 0}
+          and c.admin("GET", "/charges")["charges"] == [])
 
 
 def _parallel(n, fn):
@@ -960,7 +1008,7 @@ def test_fleet(c):
     check("fleet stats: request totals", st["requests"] == {
         "token": 2, "profile": 3, "messages.list": 2, "history.list": 2, "messages.get": 1},
         st["requests"])
-    check("fleet stats: units", st["units"] == 3 * 1 + 2 * 5 + 2 * 2 + 5, st["units"])
+    check("fleet stats: units", st["units"] == 3 * 1 + 2 * 5 + 2 * 2 + 20, st["units"])  # 2026 costs: get 20
     check("fleet stats: errors by status and class", st["errors_sent"] == {
         "500": 1, "429": 1, "404": 1} and st["errors_4xx"] == 2 and st["errors_5xx"] == 1,
           {k: v for k, v in st.items() if k.startswith("errors")})
@@ -1289,7 +1337,7 @@ def main():
     c = Ctx(base)
     tests = [test_setup, test_oauth, test_auth_errors, test_profile_labels, test_messages_list,
              test_threads, test_message_get, test_full_payload, test_fields, test_gzip,
-             test_keepalive, test_history, test_token_expiry, test_quota_and_stats,
+             test_keepalive, test_history, test_token_expiry, test_quota_and_stats, test_project_quota,
              test_concurrency_and_latency, test_faults, test_isolation, test_robustness,
              test_empty_mailbox_and_cli, test_generation, test_bench_features, test_fleet,
              test_jwt_grant, test_push]

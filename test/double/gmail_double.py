@@ -96,16 +96,33 @@ import gmail_pubsub  # noqa: E402
 SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
 GMAIL_PREFIX = "/gmail/v1/users/"
 
-# Published per-method costs before 2026 (Gmail quota page).
-DEFAULT_COSTS = {"profile": 1, "labels.list": 1, "history.list": 2, "messages.list": 5,
-                 "messages.get": 5, "attachments.get": 5, "threads.list": 10,
-                 "threads.get": 10, "watch": 100, "stop": 50, "token": 0}
+# Gmail's two quota models (GMAIL_FACTS.md): the per-method costs published
+# before 2026 ("legacy"), and those charged to projects new since May 2026.
+# The double charges what config["costs"] says; setting "quota_model" loads
+# a model's table.  The default is a new (2026) project's, as the
+# extension's default gmail_ingest.quota_model.
+QUOTA_MODELS = {
+    "legacy": {"profile": 1, "labels.list": 1, "history.list": 2, "messages.list": 5,
+               "messages.get": 5, "attachments.get": 5, "threads.list": 10,
+               "threads.get": 10, "watch": 100, "stop": 50, "token": 0},
+    "2026": {"profile": 1, "labels.list": 1, "history.list": 2, "messages.list": 5,
+             "messages.get": 20, "attachments.get": 20, "threads.list": 10,
+             "threads.get": 40, "watch": 100, "stop": 50, "token": 0},
+}
+DEFAULT_COSTS = QUOTA_MODELS["2026"]
+# Gmail's answer when a project's per-minute quota is spent (all its users).
+PROJECT_LIMIT_MESSAGE = ("Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' "
+                         "of service 'gmail.googleapis.com' for consumer 'project_number:{}'.")
+PROJECT_NUMBER = 424242424242
+CHARGE_LOG_MAX = 200_000             # request times kept for GET /admin/charges
 DEFAULT_CONFIG = {
     "client_id": "test-client-id",
     "client_secret": "test-client-secret",
     "token_ttl": 3599,               # seconds an access token lives
     "latency_ms": 0,                 # added before every Gmail/token response
-    "quota_units_per_minute": 0,     # 0 = no enforcement
+    "quota_units_per_minute": 0,     # per user; 0 = no enforcement
+    "project_quota_units_per_minute": 0,  # all mailboxes together; 0 = no enforcement
+    "quota_model": "2026",
     "max_concurrent_per_user": 0,    # 0 = no enforcement
     "costs": DEFAULT_COSTS,
     "empty_history_pages": True,     # a record-less page before the last one
@@ -646,6 +663,14 @@ class Double:
         self.unauthenticated = 0
         self.service_accounts = double_jwt.ServiceAccounts()   # the JWT bearer grant's
         self.pubsub_tokens = {}      # Pub/Sub access token -> monotonic expiry
+        self._reset_project()
+
+    def _reset_project(self):
+        self.project_window = deque()            # (monotonic time, units), every mailbox
+        self.project_window_units = 0
+        self.charge_log = deque(maxlen=CHARGE_LOG_MAX)   # (wall time, units, email)
+        self.user_limited = 0                    # 429s of the per-user rate limit
+        self.project_limited = 0                 # 429s of the per-project rate limit
 
     # --- OAuth
 
@@ -736,6 +761,8 @@ class Double:
                 raise ApiError(429, "Too many concurrent requests for user", "rateLimitExceeded")
             cost = self.config["costs"].get(endpoint, 0)
             self._charge_quota(mb, cost)
+            if cost:
+                self.charge_log.append((time.time(), cost, mb.email))
             stats.units += cost
             stats.units_by_endpoint[endpoint] += cost
             return self._pick_fault(endpoint, target_id, mb.email)
@@ -749,27 +776,52 @@ class Double:
         with self.lock:
             mb.in_flight -= 1
 
+    @staticmethod
+    def _window_units(window, units, now):
+        """Drop charges older than 60 s from a (time, units) deque; the units left."""
+        while window and window[0][0] <= now - 60:
+            units -= window.popleft()[1]
+        return units
+
+    @staticmethod
+    def _retry_at(window, in_window, cost, limit, now):
+        """The earliest moment enough units will have left the window."""
+        excess, freed = in_window + cost - limit, 0
+        for t, units in window:
+            freed += units
+            if freed >= excess:
+                return t + 60
+        return now + 60
+
     def _charge_quota(self, mb, cost):
-        limit = self.limit(mb, "quota_units_per_minute")
-        if not limit or not cost:
+        """Book a request in the user's and the project's sliding minute, or
+        raise the 429 of the first limit it would exceed (booking nothing).
+        The project window counts every charged request, enforced or not, so
+        the stats can say what the last minute cost."""
+        if not cost:
             return
         now = time.monotonic()
-        window = mb.quota_window
-        while window and window[0][0] <= now - 60:
-            mb.quota_window_units -= window.popleft()[1]
-        if mb.quota_window_units + cost > limit:
-            # The earliest moment enough units will have left the window.
-            excess, freed, retry_at = mb.quota_window_units + cost - limit, 0, now + 60
-            for t, units in window:
-                freed += units
-                if freed >= excess:
-                    retry_at = t + 60
-                    break
+        limit = self.limit(mb, "quota_units_per_minute")
+        project_limit = self.config["project_quota_units_per_minute"]
+        mb.quota_window_units = self._window_units(mb.quota_window, mb.quota_window_units, now)
+        self.project_window_units = self._window_units(self.project_window,
+                                                       self.project_window_units, now)
+        if limit and mb.quota_window_units + cost > limit:
+            self.user_limited += 1
+            retry_at = self._retry_at(mb.quota_window, mb.quota_window_units, cost, limit, now)
             retry_wall = time.time() + (retry_at - now)
             raise ApiError(429, f"User-rate limit exceeded.  Retry after {iso_utc(retry_wall)}",
                            "rateLimitExceeded", "usageLimits")
-        window.append((now, cost))
-        mb.quota_window_units += cost
+        if project_limit and self.project_window_units + cost > project_limit:
+            # Gmail names the quota and the project; no retry time is given.
+            self.project_limited += 1
+            raise ApiError(429, PROJECT_LIMIT_MESSAGE.format(PROJECT_NUMBER),
+                           "rateLimitExceeded", "usageLimits")
+        if limit:
+            mb.quota_window.append((now, cost))
+            mb.quota_window_units += cost
+        self.project_window.append((now, cost))
+        self.project_window_units += cost
 
     def _pick_fault(self, endpoint, target_id, email=None):
         """First rule that fires for this request (callers hold the lock)."""
@@ -1121,6 +1173,8 @@ class Double:
             "token_ttl": lambda v: _number(v) and v > 0,
             "latency_ms": lambda v: _number(v) and v >= 0,
             "quota_units_per_minute": lambda v: _integer(v) and v >= 0,
+            "project_quota_units_per_minute": lambda v: _integer(v) and v >= 0,
+            "quota_model": lambda v: v in QUOTA_MODELS,
             "max_concurrent_per_user": lambda v: _integer(v) and v >= 0,
             "costs": lambda v: (isinstance(v, dict) and set(v) <= set(DEFAULT_COSTS)
                                 and all(_integer(c) and c >= 0 for c in v.values())),
@@ -1134,15 +1188,21 @@ class Double:
             if not checks[key](value):
                 raise AdminError(400, f"bad value for {key}: {value!r}")
         with self.lock:
+            if "quota_model" in body:                # the model's table, then "costs" over it
+                self.config["quota_model"] = body["quota_model"]
+                self.config["costs"] = dict(QUOTA_MODELS[body["quota_model"]])
             for key, value in body.items():
                 if key == "costs":
                     self.config["costs"].update(value)
-                else:
+                elif key != "quota_model":
                     self.config[key] = value
             if "quota_units_per_minute" in body:     # start enforcement from a clean window
                 for mb in self.mailboxes.values():
                     mb.quota_window.clear()
                     mb.quota_window_units = 0
+            if "project_quota_units_per_minute" in body:
+                self.project_window.clear()
+                self.project_window_units = 0
             if "fault_seed" in body:
                 self.fault_rng = random.Random(body["fault_seed"])
             return json.loads(json.dumps(self.config))
@@ -1365,19 +1425,25 @@ class Double:
     def admin_stats(self, body, query):
         wanted = one(query, "email")
         with self.lock:
+            self.project_window_units = self._window_units(
+                self.project_window, self.project_window_units, time.monotonic())
             return {"mailboxes": {mb.email: mb.stats.as_json(mb.in_flight)
                                   for mb in self.mailboxes.values()
                                   if wanted is None or mb.email == wanted},
                     "token_requests": self.token_requests,
                     "jwt_grants": self.service_accounts.grants,
                     "jwt_tokens_issued": self.service_accounts.issued,
-                    "unauthenticated": self.unauthenticated}
+                    "unauthenticated": self.unauthenticated,
+                    "rate_limited": {"user": self.user_limited, "project": self.project_limited},
+                    "units_last_minute": self.project_window_units}
 
     def admin_reset_stats(self, body):
         with self.lock:
             for mb in self.mailboxes.values():
                 mb.stats = MailboxStats()
             self.token_requests = self.unauthenticated = 0
+            self.user_limited = self.project_limited = 0
+            self.charge_log.clear()
         return {"ok": True}
 
     # --- the fleet fixture (gmail_fleet.py reads the specs and sums the counters)
@@ -1446,6 +1512,13 @@ class Double:
                     added += 1
         return {"mailboxes": len(targets), "added": added, "emails": [mb.email for mb in targets]}
 
+    def admin_charges(self, body, query):
+        """The charged requests since a wall time (epoch s), oldest first:
+        [time, units, email], as the double booked them on arrival."""
+        since = float(one(query, "since") or 0)
+        with self.lock:
+            return {"charges": [list(c) for c in self.charge_log if c[0] >= since]}
+
 
 def _number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -1498,6 +1571,7 @@ ADMIN_ROUTES = [(method, re.compile(pattern + r"/?"), handler) for method, patte
     ("POST", r"/admin/service_accounts", "admin_add_service_account"),
     ("GET", r"/admin/service_accounts", "admin_list_service_accounts"),
     ("POST", r"/admin/service_accounts/(?P<client_email>[^/]+)", "admin_update_service_account"),
+    ("GET", r"/admin/charges", "admin_charges"),
     ("POST", r"/admin/stats/reset", "admin_reset_stats"),
 ]]
 
@@ -1671,7 +1745,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise AdminError(400, "body is not JSON")
         if name in ("admin_stats", "admin_get_faults", "admin_clear_faults", "admin_fleet_stats",
-                    "admin_pubsub_stats"):
+                    "admin_charges", "admin_pubsub_stats"):
             args["query"] = query
         result = getattr(self.double, name)(data, **args)
         if isinstance(result, bytes):

@@ -78,6 +78,10 @@ gmail_ingest.api_base_url = '$DOUBLE_URL'
 gmail_ingest.oauth_token_url = '$DOUBLE_URL/token'
 gmail_ingest.client_id = 'test-client-id'
 gmail_ingest.client_secret = 'test-client-secret'
+# The per-mailbox budget paces a 2026 project's mailbox at 300 messages a
+# minute; the double enforces no quota unless a test asks, so only the
+# tests about quota (quota.sh, project_quota.sh) turn the budget on.
+gmail_ingest.quota_units_per_minute = 0
 CONF
 }
 

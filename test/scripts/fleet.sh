@@ -18,6 +18,7 @@ fresh_db $db
 OUT=$(mktemp -d)
 clean_up_at_exit test_fleet
 new_fleet $db $n "$prefix" '{"messages":5,"threads":3,"attachments":1,"days":5,"window_days":7}'
+in_range() { python3 -c "import sys; v, lo, hi = map(float, sys.argv[1:]); print('t' if lo <= v <= hi else 'f (%s)' % v)" "$@"; }
 member() { printf '%s-%04d@fleet.test' "$prefix" "$1"; }
 revoked=$(member 7)
 faulty=$(member 11)
@@ -29,13 +30,29 @@ gi_double POST "/admin/mailboxes/$revoked/revoke" '{}' >/dev/null
 $DQ faults-for "$faulty" '[{"endpoint":"*","kind":"status","status":503,"count":-1}]' >/dev/null
 healthy="m.provider_email LIKE '$prefix-%' AND m.id NOT IN ($revoked_mb, $faulty_mb)"
 
+# The project's quota, low in the double and in the cluster alike: the whole
+# first sync of the fleet is bound by it.
+limit=60000
+dbl POST /admin/config "{\"project_quota_units_per_minute\":$limit}" >/dev/null
+psql -X -q -d postgres -c "ALTER SYSTEM SET gmail_ingest.project_quota_units_per_minute = $limit" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 50); do [ "$(q $db "SHOW gmail_ingest.project_quota_units_per_minute")" = $limit ] && break; sleep 0.1; done
+project_429_before=$(dbl GET "/admin/stats?email=-" | python3 -c "import json, sys; print(json.load(sys.stdin)['rate_limited']['project'])")
+reset_project_limit() {
+	dbl POST /admin/config '{"project_quota_units_per_minute":0}' >/dev/null
+	psql -X -q -d postgres -c "ALTER SYSTEM RESET gmail_ingest.project_quota_units_per_minute" -c "SELECT pg_reload_conf()" >/dev/null
+}
+trap 'reset_project_limit; gi_clean_up' EXIT
+
 # Four workers; each runs until cancelled once every healthy mailbox is synced.
 export PGOPTIONS="-c gmail_ingest.max_retries=1"
 start=$(ms_now)
 for w in 1 2 3 4; do
 	psql -X -q -d $db -c "CALL gmail_ingest.run_due('5 minutes')" >"$OUT/worker$w.log" 2>&1 &
 done
+max_running=0
 for _ in $(seq 1 600); do
+	running=$(q $db "SELECT running FROM gmail_ingest.fleet_status")
+	[ "$running" -gt "$max_running" ] && max_running=$running
 	synced=$(q $db "SELECT count(*) FROM gmail_ingest.mailboxes m WHERE $healthy AND last_synced_at IS NOT NULL")
 	[ "$synced" -ge $((n - 2)) ] && break
 	sleep 0.5
@@ -64,7 +81,21 @@ check "verify() holds for every mailbox" \
 check "each is due one interval after its due time" \
 	"$(q $db "SELECT count(*) FROM gmail_ingest.mailboxes m WHERE $healthy AND next_sync_at BETWEEN created_at + interval '15 minutes' AND now() + interval '15 minutes' AND consecutive_failures = 0 AND backoff_until IS NULL")" \
 	$((n - 2))
-echo "# $((n - 2)) mailboxes synced by 4 workers in $elapsed ms"
+units=$(gi_double GET "/admin/fleet/stats?prefix=$prefix" | python3 -c "import json, sys; print(json.load(sys.stdin)['units'])")
+project_429=$(( $(dbl GET "/admin/stats?email=-" | python3 -c "import json, sys; print(json.load(sys.stdin)['rate_limited']['project'])") - project_429_before ))
+pace=$(python3 -c "print(round($elapsed / 1000 / ($units / $limit * 60), 3))")
+check "no 429 from the project limit" "$project_429" 0
+check "bound by the project quota: wall time within 15% of units / limit" "$(in_range "$pace" 0.85 1.15)" t
+reset_project_limit
+echo "# $((n - 2)) mailboxes synced by 4 workers in $elapsed ms: $units units at a project limit of $limit/min, wall / (units / limit) = $pace"
+check "fleet_status saw 1 to 4 mailboxes running at once" "$([ "$max_running" -ge 1 ] && [ "$max_running" -le 4 ] && echo t || echo "f ($max_running)")" t
+check "fleet_status: total, active, reauthorize, backing off, due, running" \
+	"$(q $db "SELECT concat_ws(' ', mailboxes, active, paused, reauthorize, delegation_denied, backing_off, due_now, running) FROM gmail_ingest.fleet_status")" \
+	"$n $((n - 1)) 0 1 0 1 0 0"
+check "fleet_status: lags ordered, the worst under a minute after the first sync" \
+	"$(q $db "SELECT lag_p50 <= lag_p95 AND lag_p95 <= lag_max AND lag_max < interval '1 minute' FROM gmail_ingest.fleet_status")" t
+check "fleet_status: the project's units of the last minute and its limit" \
+	"$(q $db "SELECT project_units_last_minute > 0 AND project_units_per_minute = current_setting('gmail_ingest.project_quota_units_per_minute')::int FROM gmail_ingest.fleet_status")" t
 
 # Revoked: one failed run, reauthorize, counted, not backed off: parked.
 check "revoked: one failed run, reauthorize, parked" \
@@ -77,7 +108,6 @@ backoff_ratio() {	# the last backoff as a multiple of the interval, from the las
 	         FROM gmail_ingest.mailboxes m, LATERAL (SELECT finished_at FROM gmail_ingest.sync_runs WHERE mailbox_id = m.id ORDER BY id DESC LIMIT 1) r
 	        WHERE m.id = $faulty_mb"
 }
-in_range() { python3 -c "import sys; v, lo, hi = map(float, sys.argv[1:]); print('t' if lo <= v <= hi else 'f (%s)' % v)" "$@"; }
 turn() {	# make MAILBOX due now, run one turn; the turn's outcome
 	q $db "UPDATE gmail_ingest.mailboxes SET next_sync_at = now(), backoff_until = NULL WHERE id = $1" >/dev/null
 	q $db "SELECT gmail_ingest._run_turn(c.id) FROM (SELECT gmail_ingest._claim_due() AS id) c"
