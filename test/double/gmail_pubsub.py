@@ -29,7 +29,7 @@ Where this double chooses a behaviour Google leaves open:
     "fail" answers the next calls with those statuses, "ack_delay_ms" holds
     acknowledgements and drops those whose client left meanwhile (a
     listener killed between its commit and its ack).
-  * The clock (POST /admin/pubsub/clock {"advance_ms"}) moves watch
+  * The clock (POST /admin/pubsub/clock {"advance_ms"} or {"offset_ms"}) moves watch
     expirations only: a watch whose expiration the clock passed publishes
     nothing more until it is renewed.
 """
@@ -370,10 +370,14 @@ class PubSub:
         return {"ok": True}
 
     def admin_clock(self, body):
-        advance = body.get("advance_ms", 0) if isinstance(body, dict) else 0
-        if not isinstance(advance, int):
-            raise ValueError("advance_ms is an integer")
+        """{"advance_ms": N} moves the clock on; {"offset_ms": N} sets it N ms from real time."""
+        body = body if isinstance(body, dict) else {}
+        advance, offset = body.get("advance_ms", 0), body.get("offset_ms")
+        if not isinstance(advance, int) or (offset is not None and not isinstance(offset, int)):
+            raise ValueError("advance_ms and offset_ms are integers")
         with self.cond:
+            if offset is not None:
+                self.clock_offset_ms = offset
             self.clock_offset_ms += advance
             return {"now_ms": self.now_ms(), "offset_ms": self.clock_offset_ms}
 

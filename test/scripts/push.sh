@@ -46,6 +46,7 @@ push_stat() {	# KEY: a counter of the double's Gmail push side
 }
 
 # --- Google Cloud as the double plays it: a topic Gmail may publish to, a pull subscription.
+pubsub POST /admin/pubsub/clock '{"offset_ms":0}' >/dev/null	# the double's push clock: real time
 pubsub POST /admin/pubsub/topics "{\"name\":\"$topic\"}" >/dev/null
 pubsub POST /admin/pubsub/topics "{\"name\":\"$topic-closed\",\"publish_grant\":false}" >/dev/null
 # --- The service account the listener pulls as: its JSON key in the database,
@@ -146,6 +147,12 @@ check "quota: units spent on profile, history.list and messages.get alone" \
 check "no sync without a change" \
 	"$(q $db "SELECT count(*) FROM gmail_ingest.sync_runs WHERE id > $first_run AND messages_inserted + messages_updated + messages_deleted = 0")" 0
 echo "# push: $syncs syncs for 200 changes; units $(python3 -c "import json, sys; print(json.loads(sys.argv[1])['units'])" "$stats") ($(python3 -c "import json, sys; print(json.loads(sys.argv[1])['units_by_endpoint'])" "$stats"))"
+fs=$(q $db "SELECT notifications_last_hour || '/' || notifications_acknowledged_last_hour || '/' || notifications_ignored_last_hour || '/' || watched || '/' || (watch_earliest_expiration > now() + interval '6 days') FROM gmail_ingest.fleet_status")
+check "fleet_status: notifications received / acknowledged / ignored, watches, earliest expiration" "$fs" \
+	"$(q $db "SELECT sum(received) || '/' || sum(acknowledged) || '/' || sum(stale + unknown_address + malformed) FROM gmail_ingest.push_batches")/$n/true"
+check "fleet_status: all but the killed batch acknowledged" \
+	"$(q $db "SELECT notifications_last_hour - notifications_acknowledged_last_hour FROM gmail_ingest.fleet_status")" \
+	"$(q $db "SELECT received FROM gmail_ingest.push_batches WHERE id = $killed")"
 check "verify() holds for every mailbox" \
 	"$(q $db "SELECT count(*) FROM gmail_ingest.mailboxes m, gmail_ingest.verify(m.id) v WHERE NOT v.ok")" 0
 check "fleet rows equal the double's messages" \
