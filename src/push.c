@@ -588,6 +588,7 @@ gmail_push_pull(PG_FUNCTION_ARGS)
 	int64		batch_id = 0;
 	Datum		result[2];
 	bool		nulls[2] = {false, false};
+	HeapTuple	tuple;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "_push_pull must return a record");
@@ -643,7 +644,10 @@ gmail_push_pull(PG_FUNCTION_ARGS)
 	nulls[0] = n == 0;
 	result[0] = Int64GetDatum(batch_id);
 	result[1] = PointerGetDatum(construct_array(ack_datums, n, TEXTOID, -1, false, TYPALIGN_INT));
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, nulls)));
+	tuple = heap_form_tuple(tupdesc, result, nulls);
+	/* the array copied the ack ids: the libcurl handles can go now */
+	MemoryContextDelete(cxt);
+	PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 }
 
 PG_FUNCTION_INFO_V1(gmail_push_ack);
