@@ -32,7 +32,7 @@ SHLIB_LINK  = -lcurl -lcrypto $(GMIME_LIBS)
 
 # pg_regress (sql/, expected/) and isolation (specs/) run against the server
 # and Gmail API double that test/run_tests.sh starts; DOUBLE_URL names it.
-REGRESS   = setup bad_input idempotency changes cancel oauth incremental verify security schedule quota_model
+REGRESS   = setup bad_input idempotency changes cancel oauth incremental verify security schedule quota_model push
 ISOLATION = concurrent_sync sync_readers fleet_claim
 # The regression inputs ask the double for what it holds ($DQ in backticks).
 export DQ ?= python3 $(CURDIR)/test/double/dq.py

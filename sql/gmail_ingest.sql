@@ -32,6 +32,11 @@ CREATE TABLE @extschema@.mailboxes (
 	consecutive_failures integer NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
 	backoff_until   timestamptz,
 	service_account_id bigint,	-- REFERENCES service_accounts, added with that table
+	watch_topic     text,
+	watch_expires_at   timestamptz,
+	watch_attempted_at timestamptz,
+	watch_error     text,
+	push_history_id bigint,
 	UNIQUE (org_id, provider_email)
 );
 COMMENT ON TABLE @extschema@.mailboxes IS
@@ -50,6 +55,16 @@ COMMENT ON COLUMN @extschema@.mailboxes.consecutive_failures IS
   'Failed runs since the last successful one';
 COMMENT ON COLUMN @extschema@.mailboxes.backoff_until IS
   'After a transient failure, not synced again before this time';
+COMMENT ON COLUMN @extschema@.mailboxes.watch_topic IS
+  'The Pub/Sub topic Gmail publishes the mailbox''s changes to (watch_mailbox); NULL when not watched';
+COMMENT ON COLUMN @extschema@.mailboxes.watch_expires_at IS
+  'When the Gmail watch lapses unless renewed (the fleet renews it when less than 6 days remain)';
+COMMENT ON COLUMN @extschema@.mailboxes.watch_attempted_at IS
+  'Last users.watch call for the mailbox, successful or not';
+COMMENT ON COLUMN @extschema@.mailboxes.watch_error IS
+  'Why the last renewal of the watch failed; NULL after a successful one';
+COMMENT ON COLUMN @extschema@.mailboxes.push_history_id IS
+  'The newest historyId a Gmail notification reported for the mailbox';
 
 CREATE TABLE @extschema@.mailbox_credentials (
 	mailbox_id               bigint PRIMARY KEY REFERENCES @extschema@.mailboxes (id) ON DELETE CASCADE,
@@ -721,7 +736,10 @@ SELECT m.id AS mailbox_id,
        m.window_days,
        m.next_sync_at,
        m.backoff_until,
-       m.consecutive_failures
+       m.consecutive_failures,
+       m.watch_topic,
+       m.watch_expires_at,
+       m.watch_error
   FROM @extschema@.mailboxes m
   LEFT JOIN LATERAL (
 	SELECT * FROM @extschema@.sync_runs s
@@ -1004,6 +1022,156 @@ REVOKE ALL ON FUNCTION @extschema@.add_service_account(uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.add_service_account_file(uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.add_delegated_mailbox(uuid, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.check_service_account(bigint, text) FROM PUBLIC;
+------------------------------------------------------------------------
+-- Push (SPEC 7c): Gmail watch + Cloud Pub/Sub pull.  A notification makes
+-- its mailbox due now; the fleet's workers sync it from the stored history
+-- id.  Polling goes on as the safety net.
+------------------------------------------------------------------------
+-- Notifications name a mailbox by its address only.
+CREATE INDEX mailboxes_email_idx ON @extschema@.mailboxes (pg_catalog.lower(provider_email));
+
+-- One row per pull that returned notifications: how they were classified
+-- and how many were acknowledged (after the commit of their due marks).
+CREATE TABLE @extschema@.push_batches (
+	id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	pulled_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	received        integer NOT NULL CHECK (received >= 0),
+	due             integer NOT NULL CHECK (due >= 0),
+	stale           integer NOT NULL CHECK (stale >= 0),
+	unknown_address integer NOT NULL CHECK (unknown_address >= 0),
+	malformed       integer NOT NULL CHECK (malformed >= 0),
+	acknowledged    integer NOT NULL DEFAULT 0 CHECK (acknowledged >= 0),
+	acked_at        timestamptz
+);
+CREATE INDEX push_batches_pulled_at_idx ON @extschema@.push_batches (pulled_at);
+COMMENT ON SEQUENCE @extschema@.push_batches_id_seq IS
+  'Ids of push_batches';
+ALTER TABLE @extschema@.push_batches ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE @extschema@.push_batches IS
+  'One row per Pub/Sub pull that returned Gmail notifications (kept a day): received, due (newer than the mailbox''s history id), stale, unknown_address and malformed ones, and how many were acknowledged';
+
+CREATE FUNCTION @extschema@.watch_mailbox(mailbox_id bigint, topic text) RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'gmail_watch_mailbox'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.watch_mailbox(bigint, text) IS
+  'Gmail users.watch: every change of the mailbox is published to the Pub/Sub topic (projects/P/topics/T); returns when the watch expires (the fleet renews it daily)';
+
+CREATE FUNCTION @extschema@.unwatch_mailbox(mailbox_id bigint) RETURNS void
+AS 'MODULE_PATHNAME', 'gmail_unwatch_mailbox'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.unwatch_mailbox(bigint) IS
+  'Gmail users.stop: no more notifications for the mailbox; polling alone keeps it fresh';
+
+CREATE FUNCTION @extschema@._push_pull(OUT batch_id bigint, OUT ack_ids text[])
+AS 'MODULE_PATHNAME', 'gmail_push_pull'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@._push_pull() IS
+  'One pull of gmail_ingest.pubsub_subscription: makes each notified mailbox due, counts the batch; returns the ack ids to acknowledge after the commit';
+
+CREATE FUNCTION @extschema@._push_ack(batch_id bigint, ack_ids text[]) RETURNS integer
+AS 'MODULE_PATHNAME', 'gmail_push_ack'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@._push_ack(bigint, text[]) IS
+  'Acknowledges a committed batch''s notifications and counts them; returns how many';
+
+-- Commits between the steps, so it cannot be a definer function itself.
+CREATE PROCEDURE @extschema@.run_push(max_runtime interval DEFAULT '55 seconds')
+LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz;
+	pulled_at timestamptz;
+	v_batch bigint;
+	v_acks text[];
+BEGIN
+	IF max_runtime IS NULL THEN
+		RAISE EXCEPTION 'max_runtime must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF max_runtime < interval '0' OR max_runtime > interval '1 day' THEN
+		RAISE EXCEPTION 'max_runtime must be between 0 and 1 day, got %', max_runtime
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	deadline := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) max_runtime;
+	LOOP
+		EXIT WHEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
+		pulled_at := pg_catalog.clock_timestamp();
+		SELECT p.batch_id, p.ack_ids INTO v_batch, v_acks FROM @extschema@._push_pull() p;
+		-- The due marks are durable before anything is acknowledged.
+		COMMIT;
+		IF pg_catalog.cardinality(v_acks) OPERATOR(pg_catalog.>) 0 THEN
+			PERFORM @extschema@._push_ack(v_batch, v_acks);
+			COMMIT;
+		ELSIF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) pulled_at
+		      OPERATOR(pg_catalog.<) interval '200 milliseconds' THEN
+			-- Pub/Sub holds an empty pull open; one that did not is not retried in a spin.
+			PERFORM pg_catalog.pg_sleep(0.2);
+		END IF;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.run_push(interval) IS
+  'The push listener: pulls gmail_ingest.pubsub_subscription until max_runtime, makes each notified mailbox due, commits, then acknowledges';
+
+-- The pg_cron job of the listener, kept or dropped by start_workers and
+-- dropped by stop_workers.
+CREATE FUNCTION @extschema@._keep_push_listener(wanted boolean) RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	v_exists boolean;
+BEGIN
+	EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
+		INTO v_exists USING 'gmail_ingest_push';
+	IF wanted THEN
+		EXECUTE 'SELECT cron.schedule($1, $2, $3)'
+			USING 'gmail_ingest_push', '* * * * *', 'CALL @extschema@.run_push(''55 seconds'')';
+		RETURN true;
+	END IF;
+	IF v_exists THEN
+		EXECUTE 'SELECT cron.unschedule($1)' USING 'gmail_ingest_push';
+	END IF;
+	RETURN v_exists;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._keep_push_listener(boolean) IS
+  'Creates (wanted) or drops the pg_cron job gmail_ingest_push that keeps one run_push listener running; whether it exists now or did';
+
+-- fleet_status gains the push figures (its columns so far, then push's).
+CREATE OR REPLACE VIEW @extschema@.fleet_status WITH (security_invoker = true) AS
+SELECT count(*) AS mailboxes,
+       count(*) FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS active,
+       count(*) FILTER (WHERE m.paused) AS paused,
+       (SELECT count(*) FROM pg_catalog.pg_locks l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 18253 AND l.granted
+           AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                              WHERE d.datname = pg_catalog.current_database())) AS running,
+       count(*) FILTER (WHERE m.backoff_until > pg_catalog.now()) AS backing_off,
+       count(*) FILTER (WHERE m.auth_state = 'reauthorize') AS reauthorize,
+       count(*) FILTER (WHERE m.auth_state = 'delegation_denied') AS delegation_denied,
+       count(*) FILTER (WHERE NOT m.paused AND m.auth_state = 'ok' AND m.next_sync_at <= pg_catalog.now()
+                          AND (m.backoff_until IS NULL OR m.backoff_until <= pg_catalog.now())) AS due_now,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_p95,
+       max(pg_catalog.now() - coalesce(m.last_synced_at, m.created_at))
+         FILTER (WHERE NOT m.paused AND m.auth_state = 'ok') AS lag_max,
+       (SELECT q.units_last_minute FROM @extschema@.project_quota_usage() q) AS project_units_last_minute,
+       (SELECT q.units_per_minute FROM @extschema@.project_quota_usage() q) AS project_units_per_minute,
+       (SELECT coalesce(sum(b.received), 0) FROM @extschema@.push_batches b
+         WHERE b.pulled_at > pg_catalog.now() - interval '1 hour') AS notifications_last_hour,
+       (SELECT coalesce(sum(b.acknowledged), 0) FROM @extschema@.push_batches b
+         WHERE b.pulled_at > pg_catalog.now() - interval '1 hour') AS notifications_acknowledged_last_hour,
+       (SELECT coalesce(sum(b.stale + b.unknown_address + b.malformed), 0) FROM @extschema@.push_batches b
+         WHERE b.pulled_at > pg_catalog.now() - interval '1 hour') AS notifications_ignored_last_hour,
+       count(*) FILTER (WHERE m.watch_topic IS NOT NULL) AS watched,
+       min(m.watch_expires_at) AS watch_earliest_expiration,
+       count(*) FILTER (WHERE m.watch_error IS NOT NULL) AS watch_renewal_failures
+  FROM @extschema@.mailboxes m;
+COMMENT ON VIEW @extschema@.fleet_status IS
+  'One row: mailboxes by state, due now, freshness lag p50/p95/max over active mailboxes, the project quota used in the last minute and its limit; push: notifications received, acknowledged and ignored (stale, unknown address, malformed) in the last hour, watched mailboxes, the earliest watch expiration and failed renewals';
 
 -- Row-level security on every table holding a tenant's data: a role the
 -- owner grants SELECT to sees only what the owner's policies allow (none
@@ -1129,11 +1297,14 @@ BEGIN
 			EXECUTE 'SELECT cron.unschedule($1)' USING v_name;
 		END IF;
 	END LOOP;
+	-- and one push listener while a subscription is set (SPEC 7c)
+	PERFORM @extschema@._keep_push_listener(n > 0 AND
+		coalesce(current_setting('gmail_ingest.pubsub_subscription', true), '') <> '');
 	RETURN n;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.start_workers(integer) IS
-  'Keep N fleet workers running as pg_cron jobs (created, kept or removed to match N); returns N';
+  'Keep N fleet workers running as pg_cron jobs (created, kept or removed to match N), and the push listener while gmail_ingest.pubsub_subscription is set; returns N';
 
 CREATE FUNCTION @extschema@.stop_workers()
 RETURNS integer
@@ -1149,11 +1320,14 @@ BEGIN
 		EXECUTE 'SELECT cron.unschedule($1)' USING v_name;
 		v_count := v_count + 1;
 	END LOOP;
+	IF @extschema@._keep_push_listener(false) THEN
+		v_count := v_count + 1;
+	END IF;
 	RETURN v_count;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.stop_workers() IS
-  'Remove the fleet workers'' pg_cron jobs (a running worker finishes its turn); returns how many';
+  'Remove the fleet workers'' and the push listener''s pg_cron jobs (a running worker finishes its turn); returns how many';
 
 -- Nothing is granted to PUBLIC: the owner grants what each role needs.
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;

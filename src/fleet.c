@@ -24,6 +24,7 @@
 #include "utils/resowner.h"
 
 #include "gmail_ingest.h"
+#include "push.h"
 #include "settings.h"
 #include "store.h"
 
@@ -298,6 +299,9 @@ gmail_run_turn(PG_FUNCTION_ARGS)
 	}
 	else
 		outcome = record_outcome(mailbox_id, out.failed, out.complete, out.failed ? out.retry_after : 0);
+	/* push (SPEC 7c): renew the mailbox's watch, notifications that came in meanwhile */
+	if (edata == NULL && !out.failed)
+		push_after_turn(mailbox_id, out.run_id);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(outcome));
 }

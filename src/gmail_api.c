@@ -33,7 +33,7 @@ struct GmailClient
 static const char *const method_names[GM__COUNT] = {
 	"users.getProfile", "users.messages.list", "users.threads.list",
 	"users.messages.get", "users.messages.get", "users.threads.get",
-	"users.history.list"
+	"users.history.list", "users.watch", "users.stop"
 };
 
 const char *
@@ -71,6 +71,8 @@ start_attempt(GmailClient *c, GmailCall *call, TimestampTz earliest)
 {
 	memset(&call->http, 0, sizeof(HttpRequest));
 	call->http.url = call->url;
+	call->http.post_fields = call->body;
+	call->http.post_json = call->body != NULL;
 	call->http.bearer_token = c->token;
 	call->http.opaque = call;
 	call->token_generation = c->token_generation;
@@ -91,6 +93,7 @@ gmail_submit(GmailClient *c, GmailCall *call)
 	call->history_expired = false;
 	call->result_cxt = NULL;
 	call->url = gmail_url(c->opts.api_base_url, call);
+	call->body = gmail_body(call);
 	start_attempt(c, call, 0);
 	MemoryContextSwitchTo(old);
 }
@@ -231,6 +234,9 @@ handle_completion(GmailClient *c, GmailCall *call)
 	retry_after = r->retry_after_secs;
 	http_request_reset(r);
 
+	/* users.stop answers 204 and no body. */
+	if (call->method == GM_STOP && (status == 200 || status == 204))
+		return true;
 	if (status == 200)
 	{
 		bool		ok;
@@ -319,4 +325,5 @@ gmail_call_release(GmailCall *call)
 	call->thread_count = 0;
 	call->events = NULL;
 	call->event_count = 0;
+	call->expiration_ms = 0;
 }

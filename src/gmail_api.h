@@ -34,6 +34,8 @@ typedef enum GmailMethod
 	GM_MESSAGE_MINIMAL,
 	GM_THREAD_MINIMAL,
 	GM_HISTORY_LIST,
+	GM_WATCH,					/* users.watch: push notifications (SPEC 7c) */
+	GM_STOP,					/* users.stop: ends them */
 	GM__COUNT
 } GmailMethod;
 
@@ -85,6 +87,7 @@ typedef struct GmailCall
 	const char *page_token;		/* for lists */
 	const char *query;			/* q= for lists */
 	int64		start_history_id;	/* history.list */
+	const char *topic;			/* users.watch: projects/P/topics/T */
 	void	   *opaque;
 
 	/* ---- results, allocated in result_cxt ---- */
@@ -101,6 +104,7 @@ typedef struct GmailCall
 	int			thread_count;
 	GmailHistoryEvent *events;	/* history.list */
 	int			event_count;
+	int64		expiration_ms;	/* users.watch: epoch ms */
 
 	/* ---- private ---- */
 	HttpRequest http;
@@ -110,6 +114,7 @@ typedef struct GmailCall
 	unsigned char *predecoded_raw;	/* raw decoded before the JSON parse */
 	size_t		predecoded_len;
 	char	   *url;
+	char	   *body;			/* JSON body of a POST (watch, stop) */
 } GmailCall;
 
 typedef struct GmailStats

@@ -72,6 +72,9 @@ extern long gmail_project_budget_book(int limit, int units);
 /* The request URL of a call, palloc'd. */
 extern char *gmail_url(const char *base_url, const GmailCall *call);
 
+/* The JSON body a call POSTs (palloc'd), or NULL for a GET. */
+extern char *gmail_body(const GmailCall *call);
+
 /* ---- gmail_error.c ---- */
 
 /* What the client does with an answer that is not a 200. */

@@ -59,6 +59,10 @@ gmail_budget_cost(const GmailBudget *b, GmailMethod m)
 			return c->threads_get;
 		case GM_HISTORY_LIST:
 			return c->history_list;
+		case GM_WATCH:
+			return c->watch;
+		case GM_STOP:
+			return c->stop;
 		default:
 			return 0;
 	}

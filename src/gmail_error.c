@@ -110,6 +110,22 @@ gmail_error_raise(GmailMethod m, const GmailErrorAnswer *ans, RemoteFailure kind
 {
 	const char *reason = ans->reason;
 
+	/*
+	 * users.watch fails for reasons of the Cloud project, not the mailbox:
+	 * say what to fix there.  Gmail's push account must be allowed to
+	 * publish to the topic, which must be in the OAuth client's project.
+	 */
+	if (m == GM_WATCH && (ans->status == 400 || ans->status == 403 || ans->status == 404))
+		remote_failure(ans->status == 403 ? RF_PERMISSION : RF_HTTP,
+					   errmsg("Gmail users.watch refused the topic (HTTP %ld%s%s)", ans->status,
+							  reason ? ", " : "", reason ? reason : ""),
+					   errdetail("Gmail said: %s", ans->message),
+					   ans->status == 403
+					   ? errhint("Grant the Pub/Sub Publisher role on the topic to "
+								 "gmail-api-push@system.gserviceaccount.com (an organisation policy "
+								 "restricting domains may block that grant).")
+					   : errhint("The topic must exist, be named projects/PROJECT/topics/TOPIC and "
+								 "belong to the Cloud project of the OAuth client or service account."));
 	if (kind == RF_AUTH)
 		remote_failure(RF_AUTH,
 					   errmsg("Gmail %s refused a freshly refreshed access token (HTTP 401)",

@@ -26,6 +26,7 @@
 #include "http.h"
 #include "oauth.h"
 #include "oauth_jwt.h"
+#include "push.h"
 #include "remote_error.h"
 #include "retry_policy.h"
 #include "service_account.h"
@@ -61,6 +62,7 @@ _PG_init(void)
 				 errdetail("Loaded later, its superuser-only settings (the OAuth client secret, the API URL) "
 						   "are visible to and settable by every role until the load."),
 				 errhint("Add gmail_ingest to shared_preload_libraries in postgresql.conf and restart.")));
+	push_settings_define();
 	settings_define();
 	/* the project's quota budget, shared by all backends */
 	gmail_project_budget_install();
@@ -415,6 +417,25 @@ sync_mailbox(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch
 	error_context_stack = errcallback.previous;
 	MemoryContextSwitchTo(caller_cxt);
 	MemoryContextDelete(sync_cxt);
+}
+
+void
+mailbox_gmail_call(int64 mailbox_id, GmailCall *call, MemoryContext cxt, int64 *quota_units)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	SyncState  *s = palloc0(sizeof(SyncState));
+
+	if (!store_load_mailbox(mailbox_id, &s->mb))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
+	check_mailbox_ready(&s->mb);
+	s->api_http = make_http(cxt, 1);
+	s->token_http = make_http(cxt, 1);
+	s->gmail = make_gmail(s);
+	gmail_run(s->gmail, call);
+	*quota_units = gmail_stats(s->gmail)->quota_units;
+	MemoryContextSwitchTo(old);
 }
 
 /* A sync or backfill step for SQL: its sync_runs row. */

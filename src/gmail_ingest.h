@@ -10,6 +10,7 @@
 
 #include "utils/timestamp.h"
 
+#include "gmail_api.h"
 #include "remote_error.h"
 
 /* How one sync (or backfill step) ended. */
@@ -26,6 +27,15 @@ typedef struct SyncOutcome
 
 extern void sync_mailbox(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch,
 						 bool may_raise, SyncOutcome *out);
+
+/*
+ * One Gmail call outside a sync (users.watch, users.stop) with the
+ * mailbox's credentials, refreshed as a sync refreshes them; SPI connected
+ * by the caller.  Everything, the call's results included, is allocated in
+ * cxt, which the caller deletes; *quota_units: what the call cost.
+ */
+extern void mailbox_gmail_call(int64 mailbox_id, GmailCall *call, MemoryContext cxt,
+							   int64 *quota_units);
 
 /* The mailbox's sync lock, held to the end of the transaction; never waits. */
 extern bool sync_lock_try(int64 mailbox_id);

@@ -288,7 +288,7 @@ find_top_level_string(const char *json, size_t len, const char *key, size_t *vst
  * rather than being stored altered.
  */
 static const char *const gmail_read_names[] = {
-	"details", "emailAddress", "error", "errors", "history", "historyId", "id",
+	"details", "emailAddress", "error", "errors", "expiration", "history", "historyId", "id",
 	"internalDate", "labelIds", "labelsAdded", "labelsRemoved", "message",
 	"messages", "messagesAdded", "messagesDeleted", "nextPageToken", "raw",
 	"reason", "sizeEstimate", "snippet", "threadId", "threads", NULL
@@ -374,6 +374,12 @@ gmail_parse_answer(GmailCall *call, JsonNode *doc, const char **why)
 		case GM_HISTORY_LIST:
 			parse_history(call, json_get(doc, "history"), why);
 			ok = get_history_id(doc, "historyId", &call->history_id, why);
+			break;
+		case GM_WATCH:
+			/* epoch ms, before year 10000 so a timestamptz holds it */
+			ok = get_history_id(doc, "historyId", &call->history_id, why) &&
+				get_number(doc, "expiration", 1, INTERNAL_DATE_MAX_MS, &call->expiration_ms, why,
+						   "expiration is not a time in epoch milliseconds");
 			break;
 		default:
 			ok = false;

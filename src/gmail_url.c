@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "utils/json.h"
 
 #include "gmail_api_int.h"
 
@@ -66,8 +67,34 @@ gmail_url(const char *base, const GmailCall *call)
 							 GMAIL_LIST_PAGE_SIZE, call->start_history_id);
 			append_param(&u, "pageToken", call->page_token);
 			break;
+		case GM_WATCH:
+			appendStringInfoString(&u, "watch");
+			break;
+		case GM_STOP:
+			appendStringInfoString(&u, "stop");
+			break;
 		default:
 			elog(ERROR, "unknown Gmail method %d", (int) call->method);
 	}
 	return u.data;
+}
+
+/*
+ * users.watch names the topic and no labelIds, so every change of the
+ * mailbox is published; users.stop posts an empty object.
+ */
+char *
+gmail_body(const GmailCall *call)
+{
+	StringInfoData b;
+
+	if (call->method == GM_STOP)
+		return pstrdup("{}");
+	if (call->method != GM_WATCH)
+		return NULL;
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"topicName\":");
+	escape_json(&b, call->topic);
+	appendStringInfoChar(&b, '}');
+	return b.data;
 }

@@ -100,6 +100,7 @@ typedef struct HttpQueued
 	TimestampTz not_before;
 	char	   *url;
 	char	   *post_fields;
+	bool		post_json;
 	char	   *bearer_token;
 } HttpQueued;
 
@@ -428,6 +429,7 @@ http_submit(HttpClient *client, HttpRequest *req)
 	q->url = MemoryContextStrdup(client->cxt, req->url);
 	if (req->post_fields)
 		q->post_fields = MemoryContextStrdup(client->cxt, req->post_fields);
+	q->post_json = req->post_json;
 	if (req->bearer_token)
 		q->bearer_token = MemoryContextStrdup(client->cxt, req->bearer_token);
 
@@ -651,7 +653,8 @@ http_start(HttpClient *client, HttpQueued *q)
 		struct curl_slist *h;
 
 		h = curl_slist_append(slot->headers,
-							  "Content-Type: application/x-www-form-urlencoded");
+							  q->post_json ? "Content-Type: application/json"
+							  : "Content-Type: application/x-www-form-urlencoded");
 		if (h == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),

@@ -22,6 +22,7 @@ typedef struct HttpRequest
 	/* ---- set by the caller before http_submit() ---- */
 	const char *url;			/* absolute URL; copied by http_submit */
 	const char *post_fields;	/* form body for POST, or NULL for GET; copied */
+	bool		post_json;		/* post_fields is JSON, not a form */
 	const char *bearer_token;	/* sent as Authorization header, or NULL; copied */
 	TimestampTz not_before;		/* 0 = start at once; else start no earlier */
 	void	   *opaque;			/* caller's cookie, untouched */

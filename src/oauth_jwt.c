@@ -186,8 +186,11 @@ build_assertion(const OAuthJwtOptions *o)
 	resetStringInfo(&json);
 	appendStringInfoString(&json, "{\"iss\":");
 	escape_json(&json, o->client_email);
-	appendStringInfoString(&json, ",\"sub\":");
-	escape_json(&json, o->subject);
+	if (o->subject != NULL)		/* none: the service account's own token */
+	{
+		appendStringInfoString(&json, ",\"sub\":");
+		escape_json(&json, o->subject);
+	}
 	appendStringInfoString(&json, ",\"scope\":");
 	escape_json(&json, o->scope);
 	appendStringInfoString(&json, ",\"aud\":");
@@ -213,8 +216,11 @@ build_assertion(const OAuthJwtOptions *o)
 static void
 jwt_refused(void *arg, long status, const char *err, const char *desc)
 {
-	const OAuthJwtOptions *o = (const OAuthJwtOptions *) arg;
+	OAuthJwtOptions own = *(const OAuthJwtOptions *) arg;
+	const OAuthJwtOptions *o = &own;
 
+	if (own.subject == NULL)
+		own.subject = "itself";	/* its own token (the push listener's) */
 	if (strcmp(err, "unauthorized_client") == 0)
 		remote_failure(RF_DELEGATION,
 					   errmsg("Google refused to let service account %s act as %s (unauthorized_client)",

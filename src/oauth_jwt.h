@@ -28,7 +28,8 @@ typedef struct OAuthJwtOptions
 	const char *client_id;		/* named in errors: the Admin console wants it */
 	const char *key_id;			/* the header's kid */
 	const char *private_key_pem;
-	const char *subject;		/* sub: the mailbox impersonated */
+	const char *subject;		/* sub: the mailbox impersonated; NULL: the
+								 * account itself (Pub/Sub) */
 	const char *scope;
 } OAuthJwtOptions;
 

@@ -14,8 +14,10 @@ Where this double chooses what Google leaves open:
   * the time window tolerates LEEWAY_S seconds of clock difference either
     way; a service account's "clock_skew_s" shifts the double's clock for
     its assertions (to test a server clock far from Google's);
-  * an assertion without "sub" is refused (invalid_request): Gmail needs a
-    user, and the extension always names one;
+  * an assertion without "sub" asks for the service account's own token: it
+    is granted for the Pub/Sub scopes only (the push listener's; what the
+    account may pull is the subscription's business, gmail_pubsub.py), and
+    refused (invalid_request) for anything else: Gmail needs a user;
   * a subject outside the account's delegated domain (a consumer gmail.com
     account, another customer) gets unauthorized_client; an unknown user
     inside it gets invalid_grant "Invalid email or User ID".
@@ -31,6 +33,7 @@ import threading
 import time
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+PUBSUB_SCOPES = {"https://www.googleapis.com/auth/pubsub", "https://www.googleapis.com/auth/cloud-platform"}
 LEEWAY_S = 300
 MAX_LIFETIME_S = 3600
 RSA_OID = bytes.fromhex("2a864886f70d010101")                   # 1.2.840.113549.1.1.1
@@ -218,6 +221,12 @@ class ServiceAccounts:
                 or iat > now + LEEWAY_S or exp < now - LEEWAY_S):
             return refuse(400, BAD_TIME)
         sub = claims.get("sub")
+        if sub is None:
+            scopes = str(claims.get("scope", "")).split()
+            if scopes and set(scopes) <= PUBSUB_SCOPES:
+                with self.lock:
+                    self.issued += 1
+                return 200, {"scope": " ".join(scopes), "account": sa["client_email"]}, None
         if not isinstance(sub, str) or "@" not in sub:
             return 400, {"error": "invalid_request",
                          "error_description": "This double issues delegated tokens only: sub is required."}, None

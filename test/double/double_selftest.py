@@ -1109,6 +1109,108 @@ def test_fleet(c):
           and "409" in refused[2] and "cli-0001@cli.test" in refused[2], refused)
 
 
+def test_push(c):
+    """users.watch/stop and the Pub/Sub pull surface (gmail_pubsub.py)."""
+    topic, closed = "projects/st/topics/gmail", "projects/st/topics/closed"
+    sub = "projects/st/subscriptions/pull"
+    c.admin("POST", "/pubsub/topics", {"name": topic})
+    c.admin("POST", "/pubsub/topics", {"name": closed, "publish_grant": False})
+    c.admin("POST", "/pubsub/subscriptions", {"name": sub, "topic": topic, "ack_deadline_seconds": 0.5})
+    c.admin("POST", "/pubsub/config", {"pull_wait_ms": 300})
+    addr = "push@example.com"
+    c.admin("POST", "/mailboxes", {"email": addr, "now_ms": NOW_MS, "messages": 4, "threads": 2,
+                                   "attachments": 0, "seed": 9})
+    tok = get_token(c.base, "refresh-" + addr)
+
+    def watch(t):
+        return call(c.base, "POST", f"{G}/watch", {"topicName": t}, token=tok)
+    for bad, status in (("projects/st/topics/none", 404), (closed, 403), ("gmail", 400)):
+        e = error_of(lambda: watch(bad))
+        check(f"watch refuses {bad} with {status}", getattr(e, "status", 0) == status, e)
+    e = error_of(lambda: watch(closed))
+    check("watch's 403 names the push account's grant",
+          "User not authorized" in json.dumps(getattr(e, "body", "")), e)
+    w = watch(topic)
+    stats = c.admin("GET", "/pubsub/stats")
+    check("watch answers historyId and a 7-day expiration (strings)",
+          isinstance(w["historyId"], str) and int(w["expiration"]) - stats["now_ms"] > 7 * 86400_000 - 5000, w)
+    units = c.admin("GET", f"/stats?email={addr}")["mailboxes"][addr]
+    check("watch costs 100 units a call (refused ones too)",
+          units["units_by_endpoint"].get("watch") == 100 * units["requests"]["watch"], units)
+    pt = c.admin("POST", "/pubsub/token", {})["access_token"]
+
+    def pull(n=10, token=pt):
+        return call(c.base, "POST", f"/v1/{sub}:pull", {"maxMessages": n}, token=token)
+
+    def ack(ids):
+        return call(c.base, "POST", f"/v1/{sub}:acknowledge", {"ackIds": ids}, token=pt)
+    check("pull without a token is 401", getattr(error_of(lambda: pull(token="nope")), "status", 0) == 401)
+    check("pull of an unknown subscription is 404", getattr(error_of(lambda: call(
+        c.base, "POST", "/v1/projects/st/subscriptions/none:pull", {"maxMessages": 1}, token=pt)), "status", 0) == 404)
+    t0 = time.monotonic()
+    check("an empty pull is held, then answers {}", pull() == {} and time.monotonic() - t0 >= 0.25)
+    m = c.admin("POST", f"/mailboxes/{addr}/messages", {})
+    got = pull()["receivedMessages"]
+    note = json.loads(base64.b64decode(got[0]["message"]["data"]))
+    check("a change publishes {emailAddress, historyId} with the new history id",
+          len(got) == 1 and note == {"emailAddress": addr, "historyId": int(m["historyId"])}, got)
+    time.sleep(0.6)
+    again = pull()["receivedMessages"]
+    check("unacknowledged: delivered again after the ack deadline",
+          len(again) == 1 and again[0]["message"]["messageId"] == got[0]["message"]["messageId"], again)
+    ack([again[0]["ackId"], got[0]["ackId"]])
+    time.sleep(0.6)
+    st = c.admin("GET", "/pubsub/stats")["subscriptions"][sub]
+    check("acknowledged: not delivered again", pull() == {} and st["outstanding"] == 0, st)
+    # the cap: one notification a second; later changes fold into the next
+    for _ in range(3):
+        c.admin("POST", f"/mailboxes/{addr}/messages", {})
+    first = pull()["receivedMessages"]
+    ack([x["ackId"] for x in first])
+    time.sleep(1.1)
+    rest = pull()["receivedMessages"]
+    last = json.loads(base64.b64decode(rest[-1]["message"]["data"]))["historyId"]
+    check("one notification a second per mailbox, the rest folded into one with the newest id",
+          len(first) == 1 and len(rest) == 1 and str(last) == c.admin("GET", f"/mailboxes/{addr}")["history_id"],
+          (first, rest))
+    ack([x["ackId"] for x in rest])
+    c.admin("POST", "/pubsub/faults", {"subscription": sub, "duplicate": 1.0, "reorder": True})
+    time.sleep(1.1)
+    c.admin("POST", f"/mailboxes/{addr}/messages", {})
+    dup = pull()["receivedMessages"]
+    check("the duplicate fault sends each delivery twice, with two ack ids",
+          len(dup) == 2 and dup[0]["message"]["messageId"] == dup[1]["message"]["messageId"]
+          and dup[0]["ackId"] != dup[1]["ackId"], dup)
+    ack([x["ackId"] for x in dup])
+    c.admin("POST", "/pubsub/faults", {"subscription": sub, "duplicate": 0, "reorder": False,
+                                       "fail": [503]})
+    check("the fail fault answers the next call 503", getattr(error_of(pull), "status", 0) == 503)
+    call(c.base, "POST", "/admin/pubsub/publish", {"topic": topic, "data": "%%%"})
+    bad = pull()["receivedMessages"]
+    check("admin publish delivers raw data", bad[0]["message"]["data"] == "%%%", bad)
+    call(c.base, "POST", f"/v1/{sub}:modifyAckDeadline", {"ackIds": [bad[0]["ackId"]], "ackDeadlineSeconds": 0},
+         token=pt)
+    check(":modifyAckDeadline 0 gives it back at once", len(pull()["receivedMessages"]) == 1)
+    # the clock: a watch lapses 7 days on; renewing moves it
+    c.admin("POST", "/pubsub/clock", {"advance_ms": 7 * 86400_000})
+    n0 = c.admin("GET", "/pubsub/stats")["counts"]["notifications"]
+    time.sleep(1.1)
+    c.admin("POST", f"/mailboxes/{addr}/messages", {})
+    st = c.admin("GET", "/pubsub/stats")
+    check("a lapsed watch publishes nothing", st["counts"]["notifications"] == n0
+          and not st["watches"][addr]["active"], st["counts"])
+    watch(topic)
+    time.sleep(1.1)
+    c.admin("POST", f"/mailboxes/{addr}/messages", {})
+    check("renewed, it publishes again", c.admin("GET", "/pubsub/stats")["counts"]["notifications"] == n0 + 1)
+    r = request(c.base, "POST", f"{G}/stop", {}, token=tok)
+    check("users.stop answers 204 without a body", r.status == 204 and r.data == b"", r.status)
+    c.admin("POST", f"/mailboxes/{addr}/messages", {})
+    check("stopped: no more notifications", c.admin("GET", "/pubsub/stats")["counts"]["notifications"] == n0 + 1)
+    c.admin("POST", "/pubsub/config", {"pull_wait_ms": 2000})
+
+
+
 def test_tls():
     if not shutil.which("openssl"):
         print("skip TLS test: no openssl binary")
@@ -1238,7 +1340,7 @@ def main():
              test_keepalive, test_history, test_token_expiry, test_quota_and_stats, test_project_quota,
              test_concurrency_and_latency, test_faults, test_isolation, test_robustness,
              test_empty_mailbox_and_cli, test_generation, test_bench_features, test_fleet,
-             test_jwt_grant]
+             test_jwt_grant, test_push]
     try:
         for test in tests:
             try:

@@ -91,6 +91,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gmail_fleet  # noqa: E402
 import gmail_mailgen  # noqa: E402
 import double_jwt  # noqa: E402
+import gmail_pubsub  # noqa: E402
 
 SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
 GMAIL_PREFIX = "/gmail/v1/users/"
@@ -138,7 +139,8 @@ RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "dailyLimitExceede
                 "quotaExceeded"}
 NOT_FOUND_MESSAGE = "Requested entity was not found."
 GMAIL_ENDPOINTS = ["profile", "labels.list", "messages.list", "messages.get",
-                   "attachments.get", "threads.list", "threads.get", "history.list"]
+                   "attachments.get", "threads.list", "threads.get", "history.list",
+                   "watch", "stop"]
 FAULT_KINDS = {"status", "delay", "slow_body", "hang", "truncate", "invalid_json", "reset", "gone",
                "body"}
 HISTORY_TYPES = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDeleted",
@@ -447,6 +449,8 @@ class MailboxStats:
 class Mailbox:
     """One user's mail, history log and counters.  Callers hold the lock."""
 
+    change_listener = None                       # (email, historyId) per record: push
+
     def __init__(self, email_address, refresh_token, seed, content_email=None):
         self.email, self.refresh_token, self.revoked = email_address, refresh_token, False
         self.content_email = content_email or email_address
@@ -472,6 +476,8 @@ class Mailbox:
                                           tuple(msg.labels), tuple(changed)))
         msg.history_id = self.history_id
         self.thread_history[msg.thread_id] = self.history_id
+        if Mailbox.change_listener is not None:
+            Mailbox.change_listener(self.email, self.history_id)
 
     def new_message_id(self, date_ms):
         while True:
@@ -641,6 +647,8 @@ class Double:
     def __init__(self):
         self.lock = threading.Lock()
         self.attachment_ids = AttachmentIds()
+        self.pubsub = gmail_pubsub.PubSub()         # watches, topics, pull subscriptions
+        Mailbox.change_listener = self.pubsub.on_change
         self._reset_state()
 
     def _reset_state(self):
@@ -654,6 +662,7 @@ class Double:
         self.token_requests = 0
         self.unauthenticated = 0
         self.service_accounts = double_jwt.ServiceAccounts()   # the JWT bearer grant's
+        self.pubsub_tokens = {}      # Pub/Sub access token -> monotonic expiry
         self._reset_project()
 
     def _reset_project(self):
@@ -710,6 +719,8 @@ class Double:
             with self.lock:
                 return self.mailbox_by_email(address) is not None
         status, body, sub = self.service_accounts.grant(assertion, token_url, user_exists)
+        if status == 200 and sub is None:     # the account's own token: Pub/Sub
+            return None, 200, self._pubsub_token(body["account"], body["scope"])
         with self.lock:
             mb = self.mailbox_by_email(sub) if sub else None
             if status != 200 or mb is None:
@@ -1083,7 +1094,73 @@ class Double:
     def admin_reset(self, body):
         with self.lock:
             self._reset_state()
+        self.pubsub.reset()
         return {"ok": True}
+
+    # --- push: users.watch / users.stop and the Pub/Sub admin (gmail_pubsub.py)
+
+    def gmail_watch(self, mb, query, body=None):
+        with self.lock:
+            history_id = mb.history_id
+        try:
+            return self.pubsub.watch(mb.email, history_id, body)
+        except gmail_pubsub.PubSubError as e:
+            raise ApiError(e.code, str(e), {400: "invalidArgument", 403: "forbidden",
+                                            404: "notFound"}.get(e.code))
+
+    def gmail_stop(self, mb, query, body=None):
+        self.pubsub.stop(mb.email)
+        return None
+
+    def _pubsub_token(self, account, scope):
+        token = "ya29.p." + secrets.token_urlsafe(100)
+        ttl = self.config["token_ttl"]
+        with self.lock:
+            self.pubsub_tokens[token] = (account, time.monotonic() + ttl)
+        return {"access_token": token, "expires_in": int(ttl), "scope": scope, "token_type": "Bearer"}
+
+    def authenticate_pubsub(self, authorization):
+        """The service account a Pub/Sub token was issued to (None: the self-test's)."""
+        token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+        with self.lock:
+            account, expiry = self.pubsub_tokens.get(token, (None, 0))
+            if expiry <= time.monotonic():
+                self.unauthenticated += 1
+                raise gmail_pubsub.PubSubError(
+                    401, "Request had invalid authentication credentials. Expected OAuth 2 access "
+                         "token, login cookie or other valid authentication credential.")
+            return account
+
+    def _pubsub_admin(self, name, *args):
+        try:
+            return getattr(self.pubsub, name)(*args)
+        except ValueError as e:
+            raise AdminError(400, str(e))
+
+    def admin_pubsub_topic(self, body):
+        return self._pubsub_admin("admin_topic", body)
+
+    def admin_pubsub_subscription(self, body):
+        return self._pubsub_admin("admin_subscription", body)
+
+    def admin_pubsub_faults(self, body):
+        return self._pubsub_admin("admin_faults", body)
+
+    def admin_pubsub_publish(self, body):
+        return self._pubsub_admin("admin_publish", body)
+
+    def admin_pubsub_clock(self, body):
+        return self._pubsub_admin("admin_clock", body)
+
+    def admin_pubsub_config(self, body):
+        return self._pubsub_admin("admin_config", body)
+
+    def admin_pubsub_token(self, body):
+        """A Pub/Sub access token without the JWT grant, for the self-test."""
+        return self._pubsub_token(None, "https://www.googleapis.com/auth/pubsub")
+
+    def admin_pubsub_stats(self, body, query):
+        return self._pubsub_admin("admin_stats", query)
 
     def admin_get_config(self, body):
         with self.lock:
@@ -1483,6 +1560,14 @@ ADMIN_ROUTES = [(method, re.compile(pattern + r"/?"), handler) for method, patte
     ("POST", _M + r"/config", "admin_mailbox_config"),
     ("POST", r"/admin/expire_tokens", "admin_expire_tokens"),
     ("GET", r"/admin/stats", "admin_stats"),
+    ("POST", r"/admin/pubsub/topics", "admin_pubsub_topic"),
+    ("POST", r"/admin/pubsub/subscriptions", "admin_pubsub_subscription"),
+    ("POST", r"/admin/pubsub/faults", "admin_pubsub_faults"),
+    ("POST", r"/admin/pubsub/publish", "admin_pubsub_publish"),
+    ("POST", r"/admin/pubsub/clock", "admin_pubsub_clock"),
+    ("POST", r"/admin/pubsub/config", "admin_pubsub_config"),
+    ("GET", r"/admin/pubsub/stats", "admin_pubsub_stats"),
+    ("POST", r"/admin/pubsub/token", "admin_pubsub_token"),
     ("POST", r"/admin/service_accounts", "admin_add_service_account"),
     ("GET", r"/admin/service_accounts", "admin_list_service_accounts"),
     ("POST", r"/admin/service_accounts/(?P<client_email>[^/]+)", "admin_update_service_account"),
@@ -1501,7 +1586,10 @@ GMAIL_ROUTES = [(re.compile(pattern), endpoint, handler) for pattern, endpoint, 
     (r"threads", "threads.list", "gmail_threads_list"),
     (r"threads/(?P<thread_id>[^/]+)", "threads.get", "gmail_thread_get"),
     (r"history", "history.list", "gmail_history_list"),
+    (r"watch", "watch", "gmail_watch"),
+    (r"stop", "stop", "gmail_stop"),
 ]]
+POST_ENDPOINTS = {"watch", "stop"}
 
 
 def route_gmail(path):
@@ -1569,7 +1657,9 @@ class Handler(BaseHTTPRequestHandler):
             elif url.path == "/token":
                 self._token(method, body)
             elif url.path.startswith(GMAIL_PREFIX):
-                self._gmail(method, url.path, query)
+                self._gmail(method, url.path, query, body)
+            elif url.path.startswith("/v1/projects/"):
+                self._pubsub(method, url.path, body)
             else:
                 self._send_json(404, {"error": f"no such path {url.path}"})
         except ClientGone:
@@ -1655,7 +1745,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise AdminError(400, "body is not JSON")
         if name in ("admin_stats", "admin_get_faults", "admin_clear_faults", "admin_fleet_stats",
-                    "admin_charges"):
+                    "admin_charges", "admin_pubsub_stats"):
             args["query"] = query
         result = getattr(self.double, name)(data, **args)
         if isinstance(result, bytes):
@@ -1731,15 +1821,20 @@ class Handler(BaseHTTPRequestHandler):
                             compress=self._wants_gzip())
         return True
 
-    def _gmail(self, method, path, query):
+    def _gmail(self, method, path, query, body=b""):
         d = self.double
         self.latency_ms = d.config["latency_ms"]
         compress = self._wants_gzip()
         try:
-            if method != "GET":
+            user, endpoint, handler, args = route_gmail(path)
+            if method != ("POST" if endpoint in POST_ENDPOINTS else "GET"):
                 raise ApiError(405, f"Method {method} not supported by this test double",
                                "badRequest")
-            user, endpoint, handler, args = route_gmail(path)
+            if endpoint in POST_ENDPOINTS:
+                try:
+                    args["body"] = json.loads(body) if body.strip() else {}
+                except ValueError:
+                    raise ApiError(400, "Invalid JSON payload received.", "parseError")
             mb = d.authenticate(self.headers.get("Authorization"), user)
         except ApiError as e:
             self._send_json(e.code, e.body, pretty=True, headers=e.headers, compress=compress)
@@ -1758,6 +1853,9 @@ class Handler(BaseHTTPRequestHandler):
                     return
             fields = one(query, "fields")
             result = getattr(d, handler)(mb, query, **args)
+            if result is None:          # users.stop: 204, no body
+                self._send(204, b"", headers=[])
+                return
             if fields:
                 result = apply_fields(result, parse_fields(fields))
             pretty = one(query, "prettyPrint", "true").lower() != "false"
@@ -1766,6 +1864,31 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(e.code, e.body, pretty=True, headers=e.headers, compress=compress)
         finally:
             d.release(mb)
+
+
+    # --- Cloud Pub/Sub (gmail_pubsub.py)
+
+    def _pubsub(self, method, path, body):
+        d = self.double
+        try:
+            routed = d.pubsub.route(path)
+            if routed is None or method != "POST":
+                raise gmail_pubsub.PubSubError(404, f"Method not found: {method} {path}")
+            account = d.authenticate_pubsub(self.headers.get("Authorization"))
+            try:
+                data = json.loads(body) if body.strip() else {}
+            except ValueError:
+                raise gmail_pubsub.PubSubError(400, "Invalid JSON payload received.")
+            result = d.pubsub.call(routed[0], routed[1], data, self._client_gone, account)
+            self._send_json(200, result)
+        except gmail_pubsub.PubSubError as e:
+            self._send_json(e.code, e.body, pretty=True)
+        except gmail_pubsub.ClientLeft:
+            raise ClientGone()
+
+    def _client_gone(self):
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        return bool(readable)
 
 
 def _default_message(status):

@@ -99,8 +99,8 @@ SQL
 #     mailboxes holding the same data give the same text.  The exception leaves out
 #     one thread with its messages, attachments and their blobs.
 #   gi_test_db_digest(): every row of the data tables and mailboxes (auth_state,
-#     the fleet's schedule columns and service_account_id aside, so 1.0 and 1.1
-#     rows compare), ids included: equal before and after a step means the step left
+#     the fleet's schedule and push columns and service_account_id aside, so 1.0
+#     and 1.1 rows compare), ids included: equal before and after a step means the step left
 #     no row behind.
 #   gi_test_duplicates(mailbox_id): natural keys stored more than once.
 install_digests() {
@@ -145,7 +145,7 @@ SELECT format('threads=%s messages=%s attachments=%s blobs=%s rows:%s',
 	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_messages x) ||
 	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_attachments x) ||
 	  (SELECT coalesce(string_agg(x.sha256 || md5(x.data), E'\n' ORDER BY x.sha256), '') FROM gmail_ingest.blobs x) ||
-	  (SELECT coalesce(string_agg((to_jsonb(x) - '{auth_state,sync_interval,window_days,paused,next_sync_at,consecutive_failures,backoff_until,service_account_id}'::text[])::text, E'\n' ORDER BY x.id), '') FROM gmail_ingest.mailboxes x)), 10))
+	  (SELECT coalesce(string_agg((to_jsonb(x) - '{auth_state,sync_interval,window_days,paused,next_sync_at,consecutive_failures,backoff_until,service_account_id,watch_topic,watch_expires_at,watch_attempted_at,watch_error,push_history_id}'::text[])::text, E'\n' ORDER BY x.id), '') FROM gmail_ingest.mailboxes x)), 10))
 $f$;
 CREATE FUNCTION public.gi_test_duplicates(mb bigint) RETURNS bigint LANGUAGE sql STABLE AS $f$
 SELECT (SELECT count(*) - count(DISTINCT provider_thread_id) FROM gmail_ingest.mail_threads WHERE mailbox_id = mb)

@@ -90,7 +90,7 @@ install_digests $db
 # Every row of every data table, the mailboxes and the ledger, ids included.
 ledger_digest="SELECT count(*) || ':' || md5(string_agg(to_jsonb(l)::text, E'\n' ORDER BY l.mailbox_id, l.id)) FROM gmail_ingest.ledger l"
 runs_digest="SELECT count(*) || ':' || md5(string_agg(to_jsonb(r)::text, E'\n' ORDER BY r.mailbox_id, r.id)) FROM gmail_ingest.sync_runs r"
-backfill_digest="SELECT (SELECT count(*) FROM gmail_ingest.backfill_queue) || ':' || (SELECT count(*) FROM gmail_ingest.backfill_threads) || ':' || (SELECT to_jsonb(m) - '{auth_state,sync_interval,window_days,paused,next_sync_at,consecutive_failures,backoff_until,service_account_id}'::text[] FROM gmail_ingest.mailboxes m WHERE id = $b)::text"
+backfill_digest="SELECT (SELECT count(*) FROM gmail_ingest.backfill_queue) || ':' || (SELECT count(*) FROM gmail_ingest.backfill_threads) || ':' || (SELECT to_jsonb(m) - '{auth_state,sync_interval,window_days,paused,next_sync_at,consecutive_failures,backoff_until,service_account_id,watch_topic,watch_expires_at,watch_attempted_at,watch_error,push_history_id}'::text[] FROM gmail_ingest.mailboxes m WHERE id = $b)::text"
 before_rows=$(q $db "SELECT gi_test_db_digest()")
 before_ledger=$(q $db "$ledger_digest")
 before_runs=$(q $db "$runs_digest")
