@@ -28,6 +28,7 @@
 #include "remote_error.h"
 #include "retry_policy.h"
 #include "settings.h"
+#include "settings_s3.h"
 #include "store.h"
 #include "sync.h"
 #include "gmail_ingest.h"
@@ -206,7 +207,7 @@ copy_stats(SyncState *s)
 
 	s->counters.http_requests = g->http_requests;
 	s->counters.quota_units = g->quota_units;
-	s->counters.retries = g->retries + s->token_retries;
+	s->counters.retries = g->retries + s->token_retries + s->object_retries;
 	s->counters.bytes_downloaded = g->bytes_downloaded;
 }
 
@@ -224,6 +225,9 @@ begin_run(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	s->backfill_batch = backfill_batch;
 	s->store_raw = gi_store_raw;
 	s->max_concurrency = gi_max_concurrency;
+	s->use_s3 = gi_blob_store == BLOB_STORE_S3;
+	if (s->use_s3)
+		settings_s3_config(&s->s3, gi_max_retries);
 
 	if (!store_load_mailbox(mailbox_id, &s->mb))
 		ereport(ERROR,

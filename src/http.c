@@ -101,6 +101,9 @@ typedef struct HttpQueued
 	char	   *url;
 	char	   *post_fields;
 	char	   *bearer_token;
+	char	   *aws_sigv4;
+	char	   *aws_credentials;
+	char	   *header_lines;
 } HttpQueued;
 
 struct HttpClient
@@ -144,6 +147,7 @@ static void http_start(HttpClient *client, HttpQueued *q);
 static HttpRequest *http_collect_one(HttpClient *client);
 static HttpRequest *http_finish(HttpClient *client, HttpSlot *slot, CURLcode result);
 static void http_describe_failure(HttpSlot *slot, CURLcode result, HttpRequest *req);
+static void http_append_header_lines(HttpSlot *slot, const char *lines);
 static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
 static size_t http_header_cb(char *buffer, size_t size, size_t nitems, void *userdata);
 static bool http_host_is_loopback(const char *host);
@@ -421,6 +425,7 @@ http_submit(HttpClient *client, HttpRequest *req)
 	req->error[0] = '\0';
 	req->retry_after_secs = -1;
 	req->bytes_downloaded = 0;
+	req->content_length = -1;
 
 	q = MemoryContextAllocZero(client->cxt, sizeof(HttpQueued));
 	q->req = req;
@@ -430,6 +435,12 @@ http_submit(HttpClient *client, HttpRequest *req)
 		q->post_fields = MemoryContextStrdup(client->cxt, req->post_fields);
 	if (req->bearer_token)
 		q->bearer_token = MemoryContextStrdup(client->cxt, req->bearer_token);
+	if (req->aws_sigv4)
+		q->aws_sigv4 = MemoryContextStrdup(client->cxt, req->aws_sigv4);
+	if (req->aws_credentials)
+		q->aws_credentials = MemoryContextStrdup(client->cxt, req->aws_credentials);
+	if (req->header_lines)
+		q->header_lines = MemoryContextStrdup(client->cxt, req->header_lines);
 
 	*client->queue_tailp = q;
 	client->queue_tailp = &q->next;
@@ -465,6 +476,7 @@ http_request_reset(HttpRequest *req)
 	req->error[0] = '\0';
 	req->retry_after_secs = -1;
 	req->bytes_downloaded = 0;
+	req->content_length = -1;
 	req->priv = NULL;
 }
 
@@ -482,6 +494,16 @@ http_free_queued(HttpQueued *q)
 		explicit_bzero(q->post_fields, strlen(q->post_fields));
 		pfree(q->post_fields);
 	}
+	if (q->aws_credentials)
+	{
+		/* the object store's secret key */
+		explicit_bzero(q->aws_credentials, strlen(q->aws_credentials));
+		pfree(q->aws_credentials);
+	}
+	if (q->aws_sigv4)
+		pfree(q->aws_sigv4);
+	if (q->header_lines)
+		pfree(q->header_lines);
 	pfree(q->url);
 	pfree(q);
 }
@@ -529,7 +551,7 @@ http_start_eligible(HttpClient *client)
 			}
 		}
 
-		if (client->admit != NULL)
+		if (client->admit != NULL && !q->req->no_admission)
 		{
 			long		wait = client->admit(client->admit_arg, q->req);
 
@@ -646,7 +668,37 @@ http_start(HttpClient *client, HttpQueued *q)
 					 errmsg("out of memory")));
 		slot->headers = h;
 	}
-	if (q->post_fields)
+	if (q->header_lines)
+		http_append_header_lines(slot, q->header_lines);
+	if (q->aws_sigv4)
+	{
+		/* curl signs the request itself (SigV4) with these credentials */
+		HTTP_SETOPT(easy, CURLOPT_AWS_SIGV4, q->aws_sigv4);
+		if (q->aws_credentials)
+			HTTP_SETOPT(easy, CURLOPT_USERPWD, q->aws_credentials);
+	}
+	if (q->req->method != NULL && strcmp(q->req->method, "PUT") == 0)
+	{
+		/*
+		 * The body goes as POSTFIELDS under a PUT verb: curl then sends it
+		 * from our buffer without a read callback.  No "Expect:" header to
+		 * turn off 100-continue: libcurl 7.88 would sign that empty header
+		 * and the store, which never receives it, would refuse the
+		 * signature.
+		 */
+		HTTP_SETOPT(easy, CURLOPT_CUSTOMREQUEST, "PUT");
+		HTTP_SETOPT(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) q->req->upload_len);
+		HTTP_SETOPT(easy, CURLOPT_POSTFIELDS,
+					q->req->upload ? (const char *) q->req->upload : "");
+	}
+	else if (q->req->method != NULL && strcmp(q->req->method, "HEAD") == 0)
+		HTTP_SETOPT(easy, CURLOPT_NOBODY, 1L);
+	else if (q->req->method != NULL && strcmp(q->req->method, "DELETE") == 0)
+	{
+		HTTP_SETOPT(easy, CURLOPT_HTTPGET, 1L);
+		HTTP_SETOPT(easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+	else if (q->post_fields)
 	{
 		struct curl_slist *h;
 
@@ -747,6 +799,35 @@ http_wait_any(HttpClient *client)
 	}
 }
 
+/* Add each line of lines (separated by '\n') to the slot's header list. */
+static void
+http_append_header_lines(HttpSlot *slot, const char *lines)
+{
+	const char *p = lines;
+
+	while (*p)
+	{
+		const char *nl = strchr(p, '\n');
+		size_t		n = nl ? (size_t) (nl - p) : strlen(p);
+
+		if (n > 0)
+		{
+			char	   *line = pnstrdup(p, n);
+			struct curl_slist *h = curl_slist_append(slot->headers, line);
+
+			pfree(line);
+			if (h == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory")));
+			slot->headers = h;
+		}
+		p += n;
+		if (*p == '\n')
+			p++;
+	}
+}
+
 /*
  * Finish the first completed transfer curl reports.  Further completions
  * stay in curl's message queue for the next call.
@@ -781,11 +862,14 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 	HttpRequest *req = slot->req;
 	long		status = 0;
 	curl_off_t	downloaded = 0;
+	curl_off_t	length = -1;
 
 	HTTP_EASY_CHECK(curl_easy_getinfo(slot->easy, CURLINFO_RESPONSE_CODE, &status),
 					"CURLINFO_RESPONSE_CODE");
 	HTTP_EASY_CHECK(curl_easy_getinfo(slot->easy, CURLINFO_SIZE_DOWNLOAD_T, &downloaded),
 					"CURLINFO_SIZE_DOWNLOAD_T");
+	HTTP_EASY_CHECK(curl_easy_getinfo(slot->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length),
+					"CURLINFO_CONTENT_LENGTH_DOWNLOAD_T");
 
 	/* the connection goes back to the multi handle's cache */
 	HTTP_MULTI_CHECK(curl_multi_remove_handle(client->multi, slot->easy),
@@ -796,6 +880,7 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 	/* body bytes as received, before content decoding; headers excluded */
 	req->bytes_downloaded = downloaded > 0 ? (size_t) downloaded : 0;
 	req->retry_after_secs = slot->retry_after;
+	req->content_length = length >= 0 ? (int64) length : -1;
 	req->too_large = slot->too_large;
 	req->transport_failed = (result != CURLE_OK);
 	req->timed_out = (result == CURLE_OPERATION_TIMEDOUT);

@@ -159,6 +159,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.s3(method, parts, body)
         except Reject as r:
+            self.log_message("refused %s %s: %s %s (Authorization: %s)", method, parts.path, r.code,
+                             r.message, re.sub(r"Signature=\w+", "Signature=...",
+                                               self.headers.get("Authorization", "-")))
             with self.st.lock:
                 self.st.stats["rejected"] += 1
                 self.st.count_code(r.code)
