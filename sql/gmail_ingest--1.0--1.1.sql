@@ -609,7 +609,7 @@ BEGIN
 	                    WHERE o.mailbox_id = mb AND o.sha256 = m.raw_sha256
 	                      AND o.object_key = format('%s/%s/raw/%s.eml', x.org_id, mb, m.raw_sha256));
 	check_name := 'bytes kept'; ok := n = 0;
-	detail := format('%s attachments or raw messages whose bytes are in neither blobs nor objects', n); RETURN NEXT;
+	detail := format('%s attachments or raw messages without their bytes', n); RETURN NEXT;
 	IF EXISTS (SELECT 1 FROM @extschema@.objects o WHERE o.mailbox_id = mb) THEN
 		RETURN QUERY SELECT * FROM @extschema@._verify_objects(mb, verify.deep);
 	END IF;
