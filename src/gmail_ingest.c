@@ -172,12 +172,13 @@ check_mailbox_ready(const MailboxInfo *mb)
 }
 
 static HttpClient *
-make_http(MemoryContext cxt, int concurrency)
+make_http(MemoryContext cxt, int concurrency, int concurrency_other)
 {
 	HttpOptions o;
 
 	memset(&o, 0, sizeof(o));
 	o.max_concurrency = concurrency;
+	o.max_concurrency_other = concurrency_other;
 	o.connect_timeout_ms = gi_connect_timeout_ms;
 	o.request_timeout_ms = gi_request_timeout_ms;
 	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
@@ -339,8 +340,9 @@ sync_mailbox(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	s->api_http = make_http(sync_cxt, gi_max_concurrency);
-	s->token_http = make_http(sync_cxt, 1);
+	/* object-store uploads get slots of their own: Gmail's limit is Gmail's */
+	s->api_http = make_http(sync_cxt, gi_max_concurrency, s->use_s3 ? gi_max_concurrency : 0);
+	s->token_http = make_http(sync_cxt, 1, 0);
 	s->gmail = make_gmail(s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 

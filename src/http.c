@@ -118,6 +118,9 @@ struct HttpClient
 	int			nslots;
 	HttpSlot   *slots;
 	int			nrunning;
+	int			max_main;		/* in flight at once: admitted requests */
+	int			max_other;		/* and no_admission ones (0: they share) */
+	int			nrunning_other;
 
 	HttpQueued *queue_head;		/* FIFO of requests not yet started */
 	HttpQueued **queue_tailp;
@@ -249,6 +252,7 @@ http_client_create(MemoryContext owner, const HttpOptions *opts)
 	nslots = opts->max_concurrency;
 	if (nslots < 1)
 		nslots = 1;
+	nslots += Max(opts->max_concurrency_other, 0);
 
 	/* The body is copied into one palloc chunk, NUL included. */
 	limit = opts->max_response_bytes;
@@ -259,6 +263,8 @@ http_client_create(MemoryContext owner, const HttpOptions *opts)
 	client->cxt = owner;
 	client->slots = MemoryContextAllocZero(owner, sizeof(HttpSlot) * nslots);
 	client->nslots = nslots;
+	client->max_other = Max(opts->max_concurrency_other, 0);
+	client->max_main = nslots - client->max_other;
 	client->queue_tailp = &client->queue_head;
 	client->connect_timeout_ms = Max(opts->connect_timeout_ms, 0);
 	client->request_timeout_ms = Max(opts->request_timeout_ms, 0);
@@ -353,6 +359,7 @@ http_release(HttpClient *client)
 		slot->req = NULL;
 	}
 	client->nrunning = 0;
+	client->nrunning_other = 0;
 
 	if (client->multi != NULL)
 	{
@@ -535,6 +542,16 @@ http_start_eligible(HttpClient *client)
 	while (*link != NULL && client->nrunning < client->nslots)
 	{
 		HttpQueued *q = *link;
+
+		/* each class of request within its own number of slots */
+		if (client->max_other > 0 &&
+			(q->req->no_admission
+			 ? client->nrunning_other >= client->max_other
+			 : client->nrunning - client->nrunning_other >= client->max_main))
+		{
+			link = &q->next;
+			continue;
+		}
 
 		if (q->not_before != 0)
 		{
@@ -723,6 +740,8 @@ http_start(HttpClient *client, HttpQueued *q)
 	slot->req = q->req;
 	q->req->priv = slot;
 	client->nrunning++;
+	if (client->max_other > 0 && q->req->no_admission)
+		client->nrunning_other++;
 
 	http_free_queued(q);
 }
@@ -922,6 +941,8 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 	http_free_headers(slot);
 	slot->req = NULL;
 	client->nrunning--;
+	if (client->max_other > 0 && req->no_admission)
+		client->nrunning_other--;
 	req->priv = NULL;
 
 	return req;

@@ -61,6 +61,10 @@ typedef struct HttpRequest
 typedef struct HttpOptions
 {
 	int			max_concurrency;	/* transfers in flight at once */
+	int			max_concurrency_other;	/* more, for no_admission requests only
+										 * (another service's, e.g. the object
+										 * store's during a sync): they never
+										 * take a slot from the others */
 	int			connect_timeout_ms;
 	int			request_timeout_ms;
 	size_t		max_response_bytes;
