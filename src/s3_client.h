@@ -18,7 +18,7 @@
 
 typedef struct S3Config
 {
-	const char *endpoint;		/* https://host[:port], no trailing path */
+	const char *endpoint;		/* https://host[:port][/path], no query */
 	const char *region;
 	const char *bucket;
 	const char *access_key_id;

@@ -44,10 +44,10 @@ check_endpoint(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("%s", problem);
 		return false;
 	}
-	if (strchr(strstr(*newval, "://") + 3, '/') != NULL &&
-		strcmp(strchr(strstr(*newval, "://") + 3, '/'), "/") != 0)
+	/* a path is allowed: Supabase's endpoint is https://<ref>.supabase.co/storage/v1/s3 */
+	if (strpbrk(*newval, "?#%") != NULL)
 	{
-		GUC_check_errdetail("The endpoint is a scheme, host and port only, e.g. https://s3.eu-west-1.amazonaws.com; "
+		GUC_check_errdetail("The endpoint is a scheme, host, port and optional path, without a query; "
 							"the bucket goes in gmail_ingest.s3_bucket, a key prefix in gmail_ingest.s3_prefix.");
 		return false;
 	}
@@ -135,7 +135,7 @@ settings_s3_define(void)
 							 &gi_blob_store, BLOB_STORE_DATABASE, blob_store_options,
 							 PGC_SUSET, 0, check_blob_store, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.s3_endpoint",
-							   "URL of the S3-compatible object store, scheme, host and port only.",
+							   "URL of the S3-compatible object store: scheme, host, port and optional path.",
 							   "http:// is accepted for loopback hosts only.",
 							   &gi_s3_endpoint, "",
 							   PGC_SUSET, 0, check_endpoint, NULL, NULL);

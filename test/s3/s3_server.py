@@ -17,7 +17,9 @@ at AWS.  It also checks what S3 checks and botocore does not:
     character set Supabase Storage accepts, so a key that works here works
     there.
 
-Path-style addressing only: /<bucket>/<key>.  Operations: PUT, GET, HEAD,
+Path-style addressing only: /<bucket>/<key>, also under /storage/v1/s3
+(where Supabase Storage mounts its S3 endpoint, so an endpoint with a path
+is exercised).  Operations: PUT, GET, HEAD,
 DELETE object and ListObjectsV2 (GET /<bucket>?list-type=2 with prefix,
 continuation-token, max-keys).  Errors are S3's XML documents.
 
@@ -54,6 +56,7 @@ from botocore.credentials import Credentials
 # The characters Supabase Storage accepts in an object key.
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_/!.*'() &$=@;:+,?\-]+$")
 MAX_SKEW = datetime.timedelta(minutes=15)
+SUPABASE_MOUNT = "/storage/v1/s3"
 
 
 class Store:
@@ -220,7 +223,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def s3(self, method, parts, body):
         st = self.st
-        segs = parts.path.split("/", 2)
+        path = parts.path
+        if path.startswith(SUPABASE_MOUNT + "/"):
+            path = path[len(SUPABASE_MOUNT):]
+        segs = path.split("/", 2)
         bucket = unquote(segs[1]) if len(segs) > 1 else ""
         raw_key = segs[2] if len(segs) > 2 else ""
         key = unquote(raw_key)

@@ -105,6 +105,13 @@ check "s3 re-run: 0 PUT" "$(s3stat PUT)" 0
 check "s3 re-run: 0 HEAD" "$(s3stat HEAD)" 0
 check "s3 re-run: 0 data tuples written" "$tuples" 0
 
+# an endpoint with a path (Supabase Storage: https://<ref>.supabase.co/storage/v1/s3)
+new_mailbox "path-$E1" "\"seed\":147,\"threads\":2,\"messages\":3,\"days\":7,\"window_days\":7,\"attachments\":2,\"now_ms\":$NOW_MS"
+mbp=$(q $DB "SELECT gmail_ingest.add_mailbox('$ORG', 'path-$E1', 'rt-path-$E1')")
+IFS='|' read -r status err <<<"$(PGOPTIONS="$S3OPT -c gmail_ingest.s3_endpoint=$S3_URL/storage/v1/s3/" q $DB "SELECT status, coalesce(error, '') FROM gmail_ingest.gmail_sync($mbp, 7)")"
+check "endpoint with a path: the sync succeeded" "$status$err" succeeded
+check "endpoint with a path: every object in place" "$(s3objects "$ORG/$mbp/" | md5sum)" "$(rows_objects $DB "$mbp" | md5sum)"
+
 # ---- 2. hostile filenames
 new_mailbox "$E2" "\"seed\":142,\"threads\":1,\"messages\":1,\"days\":7,\"window_days\":7,\"attachments\":0,\"now_ms\":$NOW_MS"
 python3 - "$E2" "$OUT/names.json" <<'PY'
