@@ -88,10 +88,12 @@ check_object(HttpClient *http, const S3Config *cfg, const char *key, const char 
 		http_request_reset(&r.http);
 		return ok ? NULL : "bytes do not hash to its sha256";
 	}
-	if (r.http.content_length != len)
-		return "wrong size";
-	http_request_reset(&r.http);
-	return NULL;
+	{
+		int64		got_len = r.http.content_length;
+
+		http_request_reset(&r.http);
+		return got_len == len ? NULL : "wrong size";
+	}
 }
 
 PG_FUNCTION_INFO_V1(gmail_verify_objects);

@@ -303,7 +303,8 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 	{
 		GmailCall  *done;
 
-		while (next < n && nfree > 0)
+		/* a store slower than Gmail holds the fetches back, not memory */
+		while (next < n && nfree > 0 && !sync_uploads_backlogged(s))
 		{
 			GmailCall  *c = &calls[free_slots[--nfree]];
 
@@ -317,7 +318,11 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 		}
 		done = gmail_next(s->gmail);
 		if (done == NULL)
+		{
+			if (next < n)
+				continue;		/* only uploads were pending; fetch on */
 			break;
+		}
 		{
 			MemoryContext old = MemoryContextSwitchTo(s->item_cxt);
 

@@ -13,6 +13,8 @@
  * can commit; a failed upload fails the run, which rolls its rows back.
  * An upload the run completed before it failed or was cancelled is an
  * orphan no row refers to: gc_objects removes it.
+ * Each upload holds a copy of its bytes until it completes; past
+ * UPLOAD_BACKLOG_BYTES of them the fetch loop stops submitting Gmail calls.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,6 +22,18 @@
 #include "utils/memutils.h"
 
 #include "sync_internal.h"
+
+/*
+ * Upload bytes held in memory before the fetch loop stops asking Gmail for
+ * more: each upload's bytes are a copy that lives until it completes.
+ */
+#define UPLOAD_BACKLOG_BYTES ((int64) 64 * 1024 * 1024)
+
+bool
+sync_uploads_backlogged(const SyncState *s)
+{
+	return s->upload_bytes >= UPLOAD_BACKLOG_BYTES;
+}
 
 /* A completed upload (called from gmail_next): retried, failed or done. */
 static void
@@ -34,6 +48,7 @@ upload_done(void *arg, HttpRequest *req)
 		return;
 	}
 	/* S3_OK (a PUT is never "not found"); failures raised in s3_judge */
+	s->upload_bytes -= (int64) r->len;
 	if (r->http.body)
 		pfree(r->http.body);
 	pfree((void *) r->http.url);
@@ -83,5 +98,6 @@ sync_keep_bytes(SyncState *s, const char *sha256_hex, const unsigned char *data,
 	r->len = len;
 	strlcpy(r->sha256, sha256_hex, sizeof(r->sha256));
 	s3_submit(s->api_http, &s->s3, r);
+	s->upload_bytes += (int64) len;
 	MemoryContextSwitchTo(old);
 }

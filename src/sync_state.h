@@ -39,6 +39,7 @@ typedef struct SyncState
 	MemoryContext item_cxt;		/* reset after each message */
 	MemoryContext upload_cxt;	/* uploads in flight (sync_objects.c) */
 	int			object_retries;	/* retries at the object store */
+	int64		upload_bytes;	/* bytes of the uploads not completed yet */
 
 	RunCounters counters;
 	int			token_retries;	/* retries at the OAuth token endpoint */

@@ -34,6 +34,7 @@ The admin API (plain HTTP + JSON, no signature) is under /admin/:
                       "drop_bucket": true, "create_bucket": true}
   POST /admin/age {"seconds": 7200}   every object becomes that much older
   POST /admin/put {"key": K, "data_hex": "..."}   an object behind our back
+  POST /admin/delete {"key": K}   one object gone behind our back
   POST /admin/clear               delete every object
 """
 
@@ -349,6 +350,9 @@ class Handler(BaseHTTPRequestHandler):
             if method == "POST" and path == "/admin/put":
                 data = bytes.fromhex(arg.get("data_hex", ""))
                 st.objects[arg["key"]] = (data, hashlib.sha256(data).hexdigest(), now)
+                return self.send_json({"ok": True})
+            if method == "POST" and path == "/admin/delete":
+                st.objects.pop(arg["key"], None)
                 return self.send_json({"ok": True})
             if method == "POST" and path == "/admin/clear":
                 st.objects = {}

@@ -97,6 +97,25 @@ check "s3: attachments carry sha256 and storage_path" \
 	"$(q $DB "SELECT count(*) FROM gmail_ingest.mail_attachments WHERE mailbox_id = $mb1 AND storage_path <> format('%s/%s/%s/', '$ORG', $mb1, sha256) || split_part(storage_path, '/', 4)")" 0
 check "s3: verify(deep => true)" "$(q $DB "SELECT coalesce(string_agg(check_name || ': ' || detail, '; '), 't') FROM gmail_ingest.verify($mb1, deep => true) WHERE NOT ok")" t
 check "s3: verify ran the object checks" "$(q $DB "SELECT count(*) FROM gmail_ingest.verify($mb1, true) WHERE check_name IN ('objects present', 'object hashes match')")" 2
+# objects lost or damaged behind the database's back: verify names each key
+k1=$(q $DB "SELECT object_key FROM gmail_ingest.objects WHERE mailbox_id = $mb1 ORDER BY object_key LIMIT 1")
+k2=$(q $DB "SELECT object_key FROM gmail_ingest.objects WHERE mailbox_id = $mb1 ORDER BY object_key LIMIT 1 OFFSET 1")
+hexof() { gi_s3 GET "/admin/object?key=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "db1/$1")" | od -An -v -tx1 | tr -d ' \n'; }
+h1=$(hexof "$k1")
+h2=$(hexof "$k2")
+gi_s3 POST /admin/delete "{\"key\":\"db1/$k1\"}" >/dev/null
+gi_s3 POST /admin/put "{\"key\":\"db1/$k2\",\"data_hex\":\"${h2}00\"}" >/dev/null
+check "verify: the missing object named" "$(q $DB "SELECT string_agg(check_name || '=' || detail, ';') FROM gmail_ingest.verify($mb1) WHERE check_name = 'object missing'")" "object missing=$k1: missing"
+check "verify: the object of the wrong size named" "$(q $DB "SELECT string_agg(detail, ';') FROM gmail_ingest.verify($mb1) WHERE check_name = 'object damaged'")" "$k2: wrong size"
+check "verify: the summary fails" "$(q $DB "SELECT string_agg(check_name || '=' || ok, ',' ORDER BY check_name) FROM gmail_ingest.verify($mb1) WHERE check_name LIKE 'objects present' OR check_name LIKE 'object sizes match'")" "object sizes match=false,objects present=false"
+first=${h2:0:2}
+[ "$first" = ff ] && other=00 || other=ff
+gi_s3 POST /admin/put "{\"key\":\"db1/$k2\",\"data_hex\":\"$other${h2:2}\"}" >/dev/null
+check "verify(deep): same size, other bytes named" "$(q $DB "SELECT string_agg(detail, ';') FROM gmail_ingest.verify($mb1, true) WHERE check_name = 'object damaged'")" "$k2: bytes do not hash to its sha256"
+gi_s3 POST /admin/put "{\"key\":\"db1/$k1\",\"data_hex\":\"$h1\"}" >/dev/null
+gi_s3 POST /admin/put "{\"key\":\"db1/$k2\",\"data_hex\":\"$h2\"}" >/dev/null
+check "verify(deep) after the repair" "$(q $DB "SELECT coalesce(string_agg(check_name || ': ' || detail, '; '), 't') FROM gmail_ingest.verify($mb1, true) WHERE NOT ok")" t
+
 gi_s3 POST /admin/stats/reset >/dev/null
 IFS='|' read -r status tuples <<<"$(PGOPTIONS="$S3OPT" psql -X -At -F'|' -d $DB -c "BEGIN" \
 	-c "SELECT status FROM gmail_ingest.gmail_sync($mb1, 7, true)" -c "$data_tuples_sql" -c "COMMIT" | sed -n '2p;3p' | paste -sd'|')"
