@@ -17,9 +17,10 @@ at AWS.  It also checks what S3 checks and botocore does not:
     character set Supabase Storage accepts, so a key that works here works
     there.
 
-Path-style addressing only: /<bucket>/<key>, also under /storage/v1/s3
-(where Supabase Storage mounts its S3 endpoint, so an endpoint with a path
-is exercised).  Operations: PUT, GET, HEAD,
+Path-style addressing: /<bucket>/<key>, also under /storage/v1/s3 (where
+Supabase Storage mounts its S3 endpoint, so an endpoint with a path is
+exercised).  Virtual-hosted addressing for host names under localhost:
+Host <bucket>.localhost:<port>, path /<key>.  Operations: PUT, GET, HEAD,
 DELETE object and ListObjectsV2 (GET /<bucket>?list-type=2 with prefix,
 continuation-token, max-keys).  Errors are S3's XML documents.
 
@@ -227,9 +228,17 @@ class Handler(BaseHTTPRequestHandler):
         path = parts.path
         if path.startswith(SUPABASE_MOUNT + "/"):
             path = path[len(SUPABASE_MOUNT):]
-        segs = path.split("/", 2)
-        bucket = unquote(segs[1]) if len(segs) > 1 else ""
-        raw_key = segs[2] if len(segs) > 2 else ""
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+        if host.endswith(".localhost"):
+            # virtual-hosted style: the bucket is in the host name
+            bucket = host[:-len(".localhost")]
+            with st.lock:
+                st.stats["virtual_hosted"] = st.stats.get("virtual_hosted", 0) + 1
+            raw_key = path[1:]
+        else:
+            segs = path.split("/", 2)
+            bucket = unquote(segs[1]) if len(segs) > 1 else ""
+            raw_key = segs[2] if len(segs) > 2 else ""
         key = unquote(raw_key)
         q = dict(parse_qsl(parts.query, keep_blank_values=True))
         op = ("LIST" if method == "GET" and not key else method)

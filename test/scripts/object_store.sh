@@ -131,6 +131,18 @@ IFS='|' read -r status err <<<"$(PGOPTIONS="$S3OPT -c gmail_ingest.s3_endpoint=$
 check "endpoint with a path: the sync succeeded" "$status$err" succeeded
 check "endpoint with a path: every object in place" "$(s3objects "$ORG/$mbp/" | md5sum)" "$(rows_objects $DB "$mbp" | md5sum)"
 
+# virtual-hosted addressing (s3_path_style = off): the bucket in the host name
+new_mailbox "vhost-$E1" "\"seed\":148,\"threads\":2,\"messages\":3,\"days\":7,\"window_days\":7,\"attachments\":2,\"now_ms\":$NOW_MS"
+mbv=$(q $DB "SELECT gmail_ingest.add_mailbox('$ORG', 'vhost-$E1', 'rt-vhost-$E1')")
+gi_s3 POST /admin/stats/reset >/dev/null
+IFS='|' read -r status err <<<"$(PGOPTIONS="$S3OPT -c gmail_ingest.s3_path_style=off -c gmail_ingest.s3_endpoint=${S3_URL/127.0.0.1/localhost}" q $DB "SELECT status, coalesce(error, '') FROM gmail_ingest.gmail_sync($mbv, 7)")"
+check "virtual-hosted: the sync succeeded" "$status$err" succeeded
+check "virtual-hosted: every object in place" "$(s3objects "$ORG/$mbv/" | md5sum)" "$(rows_objects $DB "$mbv" | md5sum)"
+check "virtual-hosted: no request refused" "$(s3stat rejected)" 0
+check "virtual-hosted: every PUT addressed by host name" "$(s3stat virtual_hosted)" "$(s3stat PUT)"
+check "virtual-hosted: verify(deep) through the bucket's host name" \
+	"$(PGOPTIONS="-c gmail_ingest.s3_path_style=off -c gmail_ingest.s3_endpoint=${S3_URL/127.0.0.1/localhost}" q $DB "SELECT coalesce(string_agg(check_name || ': ' || detail, '; '), 't') FROM gmail_ingest.verify($mbv, true) WHERE NOT ok")" t
+
 # ---- 2. hostile filenames
 new_mailbox "$E2" "\"seed\":142,\"threads\":1,\"messages\":1,\"days\":7,\"window_days\":7,\"attachments\":0,\"now_ms\":$NOW_MS"
 python3 - "$E2" "$OUT/names.json" <<'PY'
