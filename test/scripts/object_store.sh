@@ -6,7 +6,10 @@
 #  1. blob_store = 's3': every attachment and raw message is an object at
 #     its key holding the right bytes (the server's SHA-256 of each object
 #     against the rows), blobs holds no bytes, verify(deep) passes; a
-#     re-run sends 0 PUT and 0 HEAD and writes 0 data tuples.
+#     re-run sends 0 PUT and 0 HEAD and writes 0 data tuples.  An object
+#     deleted or damaged behind the database's back is named by verify
+#     (HEAD: size; deep: hash).  An endpoint with a path (Supabase's) and
+#     virtual-hosted addressing (s3_path_style = off) work too.
 #  2. Hostile filenames (spaces, + % ? #, NFC and NFD, 255 bytes, names
 #     that read alike once made safe): every key accepted, portable,
 #     deterministic (a second database computes the same keys), no two
