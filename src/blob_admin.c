@@ -4,9 +4,9 @@
  *	  _verify_objects (verify's object checks), _migrate_blobs_batch (one
  *	  committed batch of migrate_blobs) and gc_objects.
  *
- * Each makes an HTTP client of its own and talks to the store one request
- * at a time (through s3_run: retries, backoff, interruptible waits); they
- * are maintenance calls, not the sync's hot path.
+ * Each makes an HTTP client of its own (retries, backoff and waits through
+ * s3_client.c, interruptible).  verify asks for max_concurrency objects at
+ * once; migrate_blobs and gc_objects go one request at a time.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -33,12 +33,12 @@ PGDLLEXPORT Datum gmail_migrate_blobs_batch(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum gmail_gc_objects(PG_FUNCTION_ARGS);
 
 static HttpClient *
-admin_http(void)
+admin_http(int concurrency)
 {
 	HttpOptions o;
 
 	memset(&o, 0, sizeof(o));
-	o.max_concurrency = 1;
+	o.max_concurrency = concurrency;
 	o.connect_timeout_ms = gi_connect_timeout_ms;
 	o.request_timeout_ms = gi_request_timeout_ms;
 	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
@@ -67,33 +67,43 @@ put_row(ReturnSetInfo *rsinfo, const char *a, const char *b, int nbool, bool okv
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 }
 
+/*
+ * What a finished HEAD (GET when deep) of an object says: NULL when it
+ * holds len bytes (that hash to sha), else the problem.  Frees the answer.
+ */
+static const char *
+object_problem(S3Request *r, S3Outcome outcome, const char *sha, int64 len, bool deep)
+{
+	const char *problem = NULL;
+	char		got[65];
+
+	if (outcome == S3_NOT_FOUND)
+		problem = "missing";
+	else if (deep)
+	{
+		if (r->http.body_len != (size_t) len ||
+			!sha256_hex(r->http.body, r->http.body_len, got) || strcmp(got, sha) != 0)
+			problem = "bytes do not hash to its sha256";
+	}
+	else if (r->http.content_length != len)
+		problem = "wrong size";
+	http_request_reset(&r->http);
+	return problem;
+}
+
 /* Does the object at key hold len bytes (and, deep, hash to sha)? */
 static const char *
 check_object(HttpClient *http, const S3Config *cfg, const char *key, const char *sha,
 			 int64 len, bool deep)
 {
 	S3Request	r;
-	char		got[65];
+	S3Outcome	outcome;
 
 	memset(&r, 0, sizeof(r));
 	r.op = deep ? S3_GET : S3_HEAD;
 	r.key = (char *) key;
-	if (s3_run(http, cfg, &r) == S3_NOT_FOUND)
-		return "missing";
-	if (deep)
-	{
-		bool		ok = r.http.body_len == (size_t) len &&
-			sha256_hex(r.http.body, r.http.body_len, got) && strcmp(got, sha) == 0;
-
-		http_request_reset(&r.http);
-		return ok ? NULL : "bytes do not hash to its sha256";
-	}
-	{
-		int64		got_len = r.http.content_length;
-
-		http_request_reset(&r.http);
-		return got_len == len ? NULL : "wrong size";
-	}
+	outcome = s3_run(http, cfg, &r);
+	return object_problem(&r, outcome, sha, len, deep);
 }
 
 PG_FUNCTION_INFO_V1(gmail_verify_objects);
@@ -111,19 +121,50 @@ gmail_verify_objects(PG_FUNCTION_ARGS)
 	int			n;
 	int			missing = 0,
 				wrong = 0;
+	int			window;
+	S3Request  *reqs;
+	int			next = 0,
+				inflight = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	objs = store_objects_of_mailbox(mailbox_id, &n);
-	http = admin_http();
-	for (int i = 0; i < n; i++)
-	{
-		const char *problem = check_object(http, &cfg, objs[i].key, objs[i].sha256,
-										   objs[i].size_bytes, deep);
 
-		CHECK_FOR_INTERRUPTS();
+	/* max_concurrency objects asked for at once, like a sync's uploads */
+	window = Max(1, gi_max_concurrency);
+	reqs = palloc0(sizeof(S3Request) * window);
+	http = admin_http(window);
+	while (next < n || inflight > 0)
+	{
+		S3Request  *r;
+		S3Outcome	outcome;
+		StoredObject *o;
+		const char *problem;
+
+		for (int j = 0; j < window && next < n; j++)
+		{
+			if (reqs[j].opaque != NULL)
+				continue;
+			memset(&reqs[j], 0, sizeof(S3Request));
+			reqs[j].op = deep ? S3_GET : S3_HEAD;
+			reqs[j].key = objs[next].key;
+			reqs[j].opaque = &objs[next];
+			s3_submit(http, &cfg, &reqs[j]);
+			next++;
+			inflight++;
+		}
+		r = (S3Request *) http_wait_any(http);
+		if (r == NULL)
+			elog(ERROR, "object store request was lost");
+		outcome = s3_judge(http, &cfg, r);
+		if (outcome == S3_RETRY)
+			continue;
+		o = (StoredObject *) r->opaque;
+		problem = object_problem(r, outcome, o->sha256, o->size_bytes, deep);
+		r->opaque = NULL;
+		inflight--;
 		if (problem == NULL)
 			continue;
 		if (strcmp(problem, "missing") == 0)
@@ -131,7 +172,7 @@ gmail_verify_objects(PG_FUNCTION_ARGS)
 		else
 			wrong++;
 		put_row(rsinfo, strcmp(problem, "missing") == 0 ? "object missing" : "object damaged",
-				psprintf("%s: %s", objs[i].key, problem), 1, false);
+				psprintf("%s: %s", o->key, problem), 1, false);
 	}
 	http_client_destroy(http);
 	SPI_finish();
@@ -229,7 +270,7 @@ gmail_migrate_blobs_batch(PG_FUNCTION_ARGS)
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	http = admin_http();
+	http = admin_http(1);
 	if (strcmp(target, "s3") == 0)
 	{
 		char	  **shas;
@@ -278,7 +319,7 @@ gmail_gc_objects(PG_FUNCTION_ARGS)
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	http = admin_http();
+	http = admin_http(1);
 	do
 	{
 		S3Request	r;
