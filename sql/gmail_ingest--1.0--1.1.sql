@@ -1066,3 +1066,204 @@ REVOKE ALL ON FUNCTION @extschema@._push_pull() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._push_ack(bigint, text[]) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE @extschema@.run_push(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._keep_push_listener(boolean) FROM PUBLIC;
+
+-- Object storage (SPEC 7d): attachment and raw-message bytes in an
+-- S3-compatible store.  blobs keeps a row per content (the foreign keys
+-- point at it) with data NULL; objects says which keys hold the bytes.
+------------------------------------------------------------------------
+ALTER TABLE @extschema@.blobs ALTER COLUMN data DROP NOT NULL;
+COMMENT ON COLUMN @extschema@.blobs.data IS
+  'The bytes, or NULL when they are kept in the object store (gmail_ingest.objects says at which keys)';
+
+CREATE TABLE @extschema@.objects (
+	mailbox_id  bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	object_key  text NOT NULL,
+	sha256      text NOT NULL REFERENCES @extschema@.blobs (sha256),
+	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
+	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, object_key)
+);
+CREATE INDEX objects_object_key_idx ON @extschema@.objects (object_key);
+CREATE INDEX objects_sha256_idx ON @extschema@.objects (sha256);
+COMMENT ON TABLE @extschema@.objects IS
+  'Objects uploaded to the object store (blob_store = s3): key (without gmail_ingest.s3_prefix) and content; a recorded key is never uploaded again';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.objects', '');
+ALTER TABLE @extschema@.objects ENABLE ROW LEVEL SECURITY;
+
+CREATE FUNCTION @extschema@._verify_objects(mailbox_id bigint, deep boolean)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'gmail_verify_objects'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@._verify_objects(bigint, boolean) IS
+  'verify''s object-store checks: HEAD (deep: GET and hash) of every object recorded for the mailbox; one row per missing or damaged key, then a summary';
+
+CREATE FUNCTION @extschema@._migrate_blobs_batch(target text, batch_size integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'gmail_migrate_blobs_batch'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@._migrate_blobs_batch(text, integer) IS
+  'One batch of migrate_blobs: moves up to batch_size blobs'' bytes to target (''s3'' or ''database''), verified; returns how many (0: done)';
+
+CREATE PROCEDURE @extschema@.migrate_blobs(target text, batch_size integer DEFAULT 500)
+LANGUAGE plpgsql AS $$
+DECLARE
+	moved integer;
+	total bigint := 0;
+BEGIN
+	IF target IS NULL OR batch_size IS NULL THEN
+		RAISE EXCEPTION 'migrate_blobs arguments must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	LOOP
+		moved := @extschema@._migrate_blobs_batch(target, batch_size);
+		total := total + moved;
+		-- each batch is committed: a kill loses at most one batch, redone on the next call
+		COMMIT;
+		EXIT WHEN moved = 0;
+		RAISE NOTICE '% blobs moved to %', total, target;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.migrate_blobs(text, integer) IS
+  'Moves existing bytes between the blobs table and the object store (target ''s3'' or ''database''), in committed batches; resumable';
+
+CREATE FUNCTION @extschema@.gc_objects(dry_run boolean DEFAULT true)
+RETURNS TABLE (object_key text, action text)
+AS 'MODULE_PATHNAME', 'gmail_gc_objects'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.gc_objects(boolean) IS
+  'Lists the object store under gmail_ingest.s3_prefix and removes (unless dry_run) objects no row refers to that are older than an hour';
+
+-- verify gains deep (GET and hash every object); mailbox_status does not use it.
+DROP FUNCTION @extschema@.verify(bigint);
+CREATE FUNCTION @extschema@.verify(mailbox_id bigint, deep boolean DEFAULT false)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+	mb bigint := verify.mailbox_id;
+	n bigint;
+BEGIN
+	IF mb IS NULL THEN
+		RAISE EXCEPTION 'mailbox_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.mailboxes m WHERE m.id = mb) THEN
+		RAISE EXCEPTION 'mailbox % does not exist', mb USING ERRCODE = 'no_data_found';
+	END IF;
+
+	-- Natural keys are counted, not trusted to the indexes: a dropped or
+	-- corrupted unique index must not hide a duplicate.
+	SELECT count(*) INTO n FROM (
+		SELECT provider_thread_id FROM @extschema@.mail_threads t
+		 WHERE t.mailbox_id = mb GROUP BY 1 HAVING count(*) > 1) d;
+	check_name := 'no duplicate threads'; ok := n = 0;
+	detail := format('%s duplicated provider_thread_id', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM (
+		SELECT provider_message_id FROM @extschema@.mail_messages m
+		 WHERE m.mailbox_id = mb GROUP BY 1 HAVING count(*) > 1) d;
+	check_name := 'no duplicate messages'; ok := n = 0;
+	detail := format('%s duplicated provider_message_id', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM (
+		SELECT message_id, part_id FROM @extschema@.mail_attachments a
+		 WHERE a.mailbox_id = mb GROUP BY 1, 2 HAVING count(*) > 1) d;
+	check_name := 'no duplicate attachments'; ok := n = 0;
+	detail := format('%s duplicated (message_id, part_id)', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
+	 WHERE a.mailbox_id = mb
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = a.sha256);
+	check_name := 'attachment blobs present'; ok := n = 0;
+	detail := format('%s attachments without their blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_messages m
+	 WHERE m.mailbox_id = mb AND m.raw_sha256 IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = m.raw_sha256);
+	check_name := 'raw message blobs present'; ok := n = 0;
+	detail := format('%s messages without their raw blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.blobs b
+	 WHERE (b.sha256 IN (SELECT a.sha256 FROM @extschema@.mail_attachments a WHERE a.mailbox_id = mb)
+	        OR b.sha256 IN (SELECT m.raw_sha256 FROM @extschema@.mail_messages m WHERE m.mailbox_id = mb))
+	   AND (encode(sha256(b.data), 'hex') <> b.sha256 OR length(b.data) <> b.size_bytes);
+	check_name := 'blob hashes match'; ok := n = 0;
+	detail := format('%s blobs whose bytes do not match their sha256 or size', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
+	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	 WHERE a.mailbox_id = mb AND a.size_bytes <> b.size_bytes;
+	check_name := 'attachment sizes match'; ok := n = 0;
+	detail := format('%s attachments whose size_bytes differs from their blob', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_threads t
+	  LEFT JOIN LATERAL (
+		SELECT count(*) AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at
+		  FROM @extschema@.mail_messages m
+		 WHERE m.mailbox_id = t.mailbox_id AND m.thread_id = t.id AND m.deleted_at IS NULL) s ON true
+	 WHERE t.mailbox_id = mb
+	   AND (t.message_count <> s.c
+	        OR t.first_message_at IS DISTINCT FROM s.first_at
+	        OR t.last_message_at IS DISTINCT FROM s.last_at);
+	check_name := 'thread counts consistent'; ok := n = 0;
+	detail := format('%s threads whose count or dates differ from their messages', n); RETURN NEXT;
+
+	SELECT count(*) INTO n FROM @extschema@.mail_messages m
+	 WHERE m.mailbox_id = mb AND m.provider_thread_id IS DISTINCT FROM
+	       (SELECT t.provider_thread_id FROM @extschema@.mail_threads t
+	         WHERE t.mailbox_id = m.mailbox_id AND t.id = m.thread_id);
+	check_name := 'messages in their thread'; ok := n = 0;
+	detail := format('%s messages whose provider_thread_id differs from their thread', n); RETURN NEXT;
+
+	-- Ledger intact: every stored item has the event that inserted it, and
+	-- every finished run is bracketed by exactly one start and one end.
+	SELECT count(*) INTO n FROM @extschema@.mail_messages m
+	 WHERE m.mailbox_id = mb AND NOT EXISTS (
+		SELECT 1 FROM @extschema@.ledger l
+		 WHERE l.mailbox_id = mb AND l.event = 'message.ingested' AND l.entity_id = m.id
+		   AND l.detail->>'action' = 'inserted');
+	SELECT n + count(*) INTO n FROM @extschema@.mail_attachments a
+	 WHERE a.mailbox_id = mb AND NOT EXISTS (
+		SELECT 1 FROM @extschema@.ledger l
+		 WHERE l.mailbox_id = mb AND l.event = 'attachment.saved' AND l.entity_id = a.id
+		   AND l.detail->>'action' = 'inserted');
+	SELECT n + count(*) INTO n FROM @extschema@.sync_runs r
+	 WHERE r.mailbox_id = mb AND r.status <> 'running'
+	   AND ((SELECT count(*) FROM @extschema@.ledger l WHERE l.mailbox_id = mb AND l.sync_run_id = r.id
+	          AND l.event = 'sync.started') <> 1
+	     OR (SELECT count(*) FROM @extschema@.ledger l WHERE l.mailbox_id = mb AND l.sync_run_id = r.id
+	          AND l.event IN ('sync.completed', 'sync.failed')) <> 1);
+	check_name := 'ledger intact'; ok := n = 0;
+	detail := format('%s items or runs without their ledger events', n); RETURN NEXT;
+
+	-- Bytes in the object store: a content whose blob row holds no bytes
+	-- has an object recorded at its key, and the store holds every object
+	-- recorded (HEAD and size; deep: GET and sha256), missing ones by key.
+	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
+	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	 WHERE a.mailbox_id = mb AND b.data IS NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
+	                    WHERE o.mailbox_id = mb AND o.object_key = a.storage_path AND o.sha256 = a.sha256);
+	SELECT n + count(*) INTO n FROM @extschema@.mail_messages m
+	  JOIN @extschema@.blobs b ON b.sha256 = m.raw_sha256
+	  JOIN @extschema@.mailboxes x ON x.id = m.mailbox_id
+	 WHERE m.mailbox_id = mb AND b.data IS NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
+	                    WHERE o.mailbox_id = mb AND o.sha256 = m.raw_sha256
+	                      AND o.object_key = format('%s/%s/raw/%s.eml', x.org_id, mb, m.raw_sha256));
+	check_name := 'bytes kept'; ok := n = 0;
+	detail := format('%s attachments or raw messages without their bytes', n); RETURN NEXT;
+	IF EXISTS (SELECT 1 FROM @extschema@.objects o WHERE o.mailbox_id = mb) THEN
+		RETURN QUERY SELECT * FROM @extschema@._verify_objects(mb, verify.deep);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.verify(bigint, boolean) IS
+  'The idempotency proof as a query: every row says whether one invariant of the mailbox holds; deep => true also hashes every object in the object store';
+
+REVOKE ALL ON TABLE @extschema@.objects FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._verify_objects(bigint, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._migrate_blobs_batch(text, integer) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.migrate_blobs(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.gc_objects(boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.verify(bigint, boolean) FROM PUBLIC;

@@ -81,7 +81,7 @@ COMMENT ON COLUMN @extschema@.mailbox_credentials.refresh_token IS
 CREATE TABLE @extschema@.blobs (
 	sha256      text PRIMARY KEY CHECK (sha256 OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$'),
 	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
-	data        bytea NOT NULL,
+	data        bytea,
 	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE @extschema@.blobs IS
@@ -601,9 +601,9 @@ $$;
 COMMENT ON PROCEDURE @extschema@.run_due(interval, integer) IS
   'A fleet worker: syncs the most overdue due mailboxes one turn (one transaction) at a time until max_runtime or max_mailboxes turns';
 
-CREATE FUNCTION @extschema@.verify(mailbox_id bigint)
+CREATE FUNCTION @extschema@.verify(mailbox_id bigint, deep boolean DEFAULT false)
 RETURNS TABLE (check_name text, ok boolean, detail text)
-LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
@@ -701,10 +701,31 @@ BEGIN
 	          AND l.event IN ('sync.completed', 'sync.failed')) <> 1);
 	check_name := 'ledger intact'; ok := n = 0;
 	detail := format('%s items or runs without their ledger events', n); RETURN NEXT;
+
+	-- Bytes in the object store: a content whose blob row holds no bytes
+	-- has an object recorded at its key, and the store holds every object
+	-- recorded (HEAD and size; deep: GET and sha256), missing ones by key.
+	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
+	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	 WHERE a.mailbox_id = mb AND b.data IS NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
+	                    WHERE o.mailbox_id = mb AND o.object_key = a.storage_path AND o.sha256 = a.sha256);
+	SELECT n + count(*) INTO n FROM @extschema@.mail_messages m
+	  JOIN @extschema@.blobs b ON b.sha256 = m.raw_sha256
+	  JOIN @extschema@.mailboxes x ON x.id = m.mailbox_id
+	 WHERE m.mailbox_id = mb AND b.data IS NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
+	                    WHERE o.mailbox_id = mb AND o.sha256 = m.raw_sha256
+	                      AND o.object_key = format('%s/%s/raw/%s.eml', x.org_id, mb, m.raw_sha256));
+	check_name := 'bytes kept'; ok := n = 0;
+	detail := format('%s attachments or raw messages without their bytes', n); RETURN NEXT;
+	IF EXISTS (SELECT 1 FROM @extschema@.objects o WHERE o.mailbox_id = mb) THEN
+		RETURN QUERY SELECT * FROM @extschema@._verify_objects(mb, verify.deep);
+	END IF;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.verify(bigint) IS
-  'The idempotency proof as a query: every row says whether one invariant of the mailbox holds';
+COMMENT ON FUNCTION @extschema@.verify(bigint, boolean) IS
+  'The idempotency proof as a query: every row says whether one invariant of the mailbox holds; deep => true also hashes every object in the object store';
 
 CREATE VIEW @extschema@.mailbox_status WITH (security_invoker = true) AS
 SELECT m.id AS mailbox_id,
@@ -1172,6 +1193,72 @@ SELECT count(*) AS mailboxes,
   FROM @extschema@.mailboxes m;
 COMMENT ON VIEW @extschema@.fleet_status IS
   'One row: mailboxes by state, due now, freshness lag p50/p95/max over active mailboxes, the project quota used in the last minute and its limit; push: notifications received, acknowledged and ignored (stale, unknown address, malformed) in the last hour, watched mailboxes, the earliest watch expiration and failed renewals';
+
+------------------------------------------------------------------------
+-- Object storage (SPEC 7d): attachment and raw-message bytes in an
+-- S3-compatible store.  blobs keeps a row per content (the foreign keys
+-- point at it) with data NULL; objects says which keys hold the bytes.
+------------------------------------------------------------------------
+COMMENT ON COLUMN @extschema@.blobs.data IS
+  'The bytes, or NULL when they are kept in the object store (gmail_ingest.objects says at which keys)';
+
+CREATE TABLE @extschema@.objects (
+	mailbox_id  bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	object_key  text NOT NULL,
+	sha256      text NOT NULL REFERENCES @extschema@.blobs (sha256),
+	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
+	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (mailbox_id, object_key)
+);
+CREATE INDEX objects_object_key_idx ON @extschema@.objects (object_key);
+CREATE INDEX objects_sha256_idx ON @extschema@.objects (sha256);
+COMMENT ON TABLE @extschema@.objects IS
+  'Objects uploaded to the object store (blob_store = s3): key (without gmail_ingest.s3_prefix) and content; a recorded key is never uploaded again';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.objects', '');
+ALTER TABLE @extschema@.objects ENABLE ROW LEVEL SECURITY;
+
+CREATE FUNCTION @extschema@._verify_objects(mailbox_id bigint, deep boolean)
+RETURNS TABLE (check_name text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'gmail_verify_objects'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@._verify_objects(bigint, boolean) IS
+  'verify''s object-store checks: HEAD (deep: GET and hash) of every object recorded for the mailbox; one row per missing or damaged key, then a summary';
+
+CREATE FUNCTION @extschema@._migrate_blobs_batch(target text, batch_size integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'gmail_migrate_blobs_batch'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@._migrate_blobs_batch(text, integer) IS
+  'One batch of migrate_blobs: moves up to batch_size blobs'' bytes to target (''s3'' or ''database''), verified; returns how many (0: done)';
+
+CREATE PROCEDURE @extschema@.migrate_blobs(target text, batch_size integer DEFAULT 500)
+LANGUAGE plpgsql AS $$
+DECLARE
+	moved integer;
+	total bigint := 0;
+BEGIN
+	IF target IS NULL OR batch_size IS NULL THEN
+		RAISE EXCEPTION 'migrate_blobs arguments must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	LOOP
+		moved := @extschema@._migrate_blobs_batch(target, batch_size);
+		total := total + moved;
+		-- each batch is committed: a kill loses at most one batch, redone on the next call
+		COMMIT;
+		EXIT WHEN moved = 0;
+		RAISE NOTICE '% blobs moved to %', total, target;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.migrate_blobs(text, integer) IS
+  'Moves existing bytes between the blobs table and the object store (target ''s3'' or ''database''), in committed batches; resumable';
+
+CREATE FUNCTION @extschema@.gc_objects(dry_run boolean DEFAULT true)
+RETURNS TABLE (object_key text, action text)
+AS 'MODULE_PATHNAME', 'gmail_gc_objects'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.gc_objects(boolean) IS
+  'Lists the object store under gmail_ingest.s3_prefix and removes (unless dry_run) objects no row refers to that are older than an hour';
 
 -- Row-level security on every table holding a tenant's data: a role the
 -- owner grants SELECT to sees only what the owner's policies allow (none

@@ -28,6 +28,8 @@ struct GmailClient
 	MemoryContext cxt;
 	GmailStats	stats;
 	GmailBudget budget;
+	GmailForeignDone foreign_done;	/* see gmail_set_foreign */
+	void	   *foreign_arg;
 };
 
 static const char *const method_names[GM__COUNT] = {
@@ -58,6 +60,13 @@ gmail_client_create(HttpClient *http, const GmailOptions *opts,
 					  opts->project_units_per_minute, &opts->costs);
 	http_set_admission(http, gmail_budget_admit, &c->budget);
 	return c;
+}
+
+void
+gmail_set_foreign(GmailClient *client, GmailForeignDone fn, void *arg)
+{
+	client->foreign_done = fn;
+	client->foreign_arg = arg;
 }
 
 const GmailStats *
@@ -290,6 +299,11 @@ gmail_next(GmailClient *c)
 
 		if (r == NULL)
 			return NULL;
+		if (r->opaque == NULL && c->foreign_done != NULL)
+		{
+			c->foreign_done(c->foreign_arg, r);
+			continue;
+		}
 		call = (GmailCall *) r->opaque;
 		if (handle_completion(c, call))
 			return call;

@@ -189,4 +189,12 @@ extern int64 gmail_project_budget_units_last_minute(void);
 extern bool gmail_base64url_decode(const char *in, size_t len, unsigned char **out,
 								   size_t *out_len);
 
+/*
+ * Requests of another client on the same HTTP client (the object store's
+ * uploads during a sync): a completed request whose opaque is NULL is not
+ * a Gmail call and goes to fn, from gmail_next, outside any curl callback.
+ */
+typedef void (*GmailForeignDone) (void *arg, HttpRequest *req);
+extern void gmail_set_foreign(GmailClient *client, GmailForeignDone fn, void *arg);
+
 #endif

@@ -31,6 +31,7 @@
 #include "retry_policy.h"
 #include "service_account.h"
 #include "settings.h"
+#include "settings_s3.h"
 #include "store.h"
 #include "sync.h"
 #include "gmail_ingest.h"
@@ -186,12 +187,13 @@ check_mailbox_ready(const MailboxInfo *mb)
 }
 
 static HttpClient *
-make_http(MemoryContext cxt, int concurrency)
+make_http(MemoryContext cxt, int concurrency, int concurrency_other)
 {
 	HttpOptions o;
 
 	memset(&o, 0, sizeof(o));
 	o.max_concurrency = concurrency;
+	o.max_concurrency_other = concurrency_other;
 	o.connect_timeout_ms = gi_connect_timeout_ms;
 	o.request_timeout_ms = gi_request_timeout_ms;
 	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
@@ -222,7 +224,7 @@ copy_stats(SyncState *s)
 
 	s->counters.http_requests = g->http_requests;
 	s->counters.quota_units = g->quota_units;
-	s->counters.retries = g->retries + s->token_retries;
+	s->counters.retries = g->retries + s->token_retries + s->object_retries;
 	s->counters.bytes_downloaded = g->bytes_downloaded;
 }
 
@@ -240,6 +242,9 @@ begin_run(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 	s->backfill_batch = backfill_batch;
 	s->store_raw = gi_store_raw;
 	s->max_concurrency = gi_max_concurrency;
+	s->use_s3 = gi_blob_store == BLOB_STORE_S3;
+	if (s->use_s3)
+		settings_s3_config(&s->s3, gi_max_retries);
 
 	if (!store_load_mailbox(mailbox_id, &s->mb))
 		ereport(ERROR,
@@ -353,8 +358,9 @@ sync_mailbox(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	s->api_http = make_http(sync_cxt, gi_max_concurrency);
-	s->token_http = make_http(sync_cxt, 1);
+	/* object-store uploads get slots of their own: Gmail's limit is Gmail's */
+	s->api_http = make_http(sync_cxt, gi_max_concurrency, s->use_s3 ? gi_max_concurrency : 0);
+	s->token_http = make_http(sync_cxt, 1, 0);
 	s->gmail = make_gmail(s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 
@@ -430,8 +436,8 @@ mailbox_gmail_call(int64 mailbox_id, GmailCall *call, MemoryContext cxt, int64 *
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
 	check_mailbox_ready(&s->mb);
-	s->api_http = make_http(cxt, 1);
-	s->token_http = make_http(cxt, 1);
+	s->api_http = make_http(cxt, 1, 0);
+	s->token_http = make_http(cxt, 1, 0);
 	s->gmail = make_gmail(s);
 	gmail_run(s->gmail, call);
 	*quota_units = gmail_stats(s->gmail)->quota_units;

@@ -102,6 +102,9 @@ typedef struct HttpQueued
 	char	   *post_fields;
 	bool		post_json;
 	char	   *bearer_token;
+	char	   *aws_sigv4;
+	char	   *aws_credentials;
+	char	   *header_lines;
 } HttpQueued;
 
 struct HttpClient
@@ -116,6 +119,9 @@ struct HttpClient
 	int			nslots;
 	HttpSlot   *slots;
 	int			nrunning;
+	int			max_main;		/* in flight at once: admitted requests */
+	int			max_other;		/* and no_admission ones (0: they share) */
+	int			nrunning_other;
 
 	HttpQueued *queue_head;		/* FIFO of requests not yet started */
 	HttpQueued **queue_tailp;
@@ -145,6 +151,7 @@ static void http_start(HttpClient *client, HttpQueued *q);
 static HttpRequest *http_collect_one(HttpClient *client);
 static HttpRequest *http_finish(HttpClient *client, HttpSlot *slot, CURLcode result);
 static void http_describe_failure(HttpSlot *slot, CURLcode result, HttpRequest *req);
+static void http_append_header_lines(HttpSlot *slot, const char *lines);
 static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
 static size_t http_header_cb(char *buffer, size_t size, size_t nitems, void *userdata);
 static bool http_host_is_loopback(const char *host);
@@ -246,6 +253,7 @@ http_client_create(MemoryContext owner, const HttpOptions *opts)
 	nslots = opts->max_concurrency;
 	if (nslots < 1)
 		nslots = 1;
+	nslots += Max(opts->max_concurrency_other, 0);
 
 	/* The body is copied into one palloc chunk, NUL included. */
 	limit = opts->max_response_bytes;
@@ -256,6 +264,8 @@ http_client_create(MemoryContext owner, const HttpOptions *opts)
 	client->cxt = owner;
 	client->slots = MemoryContextAllocZero(owner, sizeof(HttpSlot) * nslots);
 	client->nslots = nslots;
+	client->max_other = Max(opts->max_concurrency_other, 0);
+	client->max_main = nslots - client->max_other;
 	client->queue_tailp = &client->queue_head;
 	client->connect_timeout_ms = Max(opts->connect_timeout_ms, 0);
 	client->request_timeout_ms = Max(opts->request_timeout_ms, 0);
@@ -350,6 +360,7 @@ http_release(HttpClient *client)
 		slot->req = NULL;
 	}
 	client->nrunning = 0;
+	client->nrunning_other = 0;
 
 	if (client->multi != NULL)
 	{
@@ -422,6 +433,7 @@ http_submit(HttpClient *client, HttpRequest *req)
 	req->error[0] = '\0';
 	req->retry_after_secs = -1;
 	req->bytes_downloaded = 0;
+	req->content_length = -1;
 
 	q = MemoryContextAllocZero(client->cxt, sizeof(HttpQueued));
 	q->req = req;
@@ -432,6 +444,12 @@ http_submit(HttpClient *client, HttpRequest *req)
 	q->post_json = req->post_json;
 	if (req->bearer_token)
 		q->bearer_token = MemoryContextStrdup(client->cxt, req->bearer_token);
+	if (req->aws_sigv4)
+		q->aws_sigv4 = MemoryContextStrdup(client->cxt, req->aws_sigv4);
+	if (req->aws_credentials)
+		q->aws_credentials = MemoryContextStrdup(client->cxt, req->aws_credentials);
+	if (req->header_lines)
+		q->header_lines = MemoryContextStrdup(client->cxt, req->header_lines);
 
 	*client->queue_tailp = q;
 	client->queue_tailp = &q->next;
@@ -467,6 +485,7 @@ http_request_reset(HttpRequest *req)
 	req->error[0] = '\0';
 	req->retry_after_secs = -1;
 	req->bytes_downloaded = 0;
+	req->content_length = -1;
 	req->priv = NULL;
 }
 
@@ -484,6 +503,16 @@ http_free_queued(HttpQueued *q)
 		explicit_bzero(q->post_fields, strlen(q->post_fields));
 		pfree(q->post_fields);
 	}
+	if (q->aws_credentials)
+	{
+		/* the object store's secret key */
+		explicit_bzero(q->aws_credentials, strlen(q->aws_credentials));
+		pfree(q->aws_credentials);
+	}
+	if (q->aws_sigv4)
+		pfree(q->aws_sigv4);
+	if (q->header_lines)
+		pfree(q->header_lines);
 	pfree(q->url);
 	pfree(q);
 }
@@ -516,6 +545,16 @@ http_start_eligible(HttpClient *client)
 	{
 		HttpQueued *q = *link;
 
+		/* each class of request within its own number of slots */
+		if (client->max_other > 0 &&
+			(q->req->no_admission
+			 ? client->nrunning_other >= client->max_other
+			 : client->nrunning - client->nrunning_other >= client->max_main))
+		{
+			link = &q->next;
+			continue;
+		}
+
 		if (q->not_before != 0)
 		{
 			if (now == 0)
@@ -531,7 +570,7 @@ http_start_eligible(HttpClient *client)
 			}
 		}
 
-		if (client->admit != NULL)
+		if (client->admit != NULL && !q->req->no_admission)
 		{
 			long		wait = client->admit(client->admit_arg, q->req);
 
@@ -648,7 +687,37 @@ http_start(HttpClient *client, HttpQueued *q)
 					 errmsg("out of memory")));
 		slot->headers = h;
 	}
-	if (q->post_fields)
+	if (q->header_lines)
+		http_append_header_lines(slot, q->header_lines);
+	if (q->aws_sigv4)
+	{
+		/* curl signs the request itself (SigV4) with these credentials */
+		HTTP_SETOPT(easy, CURLOPT_AWS_SIGV4, q->aws_sigv4);
+		if (q->aws_credentials)
+			HTTP_SETOPT(easy, CURLOPT_USERPWD, q->aws_credentials);
+	}
+	if (q->req->method != NULL && strcmp(q->req->method, "PUT") == 0)
+	{
+		/*
+		 * The body goes as POSTFIELDS under a PUT verb: curl then sends it
+		 * from our buffer without a read callback.  No "Expect:" header to
+		 * turn off 100-continue: libcurl 7.88 would sign that empty header
+		 * and the store, which never receives it, would refuse the
+		 * signature.
+		 */
+		HTTP_SETOPT(easy, CURLOPT_CUSTOMREQUEST, "PUT");
+		HTTP_SETOPT(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) q->req->upload_len);
+		HTTP_SETOPT(easy, CURLOPT_POSTFIELDS,
+					q->req->upload ? (const char *) q->req->upload : "");
+	}
+	else if (q->req->method != NULL && strcmp(q->req->method, "HEAD") == 0)
+		HTTP_SETOPT(easy, CURLOPT_NOBODY, 1L);
+	else if (q->req->method != NULL && strcmp(q->req->method, "DELETE") == 0)
+	{
+		HTTP_SETOPT(easy, CURLOPT_HTTPGET, 1L);
+		HTTP_SETOPT(easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+	else if (q->post_fields)
 	{
 		struct curl_slist *h;
 
@@ -674,6 +743,8 @@ http_start(HttpClient *client, HttpQueued *q)
 	slot->req = q->req;
 	q->req->priv = slot;
 	client->nrunning++;
+	if (client->max_other > 0 && q->req->no_admission)
+		client->nrunning_other++;
 
 	http_free_queued(q);
 }
@@ -750,6 +821,35 @@ http_wait_any(HttpClient *client)
 	}
 }
 
+/* Add each line of lines (separated by '\n') to the slot's header list. */
+static void
+http_append_header_lines(HttpSlot *slot, const char *lines)
+{
+	const char *p = lines;
+
+	while (*p)
+	{
+		const char *nl = strchr(p, '\n');
+		size_t		n = nl ? (size_t) (nl - p) : strlen(p);
+
+		if (n > 0)
+		{
+			char	   *line = pnstrdup(p, n);
+			struct curl_slist *h = curl_slist_append(slot->headers, line);
+
+			pfree(line);
+			if (h == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory")));
+			slot->headers = h;
+		}
+		p += n;
+		if (*p == '\n')
+			p++;
+	}
+}
+
 /*
  * Finish the first completed transfer curl reports.  Further completions
  * stay in curl's message queue for the next call.
@@ -784,11 +884,14 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 	HttpRequest *req = slot->req;
 	long		status = 0;
 	curl_off_t	downloaded = 0;
+	curl_off_t	length = -1;
 
 	HTTP_EASY_CHECK(curl_easy_getinfo(slot->easy, CURLINFO_RESPONSE_CODE, &status),
 					"CURLINFO_RESPONSE_CODE");
 	HTTP_EASY_CHECK(curl_easy_getinfo(slot->easy, CURLINFO_SIZE_DOWNLOAD_T, &downloaded),
 					"CURLINFO_SIZE_DOWNLOAD_T");
+	HTTP_EASY_CHECK(curl_easy_getinfo(slot->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length),
+					"CURLINFO_CONTENT_LENGTH_DOWNLOAD_T");
 
 	/* the connection goes back to the multi handle's cache */
 	HTTP_MULTI_CHECK(curl_multi_remove_handle(client->multi, slot->easy),
@@ -799,6 +902,7 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 	/* body bytes as received, before content decoding; headers excluded */
 	req->bytes_downloaded = downloaded > 0 ? (size_t) downloaded : 0;
 	req->retry_after_secs = slot->retry_after;
+	req->content_length = length >= 0 ? (int64) length : -1;
 	req->too_large = slot->too_large;
 	req->transport_failed = (result != CURLE_OK);
 	req->timed_out = (result == CURLE_OPERATION_TIMEDOUT);
@@ -840,6 +944,8 @@ http_finish(HttpClient *client, HttpSlot *slot, CURLcode result)
 	http_free_headers(slot);
 	slot->req = NULL;
 	client->nrunning--;
+	if (client->max_other > 0 && req->no_admission)
+		client->nrunning_other--;
 	req->priv = NULL;
 
 	return req;

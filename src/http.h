@@ -26,6 +26,17 @@ typedef struct HttpRequest
 	const char *bearer_token;	/* sent as Authorization header, or NULL; copied */
 	TimestampTz not_before;		/* 0 = start at once; else start no earlier */
 	void	   *opaque;			/* caller's cookie, untouched */
+	const char *method;			/* NULL = GET (POST with post_fields); else
+								 * "PUT", "HEAD" or "DELETE"; not copied */
+	const unsigned char *upload;	/* PUT body; NOT copied: it must stay
+									 * valid until the request completes */
+	size_t		upload_len;
+	const char *aws_sigv4;		/* CURLOPT_AWS_SIGV4 provider, or NULL; copied */
+	const char *aws_credentials;	/* "key id:secret" for SigV4; copied, and
+									 * scrubbed when no longer needed */
+	const char *header_lines;	/* extra request headers, one per line; copied */
+	bool		no_admission;	/* not subject to the client's admission
+								 * control (a call that is not Gmail's) */
 
 	/* ---- filled in when the request completes ---- */
 	long		status;			/* HTTP status, 0 when no response */
@@ -40,6 +51,8 @@ typedef struct HttpRequest
 	char		error[256];		/* curl's text for a transport failure */
 	double		retry_after_secs;	/* Retry-After header, or -1 */
 	size_t		bytes_downloaded;	/* wire bytes (compressed) */
+	int64		content_length;	/* the answer's Content-Length, -1 if none
+								 * (what a HEAD request is for) */
 
 	/* ---- private to http.c ---- */
 	void	   *priv;
@@ -49,6 +62,10 @@ typedef struct HttpRequest
 typedef struct HttpOptions
 {
 	int			max_concurrency;	/* transfers in flight at once */
+	int			max_concurrency_other;	/* more, for no_admission requests only
+										 * (another service's, e.g. the object
+										 * store's during a sync): they never
+										 * take a slot from the others */
 	int			connect_timeout_ms;
 	int			request_timeout_ms;
 	size_t		max_response_bytes;

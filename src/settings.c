@@ -13,6 +13,7 @@
 
 #include "http.h"
 #include "settings.h"
+#include "settings_s3.h"
 
 char	   *gi_api_base_url = NULL;
 char	   *gi_oauth_token_url = NULL;
@@ -306,6 +307,8 @@ settings_define(void)
 							"A large first sync is time-sliced: one batch per turn, committed, then other due mailboxes.",
 							&gi_fleet_batch_size, 100, 1, 100000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	settings_s3_define();	/* object storage (SPEC 7d) */
 
 	MarkGUCPrefixReserved("gmail_ingest");
 }

@@ -873,7 +873,8 @@ store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len)
 	bool		inserted;
 
 	/* Known content is not even handed to the executor again. */
-	plan_once(&probe, "SELECT 1 FROM " SCHEMA "blobs WHERE sha256 = $1", 1, probe_types);
+	plan_once(&probe, "SELECT 1 FROM " SCHEMA "blobs WHERE sha256 = $1 AND data IS NOT NULL",
+			  1, probe_types);
 	v[0] = CStringGetTextDatum(sha256_hex);
 	run_plan(probe, v, NULL, SPI_OK_SELECT);
 	inserted = SPI_processed > 0;
@@ -887,8 +888,9 @@ store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len)
 				 errmsg("content of %zu bytes is too large to store", len)));
 	plan_once(&plan,
 			  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data) VALUES ($1, $2, $3) "
-			  "ON CONFLICT (sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes "
-			  " WHERE b.size_bytes IS DISTINCT FROM EXCLUDED.size_bytes "
+			  "ON CONFLICT (sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, "
+			  "  data = coalesce(b.data, EXCLUDED.data) "
+			  " WHERE b.size_bytes IS DISTINCT FROM EXCLUDED.size_bytes OR b.data IS NULL "
 			  "RETURNING (b.xmax = 0)",
 			  3, types);
 	b = palloc(len + VARHDRSZ);

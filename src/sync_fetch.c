@@ -86,8 +86,6 @@ store_attachments(SyncState *s, int64 message_id, const mp_message *mp)
 		StoreAction act;
 		int64		id = 0;
 
-		if (store_put_blob(a->sha256_hex, a->data, a->size))
-			s->counters.blobs_inserted++;
 		memset(&row, 0, sizeof(row));
 		row.mailbox_id = s->mb.id;
 		row.message_id = message_id;
@@ -99,8 +97,12 @@ store_attachments(SyncState *s, int64 message_id, const mp_message *mp)
 		row.content_id = a->content_id;
 		row.is_inline = a->is_inline;
 		row.sha256_hex = a->sha256_hex;
-		row.storage_path = psprintf("%s/" INT64_FORMAT "/%s/%s", s->mb.org_id, s->mb.id,
-									a->sha256_hex, row.filename);
+		/* in s3 mode the key, whose filename part is made portable */
+		row.storage_path = s->use_s3
+			? store_attachment_key(s->mb.org_id, s->mb.id, a->sha256_hex, row.filename)
+			: psprintf("%s/" INT64_FORMAT "/%s/%s", s->mb.org_id, s->mb.id,
+					   a->sha256_hex, row.filename);
+		sync_keep_bytes(s, a->sha256_hex, a->data, a->size, row.storage_path);
 		act = store_upsert_attachment(&row, &id);
 		if (act == SA_INSERTED)
 			s->counters.attachments_inserted++;
@@ -135,8 +137,8 @@ ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 	raw_sha = sha256_hex_of(gm->raw, gm->raw_len);
 	if (s->store_raw)
 	{
-		if (store_put_blob(raw_sha, gm->raw, gm->raw_len))
-			s->counters.blobs_inserted++;
+		sync_keep_bytes(s, raw_sha, gm->raw, gm->raw_len,
+						s->use_s3 ? store_raw_key(s->mb.org_id, s->mb.id, raw_sha) : NULL);
 	}
 
 	memset(&mp, 0, sizeof(mp));
@@ -301,7 +303,8 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 	{
 		GmailCall  *done;
 
-		while (next < n && nfree > 0)
+		/* a store slower than Gmail holds the fetches back, not memory */
+		while (next < n && nfree > 0 && !sync_uploads_backlogged(s))
 		{
 			GmailCall  *c = &calls[free_slots[--nfree]];
 
@@ -315,7 +318,11 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 		}
 		done = gmail_next(s->gmail);
 		if (done == NULL)
+		{
+			if (next < n)
+				continue;		/* only uploads were pending; fetch on */
 			break;
+		}
 		{
 			MemoryContext old = MemoryContextSwitchTo(s->item_cxt);
 

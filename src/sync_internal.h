@@ -131,6 +131,12 @@ extern void mark_deleted(SyncState *s, const FetchItem *item);
 extern FetchItem item_for_ref(const StoredMessageRef *ref);
 extern void fetch_and_store(SyncState *s, FetchItem *items, int n);
 
+/* sync_objects.c: a content's bytes, in the blobs table or at key in the object store */
+extern void sync_keep_bytes(SyncState *s, const char *sha256_hex, const unsigned char *data,
+							size_t len, const char *key);
+/* Whether the uploads in flight or queued hold too many bytes to fetch more. */
+extern bool sync_uploads_backlogged(const SyncState *s);
+
 /* sync_full.c */
 extern void full_sync(SyncState *s);
 

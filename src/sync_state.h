@@ -13,6 +13,7 @@
 
 #include "gmail_api.h"
 #include "http.h"
+#include "s3_client.h"
 #include "store.h"
 
 typedef struct SyncState
@@ -29,11 +30,16 @@ typedef struct SyncState
 	/* settings, as read when the sync started */
 	bool		store_raw;		/* keep each raw message as a blob */
 	int			max_concurrency;	/* transfers in flight at once */
+	bool		use_s3;			/* bytes go to the object store (blob_store = s3) */
+	S3Config	s3;
 
 	HttpClient *api_http;
 	HttpClient *token_http;
 	GmailClient *gmail;
 	MemoryContext item_cxt;		/* reset after each message */
+	MemoryContext upload_cxt;	/* uploads in flight (sync_objects.c) */
+	int			object_retries;	/* retries at the object store */
+	int64		upload_bytes;	/* bytes of the uploads not completed yet */
 
 	RunCounters counters;
 	int			token_retries;	/* retries at the OAuth token endpoint */

@@ -14,12 +14,12 @@ src=${1:-"$(cd "$(dirname "$0")/.." && pwd)/src"}
 # layer NAME (file name without extension) -> "level group"
 layer() {
 	case $1 in
-	gmail_ingest | settings | fleet | service_account | project_quota | push) echo "6 entry" ;;
+	gmail_ingest | settings | settings_s3 | fleet | service_account | project_quota | push | blob_admin) echo "6 entry" ;;
 	sync | sync_*) echo "5 sync" ;;
 	message_row) echo "4 row" ;;
 	gmail_api | gmail_api_* | gmail_* | oauth | oauth_* | pubsub) echo "3 gmail" ;;
 	store | store_*) echo "3 store" ;;
-	http | http_* | retry_policy | remote_error) echo "2 http" ;;
+	http | http_* | s3_client | retry_policy | remote_error) echo "2 http" ;;
 	json_tree) echo "1 util" ;;
 	mime_parse | mime_* | sha256_hex) echo "1 parse" ;;
 	utf8_text) echo "0 text" ;;	# plain C, shared by the JSON reader and the MIME parser

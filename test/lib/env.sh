@@ -11,7 +11,7 @@ export PG_CONFIG=${PG_CONFIG:-pg_config}
 GI_PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 GI_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libssl-dev
  libgmime-3.0-dev pkg-config make gcc python3 openssl ca-certificates libpython3.11-testsuite
- valgrind libasan8 libubsan1 curl python3-psycopg"
+ valgrind libasan8 libubsan1 curl python3-psycopg python3-botocore"
 
 gi_log() { printf '== %s\n' "$*" >&2; }
 
@@ -59,6 +59,35 @@ gi_start_double() {
 	gi_log "Gmail API double at $DOUBLE_URL"
 }
 
+# Start the S3 test server (test/s3/s3_server.py: SigV4 checked by botocore);
+# sets S3_URL, S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY.
+gi_start_s3() {
+	local portfile="$GI_WORK/s3.port"
+	export S3_BUCKET=gmail-test S3_ACCESS_KEY=TESTACCESSKEY S3_SECRET_KEY=test-s3-secret-key-$$
+	rm -f "$portfile"
+	python3 "$GI_ROOT/test/s3/s3_server.py" --port 0 --port-file "$portfile" --bucket "$S3_BUCKET" \
+		--access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" >"$GI_WORK/s3.log" 2>&1 &
+	echo $! >"$GI_WORK/s3.pid"
+	for _ in $(seq 1 100); do
+		[ -s "$portfile" ] && break
+		sleep 0.1
+	done
+	[ -s "$portfile" ] || { cat "$GI_WORK/s3.log" >&2; return 1; }
+	export S3_URL="http://127.0.0.1:$(cat "$portfile")"
+	gi_log "S3 test server at $S3_URL"
+}
+
+# gi_s3 METHOD PATH [JSON]: the S3 test server's admin API (/admin/...).
+gi_s3() {
+	python3 - "$S3_URL" "$@" <<'PY'
+import sys, urllib.request
+url, method, path = sys.argv[1], sys.argv[2], sys.argv[3]
+data = sys.argv[4].encode() if len(sys.argv) > 4 else (b"{}" if method == "POST" else None)
+req = urllib.request.Request(url + path, data=data, method=method)
+sys.stdout.buffer.write(urllib.request.urlopen(req, timeout=30).read())
+PY
+}
+
 # gi_init_cluster BINDIR DATA PORT PRELOAD: initdb as the postgres OS user,
 # with the socket in $GI_WORK and the extension pointed at the double.
 gi_init_cluster() {
@@ -98,6 +127,13 @@ cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 32
 CONF
+	# the object store (blob_store stays 'database' unless a test sets it)
+	[ -n "${S3_URL:-}" ] && cat >>"$data/postgresql.conf" <<CONF
+gmail_ingest.s3_endpoint = '$S3_URL'
+gmail_ingest.s3_bucket = '$S3_BUCKET'
+gmail_ingest.s3_access_key_id = '$S3_ACCESS_KEY'
+gmail_ingest.s3_secret_access_key = '$S3_SECRET_KEY'
+CONF
 	su postgres -c "$GI_PGBIN/pg_ctl -D '$data' -l '$GI_WORK/postgres.log' -w start >/dev/null"
 	gi_log "PostgreSQL on socket $PGHOST port $PGPORT"
 }
@@ -109,6 +145,9 @@ gi_stop_all() {
 	if [ -n "${GI_WORK:-}" ] && [ -f "$GI_WORK/double.pid" ]; then
 		kill "$(cat "$GI_WORK/double.pid")" 2>/dev/null || true
 	fi
+	if [ -n "${GI_WORK:-}" ] && [ -f "$GI_WORK/s3.pid" ]; then
+		kill "$(cat "$GI_WORK/s3.pid")" 2>/dev/null || true
+	fi
 	if [ -n "${GI_WORK:-}" ] && [ -z "${GI_KEEP:-}" ]; then
 		rm -rf "$GI_WORK"
 	fi
@@ -119,6 +158,7 @@ gi_start_all() {
 	export GI_WORK
 	trap gi_stop_all EXIT
 	gi_start_double "$@"
+	gi_start_s3
 	gi_start_cluster
 }
 
