@@ -78,25 +78,6 @@ check_subscription(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-static bool
-check_base_url(char **newval, void **extra, GucSource source)
-{
-	const char *problem;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-	{
-		GUC_check_errdetail("The URL must not be empty.");
-		return false;
-	}
-	problem = http_url_problem(*newval);
-	if (problem != NULL)
-	{
-		GUC_check_errdetail("%s", problem);
-		return false;
-	}
-	return true;
-}
-
 void
 push_settings_define(void)
 {
@@ -108,7 +89,7 @@ push_settings_define(void)
 							   "Base URL of the Cloud Pub/Sub REST API.",
 							   "Superuser-only: the service account's token is sent there. http:// only for loopback hosts.",
 							   &gi_pubsub_base_url, "https://pubsub.googleapis.com",
-							   PGC_SUSET, 0, check_base_url, NULL, NULL);
+							   PGC_SUSET, 0, settings_check_url, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.pubsub_service_account",
 							   "client_email of the registered service account run_push pulls the subscription as.",
 							   "It needs the Pub/Sub Subscriber role on the subscription.",

@@ -60,8 +60,8 @@ static const struct config_enum_entry quota_model_options[] = {
 /* quota_costs as parsed: -1 = the model's cost for that method. */
 static GmailQuotaCosts cost_overrides = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
 
-static bool
-check_url(char **newval, void **extra, GucSource source)
+bool
+settings_check_url(char **newval, void **extra, GucSource source)
 {
 	const char *problem;
 
@@ -87,8 +87,8 @@ check_url(char **newval, void **extra, GucSource source)
  * a superuser's SET.  Values stored that way before this check existed
  * still apply; gmail_sync warns about them.
  */
-static bool
-check_secret(char **newval, void **extra, GucSource source)
+bool
+settings_check_secret(char **newval, void **extra, GucSource source)
 {
 	if (source == PGC_S_TEST && *newval != NULL && (*newval)[0] != '\0')
 	{
@@ -230,12 +230,12 @@ settings_define(void)
 							   "Bearer tokens are sent there, so only superusers may change it; "
 							   "http:// is accepted for loopback hosts only.",
 							   &gi_api_base_url, "https://gmail.googleapis.com",
-							   PGC_SUSET, 0, check_url, NULL, NULL);
+							   PGC_SUSET, 0, settings_check_url, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.oauth_token_url",
 							   "URL of Google's OAuth 2.0 token endpoint.",
 							   "Refresh tokens and the client secret are sent there; superuser-only.",
 							   &gi_oauth_token_url, "https://oauth2.googleapis.com/token",
-							   PGC_SUSET, 0, check_url, NULL, NULL);
+							   PGC_SUSET, 0, settings_check_url, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.client_id",
 							   "OAuth client id used to refresh access tokens.",
 							   NULL, &gi_client_id, "",
@@ -245,7 +245,7 @@ settings_define(void)
 							   "Hidden from non-superusers.",
 							   &gi_client_secret, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   check_secret, NULL, NULL);
+							   settings_check_secret, NULL, NULL);
 	DefineCustomStringVariable("gmail_ingest.ca_file",
 							   "File of CA certificates trusted for TLS; empty means the system's.",
 							   "TLS verification is always on.",

@@ -6,6 +6,8 @@
 #ifndef GMAIL_INGEST_SETTINGS_H
 #define GMAIL_INGEST_SETTINGS_H
 
+#include "utils/guc.h"
+
 #include "gmail_api.h"
 
 extern char *gi_api_base_url;
@@ -38,6 +40,14 @@ extern GmailQuotaCosts gi_costs(void);
 
 /* The per-mailbox limit in force: quota_units_per_minute or the model's. */
 extern int	gi_quota_limit(void);
+
+/*
+ * GUC check hooks shared by every file that defines settings: a URL tokens
+ * may be sent to (https, or http to a loopback host), and a secret that
+ * must not be stored where every role can read it.
+ */
+extern bool settings_check_url(char **newval, void **extra, GucSource source);
+extern bool settings_check_secret(char **newval, void **extra, GucSource source);
 
 extern void settings_define(void);
 

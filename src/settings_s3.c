@@ -14,6 +14,7 @@
 #include "utils/guc.h"
 
 #include "http.h"
+#include "settings.h"
 #include "settings_s3.h"
 
 int			gi_blob_store = BLOB_STORE_DATABASE;
@@ -49,20 +50,6 @@ check_endpoint(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("The endpoint is a scheme, host, port and optional path, without a query; "
 							"the bucket goes in gmail_ingest.s3_bucket, a key prefix in gmail_ingest.s3_prefix.");
-		return false;
-	}
-	return true;
-}
-
-/* As settings.c's check_secret: never where every role can read it. */
-static bool
-check_s3_secret(char **newval, void **extra, GucSource source)
-{
-	if (source == PGC_S_TEST && *newval != NULL && (*newval)[0] != '\0')
-	{
-		GUC_check_errmsg("a secret cannot be stored with ALTER DATABASE, ALTER ROLE or a function's SET clause");
-		GUC_check_errdetail("Those settings are kept in catalogs that every role can read.");
-		GUC_check_errhint("Use ALTER SYSTEM (or postgresql.conf) and pg_reload_conf().");
 		return false;
 	}
 	return true;
@@ -157,7 +144,7 @@ settings_s3_define(void)
 							   "Hidden from non-superusers.",
 							   &gi_s3_secret_access_key, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   check_s3_secret, NULL, NULL);
+							   settings_check_secret, NULL, NULL);
 	DefineCustomBoolVariable("gmail_ingest.s3_path_style",
 							 "Address the bucket as endpoint/bucket/key (on) or bucket.host/key (off).",
 							 "Supabase Storage and MinIO need path style; AWS S3 and R2 take both.",
