@@ -31,10 +31,10 @@ $DQ faults-for "$faulty" '[{"endpoint":"*","kind":"status","status":503,"count":
 healthy="m.provider_email LIKE '$prefix-%' AND m.id NOT IN ($revoked_mb, $faulty_mb)"
 
 # The project's quota, low in the double and in the cluster alike: the whole
-# first sync of the fleet is bound by it (about 46 s of units at 30,000 a
+# first sync of the fleet is bound by it (about 69 s of units at 20,000 a
 # minute, against about 3 s unbounded on an idle machine, so a busy machine
 # still leaves the quota the bound).
-limit=30000
+limit=20000
 dbl POST /admin/config "{\"project_quota_units_per_minute\":$limit}" >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM SET gmail_ingest.project_quota_units_per_minute = $limit" -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 50); do [ "$(q $db "SHOW gmail_ingest.project_quota_units_per_minute")" = $limit ] && break; sleep 0.1; done
@@ -94,8 +94,8 @@ check "fleet_status saw 1 to 4 mailboxes running at once" "$([ "$max_running" -g
 check "fleet_status: total, active, reauthorize, backing off, due, running" \
 	"$(q $db "SELECT concat_ws(' ', mailboxes, active, paused, reauthorize, delegation_denied, backing_off, due_now, running) FROM gmail_ingest.fleet_status")" \
 	"$n $((n - 1)) 0 1 0 1 0 0"
-check "fleet_status: lags ordered, the worst under a minute after the first sync" \
-	"$(q $db "SELECT lag_p50 <= lag_p95 AND lag_p95 <= lag_max AND lag_max < interval '1 minute' FROM gmail_ingest.fleet_status")" t
+check "fleet_status: lags ordered, the worst no older than the first sync" \
+	"$(q $db "SELECT lag_p50 <= lag_p95 AND lag_p95 <= lag_max AND lag_max < make_interval(secs => $elapsed / 1000.0 + 30) FROM gmail_ingest.fleet_status")" t
 check "fleet_status: the project's units of the last minute and its limit" \
 	"$(q $db "SELECT project_units_last_minute > 0 AND project_units_per_minute = current_setting('gmail_ingest.project_quota_units_per_minute')::int FROM gmail_ingest.fleet_status")" t
 
