@@ -40,6 +40,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "double"))
 from double_client import get_token, request  # noqa: E402
+import digests  # noqa: E402  (test/bench/digests.py)
 
 DATA_TABLES = "('mail_threads', 'mail_messages', 'mail_attachments', 'blobs')"
 COSTS_PRE_2026 = {"profile": 1, "messages.list": 5, "messages.get": 5, "threads.list": 10,
@@ -518,6 +519,22 @@ def short_checks(c, res, made, q):
                 f"{q['stored']['messages']} of {q['expected']}")
 
 
+def digest_checks(c):
+    """Issue 15: the reference mailbox's stored rows, table by table, are
+    those of the fixture made before the efficiency work (digests.py)."""
+    log("reference mailbox: stored-row digests")
+    try:
+        got, run = digests.sync_reference(admin, psql, fresh_db, add_mailbox, drop_db, str(os.getpid()))
+        want = digests.read_fixture()
+    except Exception as e:          # reported as a failed check
+        c.check("reference mailbox synced and digested", False, repr(e))
+        return
+    for name in want:
+        c.check(f"stored rows of {name} match the fixture", got.get(name) == want[name],
+                f"{got.get(name, ('missing', ''))[0]} rows, {got.get(name, ('', 'missing'))[1][:16]}… "
+                f"vs {want[name][0]} rows, {want[name][1][:16]}…")
+
+
 # ------------------------------------------------------------------ main
 
 def main():
@@ -604,6 +621,8 @@ def main():
             sections.append(targets_table(lats[0], main_res, made["threads"], mem_res, full_q))
         if args.short and not args.skip_main:
             short_checks(checks, short_res, made, q)
+        if args.short:
+            digest_checks(checks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
