@@ -207,7 +207,7 @@ def stored_counts(db, mb):
 def list_urls(token, kind, after):
     """URLs of every page of threads.list or messages.list, as the extension
     builds them (page tokens found by walking the pages once, unmeasured)."""
-    fields = "messages(id,threadId),nextPageToken" if kind == "messages" else \
+    fields = "messages(id,threadId),nextPageToken,resultSizeEstimate" if kind == "messages" else \
         "threads(id,historyId,snippet),nextPageToken"
     urls, ids, page = [], [], None
     while True:
@@ -544,6 +544,13 @@ def main():
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--memory-sizes", default=",".join(map(str, MEMORY_SIZES)))
     ap.add_argument("--quota", action="store_true")
+    ap.add_argument("--cpu", action="store_true", help="issue 15: CPU, floor, RSS and wire ratio (cpu.py)")
+    ap.add_argument("--cpu-sizes", default=",".join(map(str, MEMORY_SIZES)))
+    ap.add_argument("--wire-size", type=int, default=10000,
+                    help="--cpu: the size whose mailbox also gives the wire ratio at 50 ms (0: none)")
+    ap.add_argument("--perf", action="store_true", help="--cpu: perf record -g of the syncing backend")
+    ap.add_argument("--perf-dir", default=None, help="--cpu --perf: keep perf.data files here")
+    ap.add_argument("--perf-sizes", default="10000", help="--cpu --perf: which sizes to profile")
     ap.add_argument("--skip-main", action="store_true")
     ap.add_argument("--concurrency", type=int, default=8, help="gmail_ingest.max_concurrency and curl's")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_results.md"))
@@ -553,6 +560,7 @@ def main():
     ap.add_argument("--attachments", type=int)
     ap.add_argument("--attachment-size-max", type=int)
     args = ap.parse_args()
+    args.perf_sizes = [int(x) for x in args.perf_sizes.split(",") if x]
     spec = dict(SHORT if args.short else BENCH)
     for k in ("threads", "messages", "attachments", "attachment_size_max"):
         if getattr(args, k) is not None:
@@ -602,6 +610,10 @@ def main():
                     main_res = short_res = res
         if args.memory:
             text, mem_res = run_memory(args, workdir)
+            sections.append(text)
+        if args.cpu:
+            import cpu          # noqa: E402  (test/bench/cpu.py)
+            text, _, _ = cpu.run_cpu(args, workdir)
             sections.append(text)
         if args.quota:
             # Same content under another login: the double's peak concurrency is this run's.

@@ -2,6 +2,7 @@
 # test/bench/run.sh: gmail_ingest's benchmark (issue 6).
 #
 #   bash test/bench/run.sh [--short] [--latency-ms N[,N...]] [--memory] [--quota] [--skip-main]
+#                          [--cpu [--cpu-sizes 2000,10000,50000] [--wire-size N] [--perf]]
 #
 # Starts its own throw-away cluster and Gmail API double (test/lib/env.sh),
 # generates the benchmark mailbox (2,000 threads, 10,000 messages in the
@@ -13,10 +14,18 @@
 # response by default; "--latency-ms 50,0" measures both in one run.
 #   --memory     backend peak RSS for first syncs of 2,000 / 10,000 / 50,000 messages
 #   --quota      a first sync paced at 15,000 units/min, double enforcing it
-#   --skip-main  only the parts asked for by --memory / --quota
+#   --cpu        issue 15: backend CPU per message of first syncs at 2,000 /
+#                10,000 / 50,000 messages (latency 0, quota off), the floor
+#                (COPY of the same raw bytes into lz4 bytea + the standalone
+#                MIME driver), peak RSS minus shared memory per size, the
+#                wire ratio at 50 ms (--wire-size); --perf adds perf record -g
+#                of the syncing backend (test/bench/cpu.py)
+#   --skip-main  only the parts asked for by --memory / --quota / --cpu
 #   --short      CI form (about 2 minutes): 300 threads / 1,500 messages /
 #                150 attachments <= 200 KB at 20 ms, plus a quota-paced run;
-#                checks issue 6's invariants (never a timing) and ends with
+#                checks issue 6's invariants (never a timing) and issue 15's
+#                (a reference mailbox's stored rows equal the fixture
+#                test/bench/fixtures/short_digests.txt) and ends with
 #                "N passed, N failed"; exit status 1 on a failed invariant.
 #
 # Inside test/run_tests.sh (GI_WORK and DOUBLE_URL already set) it uses the

@@ -1,0 +1,305 @@
+"""
+cpu.py: issue 15's figures, for bench.py --cpu.
+
+For each size (2,000 / 10,000 / 50,000 messages by default; threads =
+messages / 5, attachments 22 % of messages, 1 KB-1 MB log-uniform, about
+40 KB of raw mail per message) a first full sync at latency 0, quota off,
+in a new session whose backend is measured from inside: utime + stime of
+/proc/<pid>/stat read before and after the sync (so the session's start is
+not counted), peak RSS (VmHWM) and the shared memory it touched (RssShmem).
+
+The floor, measured in the same run on the first size's mailbox:
+  * the CPU of a backend COPYing the same raw messages (exported from the
+    synced blobs table in COPY binary form) into a bytea column with lz4;
+  * the CPU the standalone MIME driver (test/mime, built -O2 like the
+    extension) spends parsing them: (--repeat 6) - (--repeat 1) over every
+    message, divided by 5, so process start-up and printing are not counted.
+The wire ratio: a first sync at 50 ms against curl --parallel fetching the
+same requests (bench.wire_bound) on one of the mailboxes.
+--perf adds `perf record -g` of the syncing backend (top symbols, self time).
+"""
+
+import os
+import re
+import resource
+import shutil
+import struct
+import subprocess
+import time
+
+import bench
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SPEC_ATTACH_PCT = 22
+
+
+def size_spec(n):
+    return {"threads": max(1, n // 5), "messages": n, "attachments": n * SPEC_ATTACH_PCT // 100,
+            "attachment_size_min": 1024, "attachment_size_max": 1024 * 1024,
+            "attachment_size_dist": "log"}
+
+
+class Session:
+    """One psql session driven line by line, so a profiler can be attached
+    to its backend between two statements."""
+
+    def __init__(self, db):
+        self.p = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def query(self, sql):
+        self.p.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo __done__\n")
+        self.p.stdin.flush()
+        out = []
+        while True:
+            line = self.p.stdout.readline()
+            if line == "":
+                raise RuntimeError("psql ended: " + self.p.stderr.read()[-2000:])
+            line = line.rstrip("\n")
+            if line == "__done__":
+                return "\n".join(out)
+            out.append(line)
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        self.p.wait(timeout=60)
+
+
+def proc_cpu_s(stat_text):
+    """utime + stime in seconds from a /proc/<pid>/stat line."""
+    fields = stat_text[stat_text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_stat(sess, pid):
+    return sess.query(f"SELECT pg_read_file('/proc/{pid}/stat')")
+
+
+def proc_status(sess, pid):
+    return sess.query(f"SELECT pg_read_file('/proc/{pid}/status')")
+
+
+def perf_start(pid, path):
+    return subprocess.Popen(["perf", "record", "-g", "-F", "499", "-p", str(pid), "-o", path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_stop(proc, path, top=15):
+    proc.send_signal(2)
+    proc.wait(timeout=120)
+    r = subprocess.run(["perf", "report", "-i", path, "--no-children", "--sort", "dso,symbol",
+                        "--stdio", "--percent-limit", "0.02", "-g", "none"],
+                       capture_output=True, text=True, timeout=600)
+    agg = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(\S+)", line)
+        if m:
+            sym = m.group(3)
+            if sym.startswith("0x"):
+                sym = "(unresolved addresses)"    # a library without symbols: one row per library
+            key = (m.group(2), sym)
+            agg[key] = agg.get(key, 0.0) + float(m.group(1))
+    rows = sorted(((p, d, s) for (d, s), p in agg.items()), reverse=True)
+    return rows[:top]
+
+
+def cpu_sync(db, mbid, email, concurrency, perf_path=None):
+    """A first full sync in a new session: CPU of its backend, RSS, tuples."""
+    sess = Session(db)
+    try:
+        sess.query("SET client_min_messages = warning")
+        sess.query(f"SET gmail_ingest.quota_units_per_minute = 0")
+        sess.query(f"SET gmail_ingest.max_concurrency = {concurrency}")
+        pid = int(sess.query("SELECT pg_backend_pid()"))
+        perf = perf_start(pid, perf_path) if perf_path else None
+        if perf:
+            time.sleep(1.0)                         # perf attached before the work starts
+        cpu0 = proc_cpu_s(proc_stat(sess, pid))
+        t0 = time.monotonic()
+        run = sess.query(f"SELECT status || ' ' || messages_inserted || ' ' || bytes_downloaded "
+                         f"FROM gmail_ingest.gmail_sync({mbid}, {bench.DAYS}, true)")
+        wall = time.monotonic() - t0
+        cpu1 = proc_cpu_s(proc_stat(sess, pid))
+        status = proc_status(sess, pid)
+        prof = perf_stop(perf, perf_path) if perf else None
+    finally:
+        sess.close()
+    st, msgs, wire_bytes = run.split()
+    if st != "succeeded":
+        raise RuntimeError(f"sync {st}")
+    return {"cpu_s": cpu1 - cpu0, "wall_s": wall, "messages": int(msgs), "bytes": int(wire_bytes),
+            "hwm_kb": bench.proc_status_kb(status, "VmHWM"),
+            "shmem_kb": bench.proc_status_kb(status, "RssShmem"),
+            "anon_kb": bench.proc_status_kb(status, "RssAnon"), "profile": prof}
+
+
+def export_raw(db, path):
+    """The synced raw messages in COPY binary form at path (written by the server)."""
+    bench.psql(db, f"COPY (SELECT b.data FROM gmail_ingest.blobs b JOIN gmail_ingest.mail_messages m "
+                   f"ON m.raw_sha256 = b.sha256) TO '{path}' (FORMAT binary)")
+
+
+def split_copy_binary(path):
+    """The one-column rows of a COPY binary file, as bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 11 + 4
+    ext = struct.unpack(">i", data[pos:pos + 4])[0]
+    pos += 4 + ext
+    rows = []
+    while True:
+        (nf,) = struct.unpack(">h", data[pos:pos + 2])
+        pos += 2
+        if nf == -1:
+            return rows
+        (ln,) = struct.unpack(">i", data[pos:pos + 4])
+        pos += 4
+        rows.append(data[pos:pos + ln])
+        pos += ln
+
+
+def copy_floor(db, path):
+    """CPU of a backend COPYing the raw messages into an lz4 bytea column."""
+    bench.psql(db, "DROP TABLE IF EXISTS public.floor_copy; "
+                   "CREATE TABLE public.floor_copy (data bytea COMPRESSION lz4)")
+    sess = Session(db)
+    try:
+        pid = int(sess.query("SELECT pg_backend_pid()"))
+        cpu0 = proc_cpu_s(proc_stat(sess, pid))
+        sess.query(f"COPY public.floor_copy FROM '{path}' (FORMAT binary)")
+        cpu1 = proc_cpu_s(proc_stat(sess, pid))
+    finally:
+        sess.close()
+    bench.psql(db, "DROP TABLE public.floor_copy")
+    return cpu1 - cpu0
+
+
+def build_mime_driver(outdir):
+    root = os.path.abspath(os.path.join(bench.HERE, "..", ".."))
+    subprocess.run(["make", "-s", "-C", os.path.join(root, "test", "mime"), f"OUT={outdir}"],
+                   check=True, capture_output=True, timeout=600)
+    return os.path.join(outdir, "mime_driver")
+
+
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def mime_floor(driver, files):
+    """Parse CPU of the standalone driver over files: (repeat 6 - repeat 1) / 5."""
+    totals = {}
+    for rep in (1, 6):
+        c0 = children_cpu()
+        for fn in files:
+            subprocess.run([driver, "--no-check", "--repeat", str(rep), fn], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+        totals[rep] = children_cpu() - c0
+    return max(0.0, (totals[6] - totals[1]) / 5)
+
+
+def run_cpu(args, workdir):
+    sizes = [int(s) for s in args.cpu_sizes.split(",")]
+    gi_work = os.environ.get("GI_WORK") or workdir
+    floordir = os.path.join(gi_work, f"bench_floor_{os.getpid()}")
+    os.makedirs(floordir, exist_ok=True)
+    shutil.chown(floordir, "postgres", "postgres")
+    results, floor, wire, wire_sync = [], None, None, None
+    try:
+        for i, n in enumerate(sizes):
+            email = f"benchcpu{n}-{os.getpid()}@example.com"
+            bench.log(f"cpu: generating {n} messages")
+            made = bench.create_mailbox(email, size_spec(n), f"benchcpu{n}@example.com", latency_ms=0,
+                                        warm="raw")
+            db = f"bench_cpu{n}_{os.getpid()}"
+            bench.fresh_db(db)
+            mbid = bench.add_mailbox(db, email)
+            bench.log(f"cpu: first sync of {n} messages")
+            perf_path = (os.path.join(args.perf_dir or workdir, f"perf{n}.data")
+                         if args.perf and n in args.perf_sizes else None)
+            r = cpu_sync(db, mbid, email, args.concurrency, perf_path)
+            r.update({"n": n, "raw_bytes": made["raw_bytes"], "generate_s": made["generate_s"],
+                      "threads": size_spec(n)["threads"], "attachments": size_spec(n)["attachments"]})
+            results.append(r)
+            if i == 0:
+                bench.log("cpu: the floor (COPY with lz4, MIME driver)")
+                raw = os.path.join(floordir, "raw.bin")
+                export_raw(db, raw)
+                copy_s = copy_floor(db, raw)
+                msgs = split_copy_binary(raw)
+                mdir = os.path.join(workdir, "msgs")
+                os.makedirs(mdir, exist_ok=True)
+                files = []
+                for k, m in enumerate(msgs):
+                    fn = os.path.join(mdir, f"{k}.eml")
+                    with open(fn, "wb") as f:
+                        f.write(m)
+                    files.append(fn)
+                driver = build_mime_driver(os.path.join(workdir, "mime"))
+                mime_s = mime_floor(driver, files)
+                floor = {"copy_s": copy_s, "mime_s": mime_s, "messages": len(msgs),
+                         "raw_bytes": sum(len(m) for m in msgs)}
+                shutil.rmtree(mdir, ignore_errors=True)
+                os.unlink(raw)
+            bench.drop_db(db)
+            if n == args.wire_size:
+                bench.log(f"cpu: wire ratio at 50 ms on {n} messages")
+                bench.set_limits(email, 50)
+                db = f"bench_wire{n}_{os.getpid()}"
+                bench.fresh_db(db)
+                mbid = bench.add_mailbox(db, email)
+                wire_sync = bench.measured_sync(db, mbid, email, True, concurrency=args.concurrency)
+                bench.drop_db(db)
+                wire = bench.wire_bound(email, args.concurrency, workdir)
+    finally:
+        shutil.rmtree(floordir, ignore_errors=True)
+    return cpu_tables(results, floor, wire_sync, wire), results, floor
+
+
+def cpu_tables(results, floor, wire_sync, wire):
+    mbs = 1048576
+    lines = ["### CPU per message (first full sync, latency 0 ms, quota off)", "",
+             f"Threads = messages ÷ 5; attachments = {SPEC_ATTACH_PCT} % of messages, 1 KB–1 MB "
+             "log-uniform. Backend CPU = utime + stime of the syncing backend (/proc/<pid>/stat, "
+             "read before and after the sync in its session).", "",
+             "| messages | KB raw/msg | wall s | backend CPU s | ms/message | MB/s/core | ÷ floor | × 2k per msg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    floor_ms = None
+    if floor:
+        floor_ms = (floor["copy_s"] + floor["mime_s"]) * 1000 / floor["messages"]
+    base = results[0]["cpu_s"] / results[0]["messages"] if results and results[0]["messages"] else None
+    for r in results:
+        per = r["cpu_s"] * 1000 / r["messages"] if r["messages"] else float("nan")
+        rate = r["raw_bytes"] / mbs / r["cpu_s"] if r["cpu_s"] else float("nan")
+        ratio = f"{per / floor_ms:.2f}" if floor_ms else ""
+        grow = f"{per / 1000 / base:.2f}" if base else ""
+        lines.append(f"| {r['messages']} | {r['raw_bytes'] / r['n'] / 1024:.1f} | {r['wall_s']:.1f} "
+                     f"| {r['cpu_s']:.2f} | {per:.3f} | {rate:.1f} | {ratio} | {grow} |")
+    if floor:
+        lines += ["", f"Floor, on the {floor['messages']}-message mailbox ({floor['raw_bytes'] / mbs:.1f} MB "
+                  "of raw messages):", "",
+                  "| part | CPU s | ms/message | MB/s/core |", "|---|---:|---:|---:|"]
+        for name, s in (("COPY of the raw bytes into bytea (lz4)", floor["copy_s"]),
+                        ("MIME driver parsing them (test/mime)", floor["mime_s"]),
+                        ("floor (sum)", floor["copy_s"] + floor["mime_s"])):
+            lines.append(f"| {name} | {s:.2f} | {s * 1000 / floor['messages']:.3f} "
+                         f"| {floor['raw_bytes'] / mbs / s if s else float('nan'):.1f} |")
+    lines += ["", "### Backend memory vs mailbox size (same first syncs)", "",
+              "| messages | VmHWM MB | RssShmem at end MB | peak RSS − shared MB | RssAnon at end MB |",
+              "|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['messages']} | {r['hwm_kb'] / 1024:.1f} | {r['shmem_kb'] / 1024:.1f} "
+                     f"| {(r['hwm_kb'] - r['shmem_kb']) / 1024:.1f} | {r['anon_kb'] / 1024:.1f} |")
+    if wire:
+        lines += ["", f"### Wire ratio at 50 ms ({wire['messages']} messages, first full sync vs curl --parallel)", "",
+                  f"sync {wire_sync['wall_s']:.2f} s, wire {wire['wall_s']:.2f} s: **{wire_sync['wall_s'] / wire['wall_s']:.2f}**"]
+    for r in results:
+        if r.get("profile"):
+            lines += ["", f"### Profile of the backend, {r['messages']} messages (perf record -g, self time)", "",
+                      "| % | object | symbol |", "|---:|---|---|"]
+            lines += [f"| {p:.2f} | {d} | `{s}` |" for p, d, s in r["profile"]]
+    return "\n".join(lines) + "\n"
