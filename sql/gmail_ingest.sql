@@ -169,6 +169,21 @@ CREATE INDEX ON @extschema@.mail_messages (mailbox_id, internal_date);
 CREATE INDEX ON @extschema@.mail_messages (mailbox_id, from_email);
 CREATE INDEX ON @extschema@.mail_messages USING gin (to_emails);
 CREATE INDEX ON @extschema@.mail_messages (mailbox_id, rfc822_message_id);
+-- Bodies and headers are text that pglz compresses slowly for little gain
+-- (issue 15: a tenth of a sync's CPU); lz4 compresses them several times
+-- faster.  In an updated installation only rows written afterwards use it.
+DO $$
+BEGIN
+	ALTER TABLE @extschema@.mail_messages
+		ALTER COLUMN body_text SET COMPRESSION lz4,
+		ALTER COLUMN body_html SET COMPRESSION lz4,
+		ALTER COLUMN headers SET COMPRESSION lz4,
+		ALTER COLUMN addresses SET COMPRESSION lz4,
+		ALTER COLUMN "references" SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+	NULL;	-- a server built without lz4 keeps its default
+END
+$$;
 
 CREATE TABLE @extschema@.mail_attachments (
 	id                bigint GENERATED ALWAYS AS IDENTITY,
