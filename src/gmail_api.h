@@ -95,6 +95,7 @@ typedef struct GmailCall
 	bool		not_found;		/* 404 on a get: vanished */
 	bool		history_expired;	/* 404 on history.list */
 	char	   *next_page_token;
+	int64		result_size_estimate;	/* messages.list: Gmail's estimate of the listing, 0 if none */
 	int64		history_id;		/* profile / history.list / thread */
 	char	   *email;			/* profile */
 	GmailMessage message;		/* message gets */

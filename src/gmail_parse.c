@@ -291,7 +291,7 @@ static const char *const gmail_read_names[] = {
 	"details", "emailAddress", "error", "errors", "expiration", "history", "historyId", "id",
 	"internalDate", "labelIds", "labelsAdded", "labelsRemoved", "message",
 	"messages", "messagesAdded", "messagesDeleted", "nextPageToken", "raw",
-	"reason", "sizeEstimate", "snippet", "threadId", "threads", NULL
+	"reason", "resultSizeEstimate", "sizeEstimate", "snippet", "threadId", "threads", NULL
 };
 static const char *const gmail_exact_names[] = {
 	"id", "threadId", "nextPageToken", NULL
@@ -341,6 +341,10 @@ gmail_parse_answer(GmailCall *call, JsonNode *doc, const char **why)
 		case GM_MESSAGES_LIST:
 			call->messages = parse_message_array(json_get(doc, "messages"),
 												 &call->message_count, true, why);
+			/* only an estimate, for progress: one out of range is ignored */
+			if (!json_get_int64(doc, "resultSizeEstimate", &call->result_size_estimate) ||
+				call->result_size_estimate < 0 || call->result_size_estimate > PG_INT32_MAX)
+				call->result_size_estimate = 0;
 			ok = true;
 			break;
 		case GM_THREADS_LIST:

@@ -46,7 +46,7 @@ gmail_url(const char *base, const GmailCall *call)
 							 call->method == GM_MESSAGES_LIST ? "messages" : "threads",
 							 GMAIL_LIST_PAGE_SIZE);
 			http_percent_encode(&u, call->method == GM_MESSAGES_LIST
-								? "messages(id,threadId),nextPageToken"
+								? "messages(id,threadId),nextPageToken,resultSizeEstimate"
 								: "threads(id,historyId,snippet),nextPageToken");
 			append_param(&u, "q", call->query);
 			append_param(&u, "pageToken", call->page_token);

@@ -197,7 +197,6 @@ typedef struct MessageRow
 	const char *parse_error;
 } MessageRow;
 
-extern StoreAction store_upsert_message(const MessageRow *row, int64 *id);
 
 /* Labels (sorted) of a stored message; writes only when they differ. */
 extern StoreAction store_update_labels(int64 mailbox_id, const char *provider_message_id,
@@ -211,7 +210,6 @@ extern StoreAction store_mark_deleted(int64 mailbox_id, const char *provider_mes
 									  TimestampTz internal_date, int64 *id);
 
 /* ---- blobs and attachments ---- */
-extern bool store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len);
 
 typedef struct AttachmentRow
 {
@@ -228,7 +226,26 @@ typedef struct AttachmentRow
 	const char *storage_path;
 } AttachmentRow;
 
-extern StoreAction store_upsert_attachment(const AttachmentRow *row, int64 *id);
+/*
+ * store_batch.c: new messages written a batch at a time, one statement per
+ * table (blobs, messages, attachments, their ledger events), each the
+ * upsert the per-row write was; the run's counters are kept in *counters.
+ * The batch copies what it is given.  Adding a message already in the
+ * batch, or to a full one, writes the batch first; the caller writes it
+ * (store_batch_flush) when store_batch_full says so and before anything
+ * reads what it holds: the threads' final rows, a commit.
+ */
+typedef struct StoreBatch StoreBatch;
+extern StoreBatch *store_batch_create(MemoryContext parent, int64 run_id, int64 mailbox_id,
+									  RunCounters *counters);
+extern void store_batch_add_blob(StoreBatch *b, const char *sha256_hex, const unsigned char *data,
+								 size_t len);
+/* Returns the message's index in the batch, for its attachments. */
+extern int	store_batch_add_message(StoreBatch *b, const MessageRow *row, const char *provider_thread_id);
+extern void store_batch_add_attachment(StoreBatch *b, int message, const AttachmentRow *row);
+extern bool store_batch_has_message(const StoreBatch *b, const char *provider_message_id);
+extern bool store_batch_full(const StoreBatch *b);
+extern void store_batch_flush(StoreBatch *b);
 
 /* ---- bytes in the object store (store_objects.c) ---- */
 extern char *store_safe_filename(const char *filename);

@@ -69,13 +69,23 @@ report_progress(SyncState *s, bool force)
 		return;
 	s->last_progress = now;
 	ereport(NOTICE,
-			(errmsg(INT64_FORMAT " of " INT64_FORMAT " messages done", s->done, s->todo)));
+			(errmsg(INT64_FORMAT " of " INT64_FORMAT " messages done", s->done,
+					Max(s->todo, s->todo_hint))));
 }
 
 /* ------------------------------------------------------------------ */
 
+StoreBatch *
+sync_batch(SyncState *s)
+{
+	if (s->batch == NULL)
+		s->batch = store_batch_create(MemoryContextGetParent(s->item_cxt), s->run_id, s->mb.id,
+									  &s->counters);
+	return s->batch;
+}
+
 static void
-store_attachments(SyncState *s, int64 message_id, const mp_message *mp)
+store_attachments(SyncState *s, int message, const mp_message *mp)
 {
 	size_t		i;
 
@@ -83,12 +93,9 @@ store_attachments(SyncState *s, int64 message_id, const mp_message *mp)
 	{
 		const mp_attachment *a = &mp->attachments[i];
 		AttachmentRow row;
-		StoreAction act;
-		int64		id = 0;
 
 		memset(&row, 0, sizeof(row));
 		row.mailbox_id = s->mb.id;
-		row.message_id = message_id;
 		row.part_id = a->part_id;
 		row.filename = a->filename ? a->filename : "";
 		row.filename_derived = a->filename_derived;
@@ -103,36 +110,28 @@ store_attachments(SyncState *s, int64 message_id, const mp_message *mp)
 			: psprintf("%s/" INT64_FORMAT "/%s/%s", s->mb.org_id, s->mb.id,
 					   a->sha256_hex, row.filename);
 		sync_keep_bytes(s, a->sha256_hex, a->data, a->size, row.storage_path);
-		act = store_upsert_attachment(&row, &id);
-		if (act == SA_INSERTED)
-			s->counters.attachments_inserted++;
-		else if (act == SA_UPDATED)
-			s->counters.attachments_updated++;
-		else
-			s->counters.attachments_unchanged++;
-		if (act != SA_UNCHANGED)
-		{
-			StringInfoData d;
-
-			initStringInfo(&d);
-			appendStringInfo(&d, "{\"action\":\"%s\",\"part_id\":", store_action_name(act));
-			escape_json(&d, a->part_id);
-			appendStringInfo(&d, ",\"sha256\":\"%s\",\"size_bytes\":%zu}", a->sha256_hex, a->size);
-			store_ledger(s->run_id, s->mb.id, "attachment.saved", id, NULL, d.data);
-		}
+		store_batch_add_attachment(s->batch, message, &row);
 	}
 }
 
-/* A new message's raw bytes: blob, parse, row, attachments, ledger. */
+/*
+ * A new message's raw bytes: blob, parse, row, attachments, ledger, all
+ * into the run's batch (written when full and at the end of the fetch loop).
+ */
 static void
 ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 {
 	char	   *raw_sha = NULL;
 	mp_message	mp;
 	volatile bool parsed = false;
+	StoreBatch *batch = sync_batch(s);
 
 	if (has_label(gm, "DRAFT"))
 		return;					/* drafts are not ingested */
+
+	/* one statement upserts a row once: a message listed twice waits its turn */
+	if (store_batch_has_message(batch, gm->id) || store_batch_full(batch))
+		store_batch_flush(batch);
 
 	raw_sha = sha256_hex_of(gm->raw, gm->raw_len);
 	if (s->store_raw)
@@ -145,8 +144,7 @@ ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 	PG_TRY();
 	{
 		MessageRow	row;
-		StoreAction act;
-		int64		id = 0;
+		int			k;
 
 		if (!mp_parse(gm->raw, gm->raw_len, &mp))
 			ereport(ERROR,
@@ -158,24 +156,8 @@ ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 
 		build_message_row(&row, s->mb.id, item->thread_id, gm, &mp,
 						  s->store_raw ? raw_sha : NULL);
-		act = store_upsert_message(&row, &id);
-		if (act == SA_INSERTED)
-			s->counters.messages_inserted++;
-		else if (act == SA_UPDATED)
-			s->counters.messages_updated++;
-		else
-			s->counters.messages_unchanged++;
-		if (act != SA_UNCHANGED)
-		{
-			StringInfoData d;
-
-			initStringInfo(&d);
-			appendStringInfo(&d, "{\"action\":\"%s\",\"thread\":", store_action_name(act));
-			escape_json(&d, gm->thread_id);
-			appendStringInfo(&d, ",\"labels\":%s}", labels_json(row.labels, row.label_count));
-			store_ledger(s->run_id, s->mb.id, "message.ingested", id, gm->id, d.data);
-		}
-		store_attachments(s, id, &mp);
+		k = store_batch_add_message(batch, &row, gm->thread_id);
+		store_attachments(s, k, &mp);
 	}
 	PG_FINALLY();
 	{
@@ -183,6 +165,14 @@ ingest_raw_message(SyncState *s, const FetchItem *item, GmailMessage *gm)
 			mp_message_free(&mp);
 	}
 	PG_END_TRY();
+}
+
+/* A stored message's row is about to be written: a pending insert of it goes first. */
+static void
+flush_if_pending(SyncState *s, const char *provider_message_id)
+{
+	if (s->batch && store_batch_has_message(s->batch, provider_message_id))
+		store_batch_flush(s->batch);
 }
 
 /* A stored message's current labels (format=minimal). */
@@ -194,6 +184,7 @@ refresh_labels(SyncState *s, const FetchItem *item, GmailMessage *gm)
 	StoreAction act;
 
 	sort_labels(gm->label_ids, &n);
+	flush_if_pending(s, item->id);
 	act = store_update_labels(s->mb.id, item->id, item->thread_id, item->provider_thread_id,
 							  item->internal_date, gm->label_ids, n, gm->history_id, &id);
 	if (act == SA_UNCHANGED)
@@ -211,6 +202,7 @@ mark_deleted(SyncState *s, const FetchItem *item)
 {
 	int64		id = 0;
 
+	flush_if_pending(s, item->id);
 	if (store_mark_deleted(s->mb.id, item->id, item->thread_id, item->provider_thread_id,
 						   item->internal_date, &id) != SA_UNCHANGED)
 	{
@@ -335,6 +327,9 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 		s->done++;
 		report_progress(s, false);
 	}
+	/* what follows (the threads' rows, a commit) reads what the batch holds */
+	if (s->batch)
+		store_batch_flush(s->batch);
 	pfree(calls);
 	pfree(free_slots);
 }

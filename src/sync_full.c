@@ -8,12 +8,16 @@
  * was read over at least this window is not looked into: an unchanged
  * re-run costs the profile and the thread list.  For the other threads,
  * new messages are fetched raw once; messages already stored are only
- * re-checked for labels and deletion.
+ * re-checked for labels and deletion.  The messages listing is streamed:
+ * each page's new messages are fetched and stored before the next page is
+ * listed, so memory holds the window's threads but only one page of
+ * messages, however large the mailbox (issue 15).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "sync_internal.h"
@@ -117,6 +121,46 @@ plan_label_checks(SyncState *s, SyncPlan *p)
 	pfree(thread_ids);
 }
 
+/*
+ * 4, streamed: each page of the listing has its new messages fetched and
+ * stored before the next page is asked for, so a first sync holds one
+ * page of items, not the window's.  The page's items live in a context
+ * reset after the page.
+ */
+typedef struct StreamPages
+{
+	SyncPlan   *plan;
+	MemoryContext page_cxt;
+	int			nchecks;		/* label checks fetched after the listing */
+	bool		first_page;
+} StreamPages;
+
+static void
+stream_new_messages(SyncState *s, GmailMessage *messages, int n, void *arg)
+{
+	StreamPages *sp = (StreamPages *) arg;
+	SyncPlan   *p = sp->plan;
+	MemoryContext old = MemoryContextSwitchTo(sp->page_cxt);
+	int			i;
+
+	/*
+	 * The progress NOTICEs' "to do": the listing is not all known yet, so
+	 * Gmail's estimate of it stands in (all new in a first sync) until the
+	 * listing ends.
+	 */
+	if (sp->first_page)
+		s->todo_hint = s->todo + s->listing_estimate + sp->nchecks;
+	sp->first_page = false;
+	plan_new_messages(s, messages, n, p);
+	for (i = 0; i < p->nitems; i++)
+		p->items[i].thread_id = p->threads[p->items[i].thread_index].id;
+	fetch_and_store(s, p->items, p->nitems);
+	MemoryContextSwitchTo(old);
+	p->items = NULL;
+	p->nitems = p->items_cap = 0;
+	MemoryContextReset(sp->page_cxt);
+}
+
 void
 full_sync(SyncState *s)
 {
@@ -124,6 +168,9 @@ full_sync(SyncState *s)
 	ThreadFinal *listed;
 	int			nlisted;
 	SyncPlan	plan;
+	FetchItem  *checks;
+	int			nchecks;
+	StreamPages sp;
 
 	/* The next sync starts at the history id read before listing began. */
 	s->new_history_id = s->profile_history_id;
@@ -138,9 +185,25 @@ full_sync(SyncState *s)
 	plan_changed_threads(s, listed, nlisted, &plan);
 	if (plan.nthreads == 0)
 		return;
-	list_messages(s, query, plan_new_messages, &plan);
-	plan_label_checks(s, &plan);
 
-	/* 6. Fetch and store, then the threads' counts and history ids. */
+	/* 5 before 4: the stored messages to re-check are those stored before this run */
+	plan_label_checks(s, &plan);
+	checks = plan.items;
+	nchecks = plan.nitems;
+	plan.items = NULL;
+	plan.nitems = plan.items_cap = 0;
+
+	sp.plan = &plan;
+	sp.nchecks = nchecks;
+	sp.first_page = true;
+	sp.page_cxt = AllocSetContextCreate(CurrentMemoryContext, "gmail_sync listing page",
+										ALLOCSET_DEFAULT_SIZES);
+	list_messages(s, query, stream_new_messages, &sp);
+	MemoryContextDelete(sp.page_cxt);
+	s->todo_hint = 0;
+
+	/* 6. The label checks, then the threads' counts and history ids. */
+	plan.items = checks;
+	plan.nitems = nchecks;
 	plan_execute(s, &plan);
 }

@@ -130,6 +130,8 @@ extern void refresh_labels(SyncState *s, const FetchItem *item, GmailMessage *gm
 extern void mark_deleted(SyncState *s, const FetchItem *item);
 extern FetchItem item_for_ref(const StoredMessageRef *ref);
 extern void fetch_and_store(SyncState *s, FetchItem *items, int n);
+/* The run's batch of new messages, made on first use (store_batch.c). */
+extern StoreBatch *sync_batch(SyncState *s);
 
 /* sync_objects.c: a content's bytes, in the blobs table or at key in the object store */
 extern void sync_keep_bytes(SyncState *s, const char *sha256_hex, const unsigned char *data,

@@ -69,8 +69,8 @@ sync_keep_bytes(SyncState *s, const char *sha256_hex, const unsigned char *data,
 
 	if (!s->use_s3)
 	{
-		if (store_put_blob(sha256_hex, data, len))
-			s->counters.blobs_inserted++;
+		/* written with the message's batch, which counts blobs_inserted */
+		store_batch_add_blob(sync_batch(s), sha256_hex, data, len);
 		return;
 	}
 

@@ -235,6 +235,7 @@ check_message_page(SyncState *s, GmailCall *page, void *arg)
 		require_gmail_id(page->messages[i].id, "message", GM_MESSAGES_LIST);
 		require_gmail_id(page->messages[i].thread_id, "thread", GM_MESSAGES_LIST);
 	}
+	s->listing_estimate = page->result_size_estimate;
 	l->handle(s, page->messages, page->message_count, l->arg);
 	return true;
 }

@@ -37,6 +37,7 @@ typedef struct SyncState
 	HttpClient *token_http;
 	GmailClient *gmail;
 	MemoryContext item_cxt;		/* reset after each message */
+	StoreBatch *batch;			/* new messages not written yet (store_batch.c) */
 	MemoryContext upload_cxt;	/* uploads in flight (sync_objects.c) */
 	int			object_retries;	/* retries at the object store */
 	int64		upload_bytes;	/* bytes of the uploads not completed yet */
@@ -50,6 +51,8 @@ typedef struct SyncState
 	/* progress NOTICEs */
 	int64		done;
 	int64		todo;
+	int64		todo_hint;
+	int64		listing_estimate;	/* resultSizeEstimate of the last messages.list page */		/* while a listing streams: what Gmail estimates there is to do */
 	TimestampTz last_progress;
 } SyncState;
 
