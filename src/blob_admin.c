@@ -32,21 +32,6 @@ PGDLLEXPORT Datum gmail_verify_objects(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum gmail_migrate_blobs_batch(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum gmail_gc_objects(PG_FUNCTION_ARGS);
 
-static HttpClient *
-admin_http(int concurrency)
-{
-	HttpOptions o;
-
-	memset(&o, 0, sizeof(o));
-	o.max_concurrency = concurrency;
-	o.connect_timeout_ms = gi_connect_timeout_ms;
-	o.request_timeout_ms = gi_request_timeout_ms;
-	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
-	o.ca_file = gi_ca_file;
-	o.user_agent = "gmail_ingest/" EXTVERSION;
-	return http_client_create(CurrentMemoryContext, &o);
-}
-
 static void
 put_row(ReturnSetInfo *rsinfo, const char *a, const char *b, int nbool, bool okv)
 {
@@ -135,7 +120,7 @@ gmail_verify_objects(PG_FUNCTION_ARGS)
 	/* max_concurrency objects asked for at once, like a sync's uploads */
 	window = Max(1, gi_max_concurrency);
 	reqs = palloc0(sizeof(S3Request) * window);
-	http = admin_http(window);
+	http = settings_http_client(CurrentMemoryContext, window, 0, false);
 	while (next < n || inflight > 0)
 	{
 		S3Request  *r;
@@ -270,7 +255,7 @@ gmail_migrate_blobs_batch(PG_FUNCTION_ARGS)
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	http = admin_http(1);
+	http = settings_http_client(CurrentMemoryContext, 1, 0, false);
 	if (strcmp(target, "s3") == 0)
 	{
 		char	  **shas;
@@ -319,7 +304,7 @@ gmail_gc_objects(PG_FUNCTION_ARGS)
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	http = admin_http(1);
+	http = settings_http_client(CurrentMemoryContext, 1, 0, false);
 	do
 	{
 		S3Request	r;
