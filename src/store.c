@@ -306,13 +306,18 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 				 const char *fallback, const RunCounters *c)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID, TEXTOID};
-	Datum		v[8];
-	char		n[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID, TEXTOID,
+	TIMESTAMPTZOID};
+	Datum		v[9];
+	char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int64		counters[17];
 
+	/*
+	 * The finishing time is a parameter, not clock_timestamp() in the SET:
+	 * Citus refuses volatile functions in UPDATEs of distributed tables.
+	 */
 	plan_once(&plan,
-			  "UPDATE " SCHEMA "sync_runs SET finished_at = clock_timestamp(), mode = $3, status = $4, "
+			  "UPDATE " SCHEMA "sync_runs SET finished_at = $9, mode = $3, status = $4, "
 			  "  error = $5, history_id_after = $6, "
 			  "  threads_inserted = $7[1], threads_updated = $7[2], threads_unchanged = $7[3], "
 			  "  messages_inserted = $7[4], messages_updated = $7[5], messages_unchanged = $7[6], "
@@ -321,7 +326,7 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 			  "  attachments_unchanged = $7[12], blobs_inserted = $7[13], http_requests = $7[14], "
 			  "  quota_units = $7[15], retries = $7[16], bytes_downloaded = $7[17], fallback = $8 "
 			  " WHERE mailbox_id = $1 AND id = $2",
-			  8, types);
+			  9, types);
 	counters[0] = c->threads_inserted;
 	counters[1] = c->threads_updated;
 	counters[2] = c->threads_unchanged;
@@ -349,6 +354,7 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 		n[5] = 'n';
 	v[6] = int8_array_nullable(counters, NULL, 17);
 	v[7] = text_or_null(fallback, &n[7]);
+	v[8] = TimestampTzGetDatum(GetCurrentTimestamp());
 	run_plan(plan, v, n, SPI_OK_UPDATE);
 }
 
@@ -556,7 +562,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 			  "   SET snippet = COALESCE(EXCLUDED.snippet, t.snippet), history_id = EXCLUDED.history_id, "
 			  "       message_count = EXCLUDED.message_count, first_message_at = EXCLUDED.first_message_at, "
 			  "       last_message_at = EXCLUDED.last_message_at, "
-			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = now() "
+			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = EXCLUDED.updated_at "
 			  " WHERE (t.snippet, t.history_id, t.message_count, t.first_message_at, t.last_message_at, "
 			  "        t.synced_since) IS DISTINCT FROM "
 			  "       (COALESCE(EXCLUDED.snippet, t.snippet), EXCLUDED.history_id, EXCLUDED.message_count, "
@@ -736,7 +742,7 @@ store_upsert_message(const MessageRow *r, int64 *id)
 			  "  size_estimate = EXCLUDED.size_estimate, headers = EXCLUDED.headers, "
 			  "  raw_sha256 = EXCLUDED.raw_sha256, parse_error = EXCLUDED.parse_error, "
 			  "  history_id = EXCLUDED.history_id, internal_date = EXCLUDED.internal_date, "
-			  "  deleted_at = NULL, updated_at = now() "
+			  "  deleted_at = NULL, updated_at = EXCLUDED.updated_at "
 			  "WHERE (m.thread_id, m.label_ids, m.subject, m.from_address, m.to_addresses, m.cc_addresses, "
 			  "       m.bcc_addresses, m.reply_to, m.from_email, m.to_emails, m.cc_emails, m.bcc_emails, "
 			  "       m.reply_to_emails, m.addresses, m.sent_at, m.rfc822_message_id, m.in_reply_to, "
@@ -818,7 +824,7 @@ store_update_labels(int64 mailbox_id, const char *provider_message_id, int64 thr
 			  "  provider_thread_id, internal_date, label_ids, history_id) "
 			  "VALUES ($1, $2, $3, $4, $5, $6, $7) "
 			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE "
-			  "   SET label_ids = EXCLUDED.label_ids, history_id = EXCLUDED.history_id, updated_at = now() "
+			  "   SET label_ids = EXCLUDED.label_ids, history_id = EXCLUDED.history_id, updated_at = EXCLUDED.updated_at "
 			  " WHERE m.label_ids IS DISTINCT FROM EXCLUDED.label_ids "
 			  "RETURNING m.id, (m.xmax = 0)",
 			  7, types);
@@ -846,7 +852,7 @@ store_mark_deleted(int64 mailbox_id, const char *provider_message_id, int64 thre
 			  "  provider_thread_id, internal_date, deleted_at) "
 			  "VALUES ($1, $2, $3, $4, $5, now()) "
 			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE "
-			  "   SET deleted_at = EXCLUDED.deleted_at, updated_at = now() "
+			  "   SET deleted_at = EXCLUDED.deleted_at, updated_at = EXCLUDED.updated_at "
 			  " WHERE m.deleted_at IS NULL "
 			  "RETURNING m.id, (m.xmax = 0)",
 			  5, types);
@@ -862,20 +868,22 @@ store_mark_deleted(int64 mailbox_id, const char *provider_message_id, int64 thre
 /* ------------------------------------------------------ blobs, attachments */
 
 bool
-store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len)
+store_put_blob(int64 mailbox_id, const char *sha256_hex, const unsigned char *data, size_t len)
 {
 	static SPIPlanPtr probe = NULL;
 	static SPIPlanPtr plan = NULL;
-	static const Oid probe_types[] = {TEXTOID};
-	static const Oid types[] = {TEXTOID, INT8OID, BYTEAOID};
-	Datum		v[3];
+	static const Oid probe_types[] = {TEXTOID, INT8OID};
+	static const Oid types[] = {TEXTOID, INT8OID, BYTEAOID, INT8OID};
+	Datum		v[4];
 	bytea	   *b;
 	bool		inserted;
 
 	/* Known content is not even handed to the executor again. */
-	plan_once(&probe, "SELECT 1 FROM " SCHEMA "blobs WHERE sha256 = $1 AND data IS NOT NULL",
-			  1, probe_types);
+	plan_once(&probe,
+			  "SELECT 1 FROM " SCHEMA "blobs WHERE mailbox_id = $2 AND sha256 = $1 AND data IS NOT NULL",
+			  2, probe_types);
 	v[0] = CStringGetTextDatum(sha256_hex);
+	v[1] = Int64GetDatum(mailbox_id);
 	run_plan(probe, v, NULL, SPI_OK_SELECT);
 	inserted = SPI_processed > 0;
 	SPI_freetuptable(SPI_tuptable);
@@ -887,18 +895,20 @@ store_put_blob(const char *sha256_hex, const unsigned char *data, size_t len)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("content of %zu bytes is too large to store", len)));
 	plan_once(&plan,
-			  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data) VALUES ($1, $2, $3) "
-			  "ON CONFLICT (sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, "
+			  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data, mailbox_id) "
+			  "VALUES ($1, $2, $3, $4) "
+			  "ON CONFLICT (mailbox_id, sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, "
 			  "  data = coalesce(b.data, EXCLUDED.data) "
 			  " WHERE b.size_bytes IS DISTINCT FROM EXCLUDED.size_bytes OR b.data IS NULL "
 			  "RETURNING (b.xmax = 0)",
-			  3, types);
+			  4, types);
 	b = palloc(len + VARHDRSZ);
 	SET_VARSIZE(b, len + VARHDRSZ);
 	if (len > 0)
 		memcpy(VARDATA(b), data, len);
 	v[1] = Int64GetDatum((int64) len);
 	v[2] = PointerGetDatum(b);
+	v[3] = Int64GetDatum(mailbox_id);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 	inserted = SPI_processed == 1;
 	SPI_freetuptable(SPI_tuptable);
@@ -923,7 +933,7 @@ store_upsert_attachment(const AttachmentRow *r, int64 *id)
 			  "  filename = EXCLUDED.filename, filename_derived = EXCLUDED.filename_derived, "
 			  "  mime_type = EXCLUDED.mime_type, size_bytes = EXCLUDED.size_bytes, "
 			  "  content_id = EXCLUDED.content_id, is_inline = EXCLUDED.is_inline, "
-			  "  sha256 = EXCLUDED.sha256, storage_path = EXCLUDED.storage_path, updated_at = now() "
+			  "  sha256 = EXCLUDED.sha256, storage_path = EXCLUDED.storage_path, updated_at = EXCLUDED.updated_at "
 			  "WHERE (a.filename, a.filename_derived, a.mime_type, a.size_bytes, a.content_id, "
 			  "       a.is_inline, a.sha256, a.storage_path) IS DISTINCT FROM "
 			  "      (EXCLUDED.filename, EXCLUDED.filename_derived, EXCLUDED.mime_type, "
