@@ -124,7 +124,7 @@ BEGIN
 		SET refresh_token = EXCLUDED.refresh_token,
 		    access_token = NULL,
 		    access_token_expires_at = NULL,
-		    updated_at = now()
+		    updated_at = EXCLUDED.updated_at
 		WHERE c.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token;
 	RETURN v_id;
 END
@@ -548,7 +548,7 @@ BEGIN
 	INSERT INTO @extschema@.service_accounts AS s (org_id, client_email, client_id, private_key_id)
 	VALUES (add_service_account.org_id, v_email, v_key->>'client_id', v_key->>'private_key_id')
 	ON CONFLICT (org_id, client_email) DO UPDATE
-		SET client_id = EXCLUDED.client_id, private_key_id = EXCLUDED.private_key_id, updated_at = now()
+		SET client_id = EXCLUDED.client_id, private_key_id = EXCLUDED.private_key_id, updated_at = EXCLUDED.updated_at
 		WHERE (s.client_id, s.private_key_id) IS DISTINCT FROM (EXCLUDED.client_id, EXCLUDED.private_key_id)
 	RETURNING s.id INTO v_id;
 	IF v_id IS NULL THEN
@@ -561,7 +561,7 @@ BEGIN
 	INSERT INTO @extschema@.service_account_keys AS k (service_account_id, private_key)
 	VALUES (v_id, v_key->>'private_key')
 	ON CONFLICT (service_account_id) DO UPDATE
-		SET private_key = EXCLUDED.private_key, updated_at = now()
+		SET private_key = EXCLUDED.private_key, updated_at = EXCLUDED.updated_at
 		WHERE k.private_key IS DISTINCT FROM EXCLUDED.private_key;
 	IF v_old_key IS NOT NULL AND v_old_key IS DISTINCT FROM v_key->>'private_key' THEN
 		-- Tokens obtained with the old key go with it (it may have been
@@ -658,7 +658,7 @@ BEGIN
 	VALUES (v_id, NULL)
 	ON CONFLICT (mailbox_id) DO UPDATE
 		SET refresh_token = NULL, access_token = NULL, access_token_expires_at = NULL,
-		    updated_at = now()
+		    updated_at = EXCLUDED.updated_at
 		WHERE c.refresh_token IS NOT NULL
 		   OR (c.access_token IS NOT NULL
 		       AND (v_old_sa IS DISTINCT FROM add_delegated_mailbox.service_account_id
@@ -747,7 +747,7 @@ BEGIN
 		SET refresh_token = EXCLUDED.refresh_token,
 		    access_token = NULL,
 		    access_token_expires_at = NULL,
-		    updated_at = now()
+		    updated_at = EXCLUDED.updated_at
 		WHERE c.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token;
 	RETURN v_id;
 END
@@ -1173,25 +1173,26 @@ BEGIN
 
 	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
 	 WHERE a.mailbox_id = mb
-	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = a.sha256);
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.mailbox_id = mb AND b.sha256 = a.sha256);
 	check_name := 'attachment blobs present'; ok := n = 0;
 	detail := format('%s attachments without their blob', n); RETURN NEXT;
 
 	SELECT count(*) INTO n FROM @extschema@.mail_messages m
 	 WHERE m.mailbox_id = mb AND m.raw_sha256 IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = m.raw_sha256);
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.mailbox_id = mb AND b.sha256 = m.raw_sha256);
 	check_name := 'raw message blobs present'; ok := n = 0;
 	detail := format('%s messages without their raw blob', n); RETURN NEXT;
 
 	SELECT count(*) INTO n FROM @extschema@.blobs b
-	 WHERE (b.sha256 IN (SELECT a.sha256 FROM @extschema@.mail_attachments a WHERE a.mailbox_id = mb)
+	 WHERE b.mailbox_id = mb
+	   AND (b.sha256 IN (SELECT a.sha256 FROM @extschema@.mail_attachments a WHERE a.mailbox_id = mb)
 	        OR b.sha256 IN (SELECT m.raw_sha256 FROM @extschema@.mail_messages m WHERE m.mailbox_id = mb))
 	   AND (encode(sha256(b.data), 'hex') <> b.sha256 OR length(b.data) <> b.size_bytes);
 	check_name := 'blob hashes match'; ok := n = 0;
 	detail := format('%s blobs whose bytes do not match their sha256 or size', n); RETURN NEXT;
 
 	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
-	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	  JOIN @extschema@.blobs b ON b.mailbox_id = a.mailbox_id AND b.sha256 = a.sha256
 	 WHERE a.mailbox_id = mb AND a.size_bytes <> b.size_bytes;
 	check_name := 'attachment sizes match'; ok := n = 0;
 	detail := format('%s attachments whose size_bytes differs from their blob', n); RETURN NEXT;
@@ -1240,12 +1241,12 @@ BEGIN
 	-- has an object recorded at its key, and the store holds every object
 	-- recorded (HEAD and size; deep: GET and sha256), missing ones by key.
 	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
-	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	  JOIN @extschema@.blobs b ON b.mailbox_id = a.mailbox_id AND b.sha256 = a.sha256
 	 WHERE a.mailbox_id = mb AND b.data IS NULL
 	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
 	                    WHERE o.mailbox_id = mb AND o.object_key = a.storage_path AND o.sha256 = a.sha256);
 	SELECT n + count(*) INTO n FROM @extschema@.mail_messages m
-	  JOIN @extschema@.blobs b ON b.sha256 = m.raw_sha256
+	  JOIN @extschema@.blobs b ON b.mailbox_id = m.mailbox_id AND b.sha256 = m.raw_sha256
 	  JOIN @extschema@.mailboxes x ON x.id = m.mailbox_id
 	 WHERE m.mailbox_id = mb AND b.data IS NULL
 	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
@@ -1267,6 +1268,49 @@ REVOKE ALL ON FUNCTION @extschema@._migrate_blobs_batch(text, integer) FROM PUBL
 REVOKE ALL ON PROCEDURE @extschema@.migrate_blobs(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.gc_objects(boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.verify(bigint, boolean) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- blobs keyed by (mailbox_id, sha256) (SPEC 7e): Citus distributes every
+-- data table by mailbox_id and a distributed table's keys must include it,
+-- so content is addressed within its mailbox.  1.0 kept one row per
+-- content for the whole database: each row is copied to every mailbox that
+-- refers to it (attachments, raw messages, recorded objects); a row no
+-- mailbox refers to (none is left by 1.0's transactional runs) has no
+-- mailbox to go to and is dropped.
+------------------------------------------------------------------------
+ALTER TABLE @extschema@.mail_messages DROP CONSTRAINT mail_messages_raw_sha256_fkey;
+ALTER TABLE @extschema@.mail_attachments DROP CONSTRAINT mail_attachments_sha256_fkey;
+ALTER TABLE @extschema@.objects DROP CONSTRAINT objects_sha256_fkey;
+ALTER TABLE @extschema@.blobs DROP CONSTRAINT blobs_pkey;
+ALTER TABLE @extschema@.blobs ADD COLUMN mailbox_id bigint;
+
+INSERT INTO @extschema@.blobs (sha256, size_bytes, data, created_at, mailbox_id)
+SELECT b.sha256, b.size_bytes, b.data, b.created_at, r.mailbox_id
+  FROM @extschema@.blobs b
+  JOIN (SELECT a.mailbox_id, a.sha256 FROM @extschema@.mail_attachments a
+        UNION
+        SELECT m.mailbox_id, m.raw_sha256 FROM @extschema@.mail_messages m WHERE m.raw_sha256 IS NOT NULL
+        UNION
+        SELECT o.mailbox_id, o.sha256 FROM @extschema@.objects o) r ON r.sha256 = b.sha256
+ WHERE b.mailbox_id IS NULL;
+DELETE FROM @extschema@.blobs b WHERE b.mailbox_id IS NULL;
+
+ALTER TABLE @extschema@.blobs ALTER COLUMN mailbox_id SET NOT NULL;
+ALTER TABLE @extschema@.blobs ADD CONSTRAINT blobs_pkey PRIMARY KEY (mailbox_id, sha256);
+ALTER TABLE @extschema@.blobs ADD CONSTRAINT blobs_mailbox_id_fkey
+	FOREIGN KEY (mailbox_id) REFERENCES @extschema@.mailboxes (id);
+ALTER TABLE @extschema@.mail_messages ADD CONSTRAINT mail_messages_mailbox_id_raw_sha256_fkey
+	FOREIGN KEY (mailbox_id, raw_sha256) REFERENCES @extschema@.blobs (mailbox_id, sha256);
+ALTER TABLE @extschema@.mail_attachments ADD CONSTRAINT mail_attachments_mailbox_id_sha256_fkey
+	FOREIGN KEY (mailbox_id, sha256) REFERENCES @extschema@.blobs (mailbox_id, sha256);
+ALTER TABLE @extschema@.objects ADD CONSTRAINT objects_mailbox_id_sha256_fkey
+	FOREIGN KEY (mailbox_id, sha256) REFERENCES @extschema@.blobs (mailbox_id, sha256);
+DROP INDEX @extschema@.mail_attachments_sha256_idx;
+CREATE INDEX ON @extschema@.mail_attachments (mailbox_id, sha256);
+DROP INDEX @extschema@.objects_sha256_idx;
+CREATE INDEX objects_sha256_idx ON @extschema@.objects (mailbox_id, sha256);
+COMMENT ON TABLE @extschema@.blobs IS
+  'Content-addressed bytes (attachments, raw messages): one row per distinct content of a mailbox';
 
 -- Bodies and headers are text that pglz compresses slowly for little gain
 -- (issue 15: a tenth of a sync's CPU); lz4 compresses them several times

@@ -11,7 +11,8 @@
 
 -- Every table carries mailbox_id and every key between data tables includes
 -- it, so no row can point into another mailbox and the schema distributes by
--- mailbox_id unchanged.  blobs is the one exception: keyed by content.
+-- mailbox_id unchanged (Citus: SPEC 7e).  blobs too: content is addressed by
+-- sha256 within its mailbox, so a content two mailboxes hold is kept twice.
 
 CREATE TABLE @extschema@.mailboxes (
 	id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -79,13 +80,15 @@ COMMENT ON COLUMN @extschema@.mailbox_credentials.refresh_token IS
   'The mailbox''s refresh token; NULL for a delegated mailbox, whose token a service account signs for';
 
 CREATE TABLE @extschema@.blobs (
-	sha256      text PRIMARY KEY CHECK (sha256 OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$'),
+	sha256      text NOT NULL CHECK (sha256 OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$'),
 	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
 	data        bytea,
-	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	mailbox_id  bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
+	PRIMARY KEY (mailbox_id, sha256)
 );
 COMMENT ON TABLE @extschema@.blobs IS
-  'Content-addressed bytes (attachments, raw messages): one row per distinct content';
+  'Content-addressed bytes (attachments, raw messages): one row per distinct content of a mailbox';
 -- Attachments are mostly compressed already; lz4 gives up on those quickly
 -- where pglz grinds through megabytes (3.7 times faster inserts measured).
 DO $$
@@ -146,14 +149,15 @@ CREATE TABLE @extschema@.mail_messages (
 	body_html            text,
 	size_estimate        integer,
 	headers              jsonb,
-	raw_sha256           text REFERENCES @extschema@.blobs (sha256),
+	raw_sha256           text,
 	parse_error          text,
 	deleted_at           timestamptz,
 	created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (mailbox_id, id),
 	UNIQUE (mailbox_id, provider_message_id),
-	FOREIGN KEY (mailbox_id, thread_id) REFERENCES @extschema@.mail_threads (mailbox_id, id)
+	FOREIGN KEY (mailbox_id, thread_id) REFERENCES @extschema@.mail_threads (mailbox_id, id),
+	FOREIGN KEY (mailbox_id, raw_sha256) REFERENCES @extschema@.blobs (mailbox_id, sha256)
 );
 COMMENT ON TABLE @extschema@.mail_messages IS
   'Gmail messages, parsed from their exact RFC 822 bytes (kept in blobs under raw_sha256)';
@@ -196,17 +200,18 @@ CREATE TABLE @extschema@.mail_attachments (
 	size_bytes        bigint NOT NULL,
 	content_id        text,
 	is_inline         boolean NOT NULL DEFAULT false,
-	sha256            text NOT NULL REFERENCES @extschema@.blobs (sha256),
+	sha256            text NOT NULL,
 	storage_path      text NOT NULL,
 	created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (mailbox_id, id),
 	UNIQUE (mailbox_id, message_id, part_id),
-	FOREIGN KEY (mailbox_id, message_id) REFERENCES @extschema@.mail_messages (mailbox_id, id)
+	FOREIGN KEY (mailbox_id, message_id) REFERENCES @extschema@.mail_messages (mailbox_id, id),
+	FOREIGN KEY (mailbox_id, sha256) REFERENCES @extschema@.blobs (mailbox_id, sha256)
 );
 COMMENT ON TABLE @extschema@.mail_attachments IS
   'MIME parts stored as attachments, keyed by their section path inside the immutable raw message';
-CREATE INDEX ON @extschema@.mail_attachments (sha256);
+CREATE INDEX ON @extschema@.mail_attachments (mailbox_id, sha256);
 
 CREATE TABLE @extschema@.sync_runs (
 	id                     bigint GENERATED ALWAYS AS IDENTITY,
@@ -426,7 +431,7 @@ BEGIN
 		SET refresh_token = EXCLUDED.refresh_token,
 		    access_token = NULL,
 		    access_token_expires_at = NULL,
-		    updated_at = now()
+		    updated_at = EXCLUDED.updated_at
 		WHERE c.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token;
 	RETURN v_id;
 END
@@ -654,25 +659,26 @@ BEGIN
 
 	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
 	 WHERE a.mailbox_id = mb
-	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = a.sha256);
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.mailbox_id = mb AND b.sha256 = a.sha256);
 	check_name := 'attachment blobs present'; ok := n = 0;
 	detail := format('%s attachments without their blob', n); RETURN NEXT;
 
 	SELECT count(*) INTO n FROM @extschema@.mail_messages m
 	 WHERE m.mailbox_id = mb AND m.raw_sha256 IS NOT NULL
-	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.sha256 = m.raw_sha256);
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.blobs b WHERE b.mailbox_id = mb AND b.sha256 = m.raw_sha256);
 	check_name := 'raw message blobs present'; ok := n = 0;
 	detail := format('%s messages without their raw blob', n); RETURN NEXT;
 
 	SELECT count(*) INTO n FROM @extschema@.blobs b
-	 WHERE (b.sha256 IN (SELECT a.sha256 FROM @extschema@.mail_attachments a WHERE a.mailbox_id = mb)
+	 WHERE b.mailbox_id = mb
+	   AND (b.sha256 IN (SELECT a.sha256 FROM @extschema@.mail_attachments a WHERE a.mailbox_id = mb)
 	        OR b.sha256 IN (SELECT m.raw_sha256 FROM @extschema@.mail_messages m WHERE m.mailbox_id = mb))
 	   AND (encode(sha256(b.data), 'hex') <> b.sha256 OR length(b.data) <> b.size_bytes);
 	check_name := 'blob hashes match'; ok := n = 0;
 	detail := format('%s blobs whose bytes do not match their sha256 or size', n); RETURN NEXT;
 
 	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
-	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	  JOIN @extschema@.blobs b ON b.mailbox_id = a.mailbox_id AND b.sha256 = a.sha256
 	 WHERE a.mailbox_id = mb AND a.size_bytes <> b.size_bytes;
 	check_name := 'attachment sizes match'; ok := n = 0;
 	detail := format('%s attachments whose size_bytes differs from their blob', n); RETURN NEXT;
@@ -721,12 +727,12 @@ BEGIN
 	-- has an object recorded at its key, and the store holds every object
 	-- recorded (HEAD and size; deep: GET and sha256), missing ones by key.
 	SELECT count(*) INTO n FROM @extschema@.mail_attachments a
-	  JOIN @extschema@.blobs b ON b.sha256 = a.sha256
+	  JOIN @extschema@.blobs b ON b.mailbox_id = a.mailbox_id AND b.sha256 = a.sha256
 	 WHERE a.mailbox_id = mb AND b.data IS NULL
 	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
 	                    WHERE o.mailbox_id = mb AND o.object_key = a.storage_path AND o.sha256 = a.sha256);
 	SELECT n + count(*) INTO n FROM @extschema@.mail_messages m
-	  JOIN @extschema@.blobs b ON b.sha256 = m.raw_sha256
+	  JOIN @extschema@.blobs b ON b.mailbox_id = m.mailbox_id AND b.sha256 = m.raw_sha256
 	  JOIN @extschema@.mailboxes x ON x.id = m.mailbox_id
 	 WHERE m.mailbox_id = mb AND b.data IS NULL
 	   AND NOT EXISTS (SELECT 1 FROM @extschema@.objects o
@@ -922,7 +928,7 @@ BEGIN
 	INSERT INTO @extschema@.service_accounts AS s (org_id, client_email, client_id, private_key_id)
 	VALUES (add_service_account.org_id, v_email, v_key->>'client_id', v_key->>'private_key_id')
 	ON CONFLICT (org_id, client_email) DO UPDATE
-		SET client_id = EXCLUDED.client_id, private_key_id = EXCLUDED.private_key_id, updated_at = now()
+		SET client_id = EXCLUDED.client_id, private_key_id = EXCLUDED.private_key_id, updated_at = EXCLUDED.updated_at
 		WHERE (s.client_id, s.private_key_id) IS DISTINCT FROM (EXCLUDED.client_id, EXCLUDED.private_key_id)
 	RETURNING s.id INTO v_id;
 	IF v_id IS NULL THEN
@@ -935,7 +941,7 @@ BEGIN
 	INSERT INTO @extschema@.service_account_keys AS k (service_account_id, private_key)
 	VALUES (v_id, v_key->>'private_key')
 	ON CONFLICT (service_account_id) DO UPDATE
-		SET private_key = EXCLUDED.private_key, updated_at = now()
+		SET private_key = EXCLUDED.private_key, updated_at = EXCLUDED.updated_at
 		WHERE k.private_key IS DISTINCT FROM EXCLUDED.private_key;
 	IF v_old_key IS NOT NULL AND v_old_key IS DISTINCT FROM v_key->>'private_key' THEN
 		-- Tokens obtained with the old key go with it (it may have been
@@ -1032,7 +1038,7 @@ BEGIN
 	VALUES (v_id, NULL)
 	ON CONFLICT (mailbox_id) DO UPDATE
 		SET refresh_token = NULL, access_token = NULL, access_token_expires_at = NULL,
-		    updated_at = now()
+		    updated_at = EXCLUDED.updated_at
 		WHERE c.refresh_token IS NOT NULL
 		   OR (c.access_token IS NOT NULL
 		       AND (v_old_sa IS DISTINCT FROM add_delegated_mailbox.service_account_id
@@ -1220,13 +1226,14 @@ COMMENT ON COLUMN @extschema@.blobs.data IS
 CREATE TABLE @extschema@.objects (
 	mailbox_id  bigint NOT NULL REFERENCES @extschema@.mailboxes (id),
 	object_key  text NOT NULL,
-	sha256      text NOT NULL REFERENCES @extschema@.blobs (sha256),
+	sha256      text NOT NULL,
 	size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
 	created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	PRIMARY KEY (mailbox_id, object_key)
+	PRIMARY KEY (mailbox_id, object_key),
+	FOREIGN KEY (mailbox_id, sha256) REFERENCES @extschema@.blobs (mailbox_id, sha256)
 );
 CREATE INDEX objects_object_key_idx ON @extschema@.objects (object_key);
-CREATE INDEX objects_sha256_idx ON @extschema@.objects (sha256);
+CREATE INDEX objects_sha256_idx ON @extschema@.objects (mailbox_id, sha256);
 COMMENT ON TABLE @extschema@.objects IS
   'Objects uploaded to the object store (blob_store = s3): key (without gmail_ingest.s3_prefix) and content; a recorded key is never uploaded again';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.objects', '');

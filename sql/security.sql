@@ -97,8 +97,7 @@ CREATE POLICY org_ledger ON gmail_ingest.ledger FOR SELECT TO regress_gi_tenant
 CREATE POLICY org_backfill ON gmail_ingest.backfill_queue FOR SELECT TO regress_gi_tenant
 	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
 CREATE POLICY org_blobs ON gmail_ingest.blobs FOR SELECT TO regress_gi_tenant
-	USING (sha256 IN (SELECT sha256 FROM gmail_ingest.mail_attachments)
-	       OR sha256 IN (SELECT raw_sha256 FROM gmail_ingest.mail_messages));
+	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
 
 SET ROLE regress_gi_tenant;
 SET app.org_id = '00000000-0000-0000-0000-00000000000a';

@@ -15,7 +15,7 @@ SELECT check_name, ok FROM gmail_ingest.verify(:mb) WHERE NOT ok;
 ROLLBACK;
 
 BEGIN;
-ALTER TABLE gmail_ingest.mail_attachments DROP CONSTRAINT mail_attachments_sha256_fkey;
+ALTER TABLE gmail_ingest.mail_attachments DROP CONSTRAINT mail_attachments_mailbox_id_sha256_fkey;
 DELETE FROM gmail_ingest.blobs WHERE sha256 = (SELECT min(sha256) FROM gmail_ingest.mail_attachments WHERE mailbox_id = :mb);
 SELECT check_name, ok FROM gmail_ingest.verify(:mb) WHERE NOT ok;
 ROLLBACK;

@@ -32,21 +32,6 @@ PGDLLEXPORT Datum gmail_verify_objects(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum gmail_migrate_blobs_batch(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum gmail_gc_objects(PG_FUNCTION_ARGS);
 
-static HttpClient *
-admin_http(int concurrency)
-{
-	HttpOptions o;
-
-	memset(&o, 0, sizeof(o));
-	o.max_concurrency = concurrency;
-	o.connect_timeout_ms = gi_connect_timeout_ms;
-	o.request_timeout_ms = gi_request_timeout_ms;
-	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
-	o.ca_file = gi_ca_file;
-	o.user_agent = "gmail_ingest/" EXTVERSION;
-	return http_client_create(CurrentMemoryContext, &o);
-}
-
 static void
 put_row(ReturnSetInfo *rsinfo, const char *a, const char *b, int nbool, bool okv)
 {
@@ -135,7 +120,7 @@ gmail_verify_objects(PG_FUNCTION_ARGS)
 	/* max_concurrency objects asked for at once, like a sync's uploads */
 	window = Max(1, gi_max_concurrency);
 	reqs = palloc0(sizeof(S3Request) * window);
-	http = admin_http(window);
+	http = settings_http_client(CurrentMemoryContext, window, 0, false);
 	while (next < n || inflight > 0)
 	{
 		S3Request  *r;
@@ -185,11 +170,11 @@ gmail_verify_objects(PG_FUNCTION_ARGS)
 
 /* Upload sha's bytes to every key that should hold them, verified; true if all did. */
 static int
-migrate_to_store(HttpClient *http, const S3Config *cfg, const char *sha)
+migrate_to_store(HttpClient *http, const S3Config *cfg, int64 mailbox_id, const char *sha)
 {
 	bytea	   *data;
 	int			nrefs;
-	BlobRef    *refs = store_blob_refs(sha, &nrefs, &data);
+	BlobRef    *refs = store_blob_refs(mailbox_id, sha, &nrefs, &data);
 
 	if (data == NULL)
 		return 0;
@@ -218,13 +203,13 @@ migrate_to_store(HttpClient *http, const S3Config *cfg, const char *sha)
 		if (refs[i].attachment_id != 0)
 			store_set_storage_path(refs[i].mailbox_id, refs[i].attachment_id, refs[i].key);
 	}
-	store_blob_drop_bytes(sha);
+	store_blob_drop_bytes(mailbox_id, sha);
 	return 1;
 }
 
 static int
-migrate_to_database(HttpClient *http, const S3Config *cfg, const char *sha, const char *key,
-					int64 size)
+migrate_to_database(HttpClient *http, const S3Config *cfg, int64 mailbox_id, const char *sha,
+					const char *key, int64 size)
 {
 	S3Request	r;
 	char		got[65];
@@ -242,7 +227,7 @@ migrate_to_database(HttpClient *http, const S3Config *cfg, const char *sha, cons
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("object \"%s\" does not hash to its sha256 %s", key, sha)));
-	store_blob_restore_bytes(sha, (const unsigned char *) r.http.body, r.http.body_len);
+	store_blob_restore_bytes(mailbox_id, sha, (const unsigned char *) r.http.body, r.http.body_len);
 	http_request_reset(&r.http);
 	return 1;
 }
@@ -270,29 +255,31 @@ gmail_migrate_blobs_batch(PG_FUNCTION_ARGS)
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	http = admin_http(1);
+	http = settings_http_client(CurrentMemoryContext, 1, 0, false);
 	if (strcmp(target, "s3") == 0)
 	{
+		int64	   *mailbox_ids;
 		char	  **shas;
-		int			n = store_blobs_with_bytes(batch, &shas);
+		int			n = store_blobs_with_bytes(batch, &mailbox_ids, &shas);
 
 		for (int i = 0; i < n; i++)
 		{
 			CHECK_FOR_INTERRUPTS();
-			moved += migrate_to_store(http, &cfg, shas[i]);
+			moved += migrate_to_store(http, &cfg, mailbox_ids[i], shas[i]);
 		}
 	}
 	else
 	{
+		int64	   *mailbox_ids;
 		char	  **shas;
 		char	  **keys;
 		int64	   *sizes;
-		int			n = store_blobs_in_objects(batch, &shas, &keys, &sizes);
+		int			n = store_blobs_in_objects(batch, &mailbox_ids, &shas, &keys, &sizes);
 
 		for (int i = 0; i < n; i++)
 		{
 			CHECK_FOR_INTERRUPTS();
-			moved += migrate_to_database(http, &cfg, shas[i], keys[i], sizes[i]);
+			moved += migrate_to_database(http, &cfg, mailbox_ids[i], shas[i], keys[i], sizes[i]);
 		}
 	}
 	http_client_destroy(http);
@@ -319,7 +306,7 @@ gmail_gc_objects(PG_FUNCTION_ARGS)
 	settings_s3_config(&cfg, gi_max_retries);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	http = admin_http(1);
+	http = settings_http_client(CurrentMemoryContext, 1, 0, false);
 	do
 	{
 		S3Request	r;

@@ -42,7 +42,6 @@ PG_MODULE_MAGIC;
 #define SYNC_LOCK_SPACE 0x474D
 
 /* Gmail compresses only for clients that say "gzip" in the User-Agent. */
-#define USER_AGENT "gmail_ingest/" EXTVERSION " (gzip)"
 
 PGDLLEXPORT void _PG_init(void);
 
@@ -184,22 +183,6 @@ check_mailbox_ready(const MailboxInfo *mb)
 				 errdetail("It was set with ALTER DATABASE or ALTER ROLE ... SET."),
 				 errhint("Set it with ALTER SYSTEM instead, remove it with ALTER DATABASE/ROLE ... RESET "
 						 "gmail_ingest.client_secret, and rotate the secret in the Google Cloud console.")));
-}
-
-static HttpClient *
-make_http(MemoryContext cxt, int concurrency, int concurrency_other)
-{
-	HttpOptions o;
-
-	memset(&o, 0, sizeof(o));
-	o.max_concurrency = concurrency;
-	o.max_concurrency_other = concurrency_other;
-	o.connect_timeout_ms = gi_connect_timeout_ms;
-	o.request_timeout_ms = gi_request_timeout_ms;
-	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
-	o.ca_file = gi_ca_file;
-	o.user_agent = USER_AGENT;
-	return http_client_create(cxt, &o);
 }
 
 static GmailClient *
@@ -359,8 +342,8 @@ sync_mailbox(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch
 	error_context_stack = &errcallback;
 
 	/* object-store uploads get slots of their own: Gmail's limit is Gmail's */
-	s->api_http = make_http(sync_cxt, gi_max_concurrency, s->use_s3 ? gi_max_concurrency : 0);
-	s->token_http = make_http(sync_cxt, 1, 0);
+	s->api_http = settings_http_client(sync_cxt, gi_max_concurrency, s->use_s3 ? gi_max_concurrency : 0, true);
+	s->token_http = settings_http_client(sync_cxt, 1, 0, true);
 	s->gmail = make_gmail(s);
 	s->item_cxt = AllocSetContextCreate(sync_cxt, "gmail_sync item", ALLOCSET_DEFAULT_SIZES);
 
@@ -436,8 +419,8 @@ mailbox_gmail_call(int64 mailbox_id, GmailCall *call, MemoryContext cxt, int64 *
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
 	check_mailbox_ready(&s->mb);
-	s->api_http = make_http(cxt, 1, 0);
-	s->token_http = make_http(cxt, 1, 0);
+	s->api_http = settings_http_client(cxt, 1, 0, true);
+	s->token_http = settings_http_client(cxt, 1, 0, true);
 	s->gmail = make_gmail(s);
 	gmail_run(s->gmail, call);
 	*quota_units = gmail_stats(s->gmail)->quota_units;

@@ -119,21 +119,6 @@ require_mailbox_id(FunctionCallInfo fcinfo)
 				 errmsg("mailbox_id must not be null")));
 }
 
-static HttpClient *
-make_http(MemoryContext cxt)
-{
-	HttpOptions o;
-
-	memset(&o, 0, sizeof(o));
-	o.max_concurrency = 1;
-	o.connect_timeout_ms = gi_connect_timeout_ms;
-	o.request_timeout_ms = gi_request_timeout_ms;
-	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
-	o.ca_file = gi_ca_file;
-	o.user_agent = "gmail_ingest/" EXTVERSION;
-	return http_client_create(cxt, &o);
-}
-
 /* users.watch on the mailbox's behalf; the expiration, in epoch ms. */
 static int64
 call_watch(int64 mailbox_id, const char *topic, int64 *units)
@@ -455,8 +440,8 @@ make_pubsub(MemoryContext cxt, ListenerState *st)
 	o.subscription = gi_pubsub_subscription;
 	o.max_retries = gi_max_retries;
 	o.max_response_mb = gi_max_response_mb;
-	st->token_http = make_http(cxt);
-	return pubsub_client_create(make_http(cxt), &o, pubsub_token, st);
+	st->token_http = settings_http_client(cxt, 1, 0, false);
+	return pubsub_client_create(settings_http_client(cxt, 1, 0, false), &o, pubsub_token, st);
 }
 
 /* How a pulled batch was classified; one row of push_batches. */

@@ -77,21 +77,6 @@ gmail_private_key_problem(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(why));
 }
 
-static HttpClient *
-token_client(MemoryContext cxt)
-{
-	HttpOptions o;
-
-	memset(&o, 0, sizeof(o));
-	o.max_concurrency = 1;
-	o.connect_timeout_ms = gi_connect_timeout_ms;
-	o.request_timeout_ms = gi_request_timeout_ms;
-	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
-	o.ca_file = gi_ca_file;
-	o.user_agent = "gmail_ingest/" EXTVERSION;
-	return http_client_create(cxt, &o);
-}
-
 /*
  * Ask for one token; NULL when one was issued, else what the failure said
  * (message, detail and hint: what the administrator must grant).  Only
@@ -168,7 +153,7 @@ gmail_check_service_account(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	cxt = AllocSetContextCreate(CurTransactionContext, "check_service_account", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(cxt);
-	http = token_client(cxt);
+	http = settings_http_client(cxt, 1, 0, false);
 	for (i = 0; i < lengthof(needed_scopes); i++)
 	{
 		char	   *problem = try_scope(http, sa_id, subject, needed_scopes[i]);

@@ -222,6 +222,22 @@ gi_quota_limit(void)
 		: model_units_per_minute[gi_quota_model];
 }
 
+HttpClient *
+settings_http_client(MemoryContext owner, int concurrency, int concurrency_other, bool gzip)
+{
+	HttpOptions o;
+
+	memset(&o, 0, sizeof(o));
+	o.max_concurrency = concurrency;
+	o.max_concurrency_other = concurrency_other;
+	o.connect_timeout_ms = gi_connect_timeout_ms;
+	o.request_timeout_ms = gi_request_timeout_ms;
+	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
+	o.ca_file = gi_ca_file;
+	o.user_agent = gzip ? "gmail_ingest/" EXTVERSION " (gzip)" : "gmail_ingest/" EXTVERSION;
+	return http_client_create(owner, &o);
+}
+
 void
 settings_define(void)
 {

@@ -9,6 +9,7 @@
 #include "utils/guc.h"
 
 #include "gmail_api.h"
+#include "http.h"
 
 extern char *gi_api_base_url;
 extern char *gi_oauth_token_url;
@@ -48,6 +49,15 @@ extern int	gi_quota_limit(void);
  */
 extern bool settings_check_url(char **newval, void **extra, GucSource source);
 extern bool settings_check_secret(char **newval, void **extra, GucSource source);
+
+/*
+ * An HTTP client with the settings' timeouts, response limit and CA file:
+ * every service the extension calls (Gmail, OAuth, Pub/Sub, the object
+ * store) is reached through one, so a setting means the same for all.
+ * "gzip" adds the word Google needs in the User-Agent before it compresses.
+ */
+extern HttpClient *settings_http_client(MemoryContext owner, int concurrency,
+										int concurrency_other, bool gzip);
 
 extern void settings_define(void);
 

@@ -306,13 +306,18 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 				 const char *fallback, const RunCounters *c)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID, TEXTOID};
-	Datum		v[8];
-	char		n[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID, TEXTOID,
+	TIMESTAMPTZOID};
+	Datum		v[9];
+	char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int64		counters[17];
 
+	/*
+	 * The finishing time is a parameter, not clock_timestamp() in the SET:
+	 * Citus refuses volatile functions in UPDATEs of distributed tables.
+	 */
 	plan_once(&plan,
-			  "UPDATE " SCHEMA "sync_runs SET finished_at = clock_timestamp(), mode = $3, status = $4, "
+			  "UPDATE " SCHEMA "sync_runs SET finished_at = $9, mode = $3, status = $4, "
 			  "  error = $5, history_id_after = $6, "
 			  "  threads_inserted = $7[1], threads_updated = $7[2], threads_unchanged = $7[3], "
 			  "  messages_inserted = $7[4], messages_updated = $7[5], messages_unchanged = $7[6], "
@@ -321,7 +326,7 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 			  "  attachments_unchanged = $7[12], blobs_inserted = $7[13], http_requests = $7[14], "
 			  "  quota_units = $7[15], retries = $7[16], bytes_downloaded = $7[17], fallback = $8 "
 			  " WHERE mailbox_id = $1 AND id = $2",
-			  8, types);
+			  9, types);
 	counters[0] = c->threads_inserted;
 	counters[1] = c->threads_updated;
 	counters[2] = c->threads_unchanged;
@@ -349,6 +354,7 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 		n[5] = 'n';
 	v[6] = int8_array_nullable(counters, NULL, 17);
 	v[7] = text_or_null(fallback, &n[7]);
+	v[8] = TimestampTzGetDatum(GetCurrentTimestamp());
 	run_plan(plan, v, n, SPI_OK_UPDATE);
 }
 
@@ -556,7 +562,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 			  "   SET snippet = COALESCE(EXCLUDED.snippet, t.snippet), history_id = EXCLUDED.history_id, "
 			  "       message_count = EXCLUDED.message_count, first_message_at = EXCLUDED.first_message_at, "
 			  "       last_message_at = EXCLUDED.last_message_at, "
-			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = now() "
+			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = EXCLUDED.updated_at "
 			  " WHERE (t.snippet, t.history_id, t.message_count, t.first_message_at, t.last_message_at, "
 			  "        t.synced_since) IS DISTINCT FROM "
 			  "       (COALESCE(EXCLUDED.snippet, t.snippet), EXCLUDED.history_id, EXCLUDED.message_count, "
@@ -714,7 +720,7 @@ store_update_labels(int64 mailbox_id, const char *provider_message_id, int64 thr
 			  "  provider_thread_id, internal_date, label_ids, history_id) "
 			  "VALUES ($1, $2, $3, $4, $5, $6, $7) "
 			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE "
-			  "   SET label_ids = EXCLUDED.label_ids, history_id = EXCLUDED.history_id, updated_at = now() "
+			  "   SET label_ids = EXCLUDED.label_ids, history_id = EXCLUDED.history_id, updated_at = EXCLUDED.updated_at "
 			  " WHERE m.label_ids IS DISTINCT FROM EXCLUDED.label_ids "
 			  "RETURNING m.id, (m.xmax = 0)",
 			  7, types);
@@ -742,7 +748,7 @@ store_mark_deleted(int64 mailbox_id, const char *provider_message_id, int64 thre
 			  "  provider_thread_id, internal_date, deleted_at) "
 			  "VALUES ($1, $2, $3, $4, $5, now()) "
 			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE "
-			  "   SET deleted_at = EXCLUDED.deleted_at, updated_at = now() "
+			  "   SET deleted_at = EXCLUDED.deleted_at, updated_at = EXCLUDED.updated_at "
 			  " WHERE m.deleted_at IS NULL "
 			  "RETURNING m.id, (m.xmax = 0)",
 			  5, types);

@@ -252,7 +252,7 @@ extern char *store_safe_filename(const char *filename);
 extern char *store_attachment_key(const char *org_id, int64 mailbox_id, const char *sha256_hex,
 								  const char *filename);
 extern char *store_raw_key(const char *org_id, int64 mailbox_id, const char *sha256_hex);
-extern bool store_put_blob_ref(const char *sha256_hex, size_t len);
+extern bool store_put_blob_ref(int64 mailbox_id, const char *sha256_hex, size_t len);
 extern bool store_record_object(int64 mailbox_id, const char *key, const char *sha256_hex, size_t len);
 extern bool store_object_referenced(const char *key);
 
@@ -274,12 +274,14 @@ typedef struct BlobRef
 	char	   *key;
 } BlobRef;
 
-extern int	store_blobs_with_bytes(int limit, char ***shas);
-extern BlobRef *store_blob_refs(const char *sha256_hex, int *count, bytea **data);
+extern int	store_blobs_with_bytes(int limit, int64 **mailbox_ids, char ***shas);
+extern BlobRef *store_blob_refs(int64 mailbox_id, const char *sha256_hex, int *count, bytea **data);
 extern void store_set_storage_path(int64 mailbox_id, int64 attachment_id, const char *path);
-extern void store_blob_drop_bytes(const char *sha256_hex);
-extern int	store_blobs_in_objects(int limit, char ***shas, char ***keys, int64 **sizes);
-extern void store_blob_restore_bytes(const char *sha256_hex, const unsigned char *data, size_t len);
+extern void store_blob_drop_bytes(int64 mailbox_id, const char *sha256_hex);
+extern int	store_blobs_in_objects(int limit, int64 **mailbox_ids, char ***shas, char ***keys,
+								   int64 **sizes);
+extern void store_blob_restore_bytes(int64 mailbox_id, const char *sha256_hex,
+									 const unsigned char *data, size_t len);
 
 /* ---- gmail_backfill's staged listing (store_backfill.c) ---- */
 typedef struct BackfillState

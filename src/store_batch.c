@@ -401,14 +401,14 @@ write_blobs(StoreBatch *b)
 {
 	static SPIPlanPtr probe = NULL;
 	static SPIPlanPtr plan = NULL;
-	static const Oid probe_types[] = {TEXTARRAYOID};
-	static const Oid types[] = {TEXTARRAYOID, INT8ARRAYOID, BYTEAARRAYOID};
+	static const Oid probe_types[] = {TEXTARRAYOID, INT8OID};
+	static const Oid types[] = {TEXTARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, INT8OID};
 	char	  **shas;
 	Datum	   *data;
 	int64	   *sizes;
 	int			n = 0;
 	int			i;
-	Datum		v[3];
+	Datum		v[4];
 	HTAB	   *known;
 	HASHCTL		ctl;
 
@@ -417,9 +417,12 @@ write_blobs(StoreBatch *b)
 	shas = palloc(sizeof(char *) * b->nblobs);
 	for (i = 0; i < b->nblobs; i++)
 		shas[i] = b->blobs[i].sha256;
-	plan_once(&probe, "SELECT sha256 FROM " SCHEMA "blobs WHERE sha256 = ANY ($1) AND data IS NOT NULL",
-			  1, probe_types);
+	plan_once(&probe,
+			  "SELECT sha256 FROM " SCHEMA "blobs "
+			  " WHERE mailbox_id = $2 AND sha256 = ANY ($1) AND data IS NOT NULL",
+			  2, probe_types);
 	v[0] = text_array(shas, b->nblobs);
+	v[1] = Int64GetDatum(b->mailbox_id);
 	run_plan(probe, v, NULL, SPI_OK_SELECT);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = 65;
@@ -449,14 +452,15 @@ write_blobs(StoreBatch *b)
 		int			lbs[1] = {1};
 
 		plan_once(&plan,
-				  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data) "
-				  "SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[]) "
-				  "ON CONFLICT (sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, "
+				  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data, mailbox_id) "
+				  "SELECT u.*, $4 FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS u "
+				  "ON CONFLICT (mailbox_id, sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, "
 				  "  data = coalesce(b.data, EXCLUDED.data) "
 				  " WHERE b.size_bytes IS DISTINCT FROM EXCLUDED.size_bytes OR b.data IS NULL "
 				  "RETURNING (b.xmax = 0)",
-				  3, types);
+				  4, types);
 		v[0] = text_array(shas, n);
+		v[3] = Int64GetDatum(b->mailbox_id);
 		v[1] = int8_array_nullable(sizes, NULL, n);
 		v[2] = PointerGetDatum(construct_md_array(data, NULL, 1, dims, lbs, BYTEAOID, -1, false,
 												  TYPALIGN_INT));
@@ -520,7 +524,7 @@ write_messages(StoreBatch *b)
 			  "  size_estimate = EXCLUDED.size_estimate, headers = EXCLUDED.headers, "
 			  "  raw_sha256 = EXCLUDED.raw_sha256, parse_error = EXCLUDED.parse_error, "
 			  "  history_id = EXCLUDED.history_id, internal_date = EXCLUDED.internal_date, "
-			  "  deleted_at = NULL, updated_at = now() "
+			  "  deleted_at = NULL, updated_at = EXCLUDED.updated_at "
 			  "WHERE (m.thread_id, m.label_ids, m.subject, m.from_address, m.to_addresses, m.cc_addresses, "
 			  "       m.bcc_addresses, m.reply_to, m.from_email, m.to_emails, m.cc_emails, m.bcc_emails, "
 			  "       m.reply_to_emails, m.addresses, m.sent_at, m.rfc822_message_id, m.in_reply_to, "
@@ -608,7 +612,7 @@ write_attachments(StoreBatch *b)
 			  "  filename = EXCLUDED.filename, filename_derived = EXCLUDED.filename_derived, "
 			  "  mime_type = EXCLUDED.mime_type, size_bytes = EXCLUDED.size_bytes, "
 			  "  content_id = EXCLUDED.content_id, is_inline = EXCLUDED.is_inline, "
-			  "  sha256 = EXCLUDED.sha256, storage_path = EXCLUDED.storage_path, updated_at = now() "
+			  "  sha256 = EXCLUDED.sha256, storage_path = EXCLUDED.storage_path, updated_at = EXCLUDED.updated_at "
 			  "WHERE (a.filename, a.filename_derived, a.mime_type, a.size_bytes, a.content_id, "
 			  "       a.is_inline, a.sha256, a.storage_path) IS DISTINCT FROM "
 			  "      (EXCLUDED.filename, EXCLUDED.filename_derived, EXCLUDED.mime_type, "

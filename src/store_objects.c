@@ -110,19 +110,20 @@ store_raw_key(const char *org_id, int64 mailbox_id, const char *sha256_hex)
 
 /* A blob row without bytes (they are in the object store); true if new. */
 bool
-store_put_blob_ref(const char *sha256_hex, size_t len)
+store_put_blob_ref(int64 mailbox_id, const char *sha256_hex, size_t len)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {TEXTOID, INT8OID};
-	Datum		v[2];
+	static const Oid types[] = {TEXTOID, INT8OID, INT8OID};
+	Datum		v[3];
 	bool		inserted;
 
 	plan_once(&plan,
-			  "INSERT INTO " SCHEMA "blobs (sha256, size_bytes, data) VALUES ($1, $2, NULL) "
-			  "ON CONFLICT (sha256) DO NOTHING RETURNING true",
-			  2, types);
+			  "INSERT INTO " SCHEMA "blobs (sha256, size_bytes, data, mailbox_id) VALUES ($1, $2, NULL, $3) "
+			  "ON CONFLICT (mailbox_id, sha256) DO NOTHING RETURNING true",
+			  3, types);
 	v[0] = CStringGetTextDatum(sha256_hex);
 	v[1] = Int64GetDatum((int64) len);
+	v[2] = Int64GetDatum(mailbox_id);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 	inserted = SPI_processed == 1;
 	SPI_freetuptable(SPI_tuptable);
@@ -205,9 +206,12 @@ store_objects_of_mailbox(int64 mailbox_id, int *count)
 
 /* ---------------------------------------------------- migrate_blobs */
 
-/* Up to limit blobs whose bytes are in the table and that a row refers to. */
+/*
+ * Up to limit blobs (mailbox, content) whose bytes are in the table and that
+ * a row of their mailbox refers to.
+ */
 int
-store_blobs_with_bytes(int limit, char ***shas)
+store_blobs_with_bytes(int limit, int64 **mailbox_ids, char ***shas)
 {
 	static SPIPlanPtr plan = NULL;
 	static const Oid types[] = {INT4OID};
@@ -215,38 +219,49 @@ store_blobs_with_bytes(int limit, char ***shas)
 	int			n;
 
 	plan_once(&plan,
-			  "SELECT b.sha256 FROM " SCHEMA "blobs b WHERE b.data IS NOT NULL AND ("
-			  "  EXISTS (SELECT 1 FROM " SCHEMA "mail_attachments a WHERE a.sha256 = b.sha256) OR "
-			  "  EXISTS (SELECT 1 FROM " SCHEMA "mail_messages m WHERE m.raw_sha256 = b.sha256)) "
-			  "ORDER BY b.sha256 LIMIT $1",
+			  "SELECT b.mailbox_id, b.sha256 FROM " SCHEMA "blobs b WHERE b.data IS NOT NULL AND ("
+			  "  EXISTS (SELECT 1 FROM " SCHEMA "mail_attachments a "
+			  "           WHERE a.mailbox_id = b.mailbox_id AND a.sha256 = b.sha256) OR "
+			  "  EXISTS (SELECT 1 FROM " SCHEMA "mail_messages m "
+			  "           WHERE m.mailbox_id = b.mailbox_id AND m.raw_sha256 = b.sha256)) "
+			  "ORDER BY b.mailbox_id, b.sha256 LIMIT $1",
 			  1, types);
 	v[0] = Int32GetDatum(limit);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	n = (int) SPI_processed;
+	*mailbox_ids = palloc(sizeof(int64) * Max(1, n));
 	*shas = palloc(sizeof(char *) * Max(1, n));
 	for (int i = 0; i < n; i++)
-		(*shas)[i] = col_text(i, 1);
+	{
+		bool		isnull;
+
+		(*mailbox_ids)[i] = DatumGetInt64(col_datum(i, 1, &isnull));
+		(*shas)[i] = col_text(i, 2);
+	}
 	SPI_freetuptable(SPI_tuptable);
 	return n;
 }
 
 /*
- * Every place a blob is referred to, each with the key its bytes belong at
- * (attachments: their key; raw messages: the raw key), and its bytes.
+ * Every place a mailbox's blob is referred to, each with the key its bytes
+ * belong at (attachments: their key; raw messages: the raw key), and its
+ * bytes.
  */
 BlobRef *
-store_blob_refs(const char *sha256_hex, int *count, bytea **data)
+store_blob_refs(int64 mailbox_id, const char *sha256_hex, int *count, bytea **data)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr bytes_plan = NULL;
-	static const Oid types[] = {TEXTOID};
-	Datum		v[1];
+	static const Oid types[] = {TEXTOID, INT8OID};
+	Datum		v[2];
 	BlobRef    *out;
 	bool		isnull;
 	Datum		d;
 
 	v[0] = CStringGetTextDatum(sha256_hex);
-	plan_once(&bytes_plan, "SELECT data FROM " SCHEMA "blobs WHERE sha256 = $1", 1, types);
+	v[1] = Int64GetDatum(mailbox_id);
+	plan_once(&bytes_plan, "SELECT data FROM " SCHEMA "blobs WHERE mailbox_id = $2 AND sha256 = $1",
+			  2, types);
 	run_plan(bytes_plan, v, NULL, SPI_OK_SELECT);
 	*data = NULL;
 	if (SPI_processed == 1)
@@ -260,12 +275,12 @@ store_blob_refs(const char *sha256_hex, int *count, bytea **data)
 	plan_once(&plan,
 			  "SELECT a.id, a.mailbox_id, mb.org_id::text, a.filename, a.storage_path "
 			  "  FROM " SCHEMA "mail_attachments a JOIN " SCHEMA "mailboxes mb ON mb.id = a.mailbox_id "
-			  " WHERE a.sha256 = $1 "
+			  " WHERE a.mailbox_id = $2 AND a.sha256 = $1 "
 			  "UNION ALL "
 			  "SELECT DISTINCT 0::bigint, m.mailbox_id, mb.org_id::text, NULL, NULL "
 			  "  FROM " SCHEMA "mail_messages m JOIN " SCHEMA "mailboxes mb ON mb.id = m.mailbox_id "
-			  " WHERE m.raw_sha256 = $1",
-			  1, types);
+			  " WHERE m.mailbox_id = $2 AND m.raw_sha256 = $1",
+			  2, types);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	*count = (int) SPI_processed;
 	out = palloc0(sizeof(BlobRef) * Max(1, SPI_processed));
@@ -304,14 +319,16 @@ store_set_storage_path(int64 mailbox_id, int64 attachment_id, const char *path)
 
 /* The bytes are in the object store now (verified): drop the table's copy. */
 void
-store_blob_drop_bytes(const char *sha256_hex)
+store_blob_drop_bytes(int64 mailbox_id, const char *sha256_hex)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {TEXTOID};
-	Datum		v[1];
+	static const Oid types[] = {TEXTOID, INT8OID};
+	Datum		v[2];
 
-	plan_once(&plan, "UPDATE " SCHEMA "blobs SET data = NULL WHERE sha256 = $1", 1, types);
+	plan_once(&plan, "UPDATE " SCHEMA "blobs SET data = NULL WHERE mailbox_id = $2 AND sha256 = $1",
+			  2, types);
 	v[0] = CStringGetTextDatum(sha256_hex);
+	v[1] = Int64GetDatum(mailbox_id);
 	run_plan(plan, v, NULL, SPI_OK_UPDATE);
 }
 
@@ -320,7 +337,7 @@ store_blob_drop_bytes(const char *sha256_hex)
  * that holds them and their size.
  */
 int
-store_blobs_in_objects(int limit, char ***shas, char ***keys, int64 **sizes)
+store_blobs_in_objects(int limit, int64 **mailbox_ids, char ***shas, char ***keys, int64 **sizes)
 {
 	static SPIPlanPtr plan = NULL;
 	static const Oid types[] = {INT4OID};
@@ -329,14 +346,17 @@ store_blobs_in_objects(int limit, char ***shas, char ***keys, int64 **sizes)
 
 	plan_once(&plan,
 			  "SELECT b.sha256, (SELECT o.object_key FROM " SCHEMA "objects o "
-			  "                   WHERE o.sha256 = b.sha256 ORDER BY o.object_key LIMIT 1), b.size_bytes "
+			  "                   WHERE o.mailbox_id = b.mailbox_id AND o.sha256 = b.sha256 "
+			  "                   ORDER BY o.object_key LIMIT 1), b.size_bytes, b.mailbox_id "
 			  "  FROM " SCHEMA "blobs b "
-			  " WHERE b.data IS NULL AND EXISTS (SELECT 1 FROM " SCHEMA "objects o WHERE o.sha256 = b.sha256) "
-			  " ORDER BY b.sha256 LIMIT $1",
+			  " WHERE b.data IS NULL AND EXISTS (SELECT 1 FROM " SCHEMA "objects o "
+			  "                                   WHERE o.mailbox_id = b.mailbox_id AND o.sha256 = b.sha256) "
+			  " ORDER BY b.mailbox_id, b.sha256 LIMIT $1",
 			  1, types);
 	v[0] = Int32GetDatum(limit);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
 	n = (int) SPI_processed;
+	*mailbox_ids = palloc(sizeof(int64) * Max(1, n));
 	*shas = palloc(sizeof(char *) * Max(1, n));
 	*keys = palloc(sizeof(char *) * Max(1, n));
 	*sizes = palloc(sizeof(int64) * Max(1, n));
@@ -347,6 +367,7 @@ store_blobs_in_objects(int limit, char ***shas, char ***keys, int64 **sizes)
 		(*shas)[i] = col_text(i, 1);
 		(*keys)[i] = col_text(i, 2);
 		(*sizes)[i] = DatumGetInt64(col_datum(i, 3, &isnull));
+		(*mailbox_ids)[i] = DatumGetInt64(col_datum(i, 4, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return n;
@@ -357,23 +378,30 @@ store_blobs_in_objects(int limit, char ***shas, char ***keys, int64 **sizes)
  * rows go, so the store's copies become unreferenced for gc_objects.
  */
 void
-store_blob_restore_bytes(const char *sha256_hex, const unsigned char *data, size_t len)
+store_blob_restore_bytes(int64 mailbox_id, const char *sha256_hex, const unsigned char *data,
+						 size_t len)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr forget = NULL;
-	static const Oid types[] = {TEXTOID, BYTEAOID};
-	static const Oid ftypes[] = {TEXTOID};
-	Datum		v[2];
+	static const Oid types[] = {TEXTOID, BYTEAOID, INT8OID};
+	static const Oid ftypes[] = {TEXTOID, INT8OID};
+	Datum		v[3];
+	Datum		fv[2];
 	bytea	   *b = palloc(len + VARHDRSZ);
 
 	SET_VARSIZE(b, len + VARHDRSZ);
 	if (len > 0)
 		memcpy(VARDATA(b), data, len);
-	plan_once(&plan, "UPDATE " SCHEMA "blobs SET data = $2 WHERE sha256 = $1", 2, types);
+	plan_once(&plan, "UPDATE " SCHEMA "blobs SET data = $2 WHERE mailbox_id = $3 AND sha256 = $1",
+			  3, types);
 	v[0] = CStringGetTextDatum(sha256_hex);
 	v[1] = PointerGetDatum(b);
+	v[2] = Int64GetDatum(mailbox_id);
 	run_plan(plan, v, NULL, SPI_OK_UPDATE);
 	pfree(b);
-	plan_once(&forget, "DELETE FROM " SCHEMA "objects WHERE sha256 = $1", 1, ftypes);
-	run_plan(forget, v, NULL, SPI_OK_DELETE);
+	plan_once(&forget, "DELETE FROM " SCHEMA "objects WHERE mailbox_id = $2 AND sha256 = $1",
+			  2, ftypes);
+	fv[0] = v[0];
+	fv[1] = v[2];
+	run_plan(forget, fv, NULL, SPI_OK_DELETE);
 }

@@ -74,7 +74,7 @@ sync_keep_bytes(SyncState *s, const char *sha256_hex, const unsigned char *data,
 		return;
 	}
 
-	if (store_put_blob_ref(sha256_hex, len))
+	if (store_put_blob_ref(s->mb.id, sha256_hex, len))
 		s->counters.blobs_inserted++;
 	if (!store_record_object(s->mb.id, key, sha256_hex, len))
 		return;					/* recorded: uploaded by the run that recorded it */

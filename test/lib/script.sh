@@ -98,10 +98,11 @@ SQL
 #     storage_path loses its {org}/{mailbox}/ prefix), as counts and md5s.  Two
 #     mailboxes holding the same data give the same text.  The exception leaves out
 #     one thread with its messages, attachments and their blobs.
-#   gi_test_db_digest(): every row of the data tables and mailboxes (auth_state,
+#   gi_test_db_digest([per_content]): every row of the data tables and mailboxes (auth_state,
 #     the fleet's schedule and push columns and service_account_id aside, so 1.0
 #     and 1.1 rows compare), ids included: equal before and after a step means the step left
-#     no row behind.
+#     no row behind.  per_content => true counts each content of blobs once (1.0
+#     keeps one row per content, 1.1 one per mailbox holding it).
 #   gi_test_duplicates(mailbox_id): natural keys stored more than once.
 install_digests() {
 	psql -X -q -v ON_ERROR_STOP=1 -d "$1" <<'SQL'
@@ -126,8 +127,8 @@ a AS (
 	        || jsonb_build_object('message', (SELECT provider_message_id FROM msg WHERE msg.id = x.message_id),
 	                              'storage_name', regexp_replace(x.storage_path, '^[^/]*/[^/]*/', '')))::text AS r
 	FROM att x),
-b AS (
-	SELECT jsonb_build_object('sha256', sha256, 'size', size_bytes, 'md5', md5(data))::text AS r
+b AS (	-- DISTINCT: 1.0 keys blobs by sha256, 1.1 by (mailbox_id, sha256)
+	SELECT DISTINCT jsonb_build_object('sha256', sha256, 'size', size_bytes, 'md5', md5(data))::text AS r
 	FROM gmail_ingest.blobs
 	WHERE sha256 IN (SELECT raw_sha256 FROM msg UNION SELECT sha256 FROM att))
 SELECT format('threads=%s:%s messages=%s:%s attachments=%s:%s blobs=%s:%s',
@@ -136,15 +137,19 @@ SELECT format('threads=%s:%s messages=%s:%s attachments=%s:%s blobs=%s:%s',
 	(SELECT count(*) FROM a), (SELECT left(md5(coalesce(string_agg(r, E'\n' ORDER BY r), '')), 10) FROM a),
 	(SELECT count(*) FROM b), (SELECT left(md5(coalesce(string_agg(r, E'\n' ORDER BY r), '')), 10) FROM b))
 $f$;
-CREATE FUNCTION public.gi_test_db_digest() RETURNS text LANGUAGE sql STABLE AS $f$
+CREATE FUNCTION public.gi_test_db_digest(per_content boolean DEFAULT false) RETURNS text LANGUAGE sql STABLE AS $f$
 SELECT format('threads=%s messages=%s attachments=%s blobs=%s rows:%s',
 	(SELECT count(*) FROM gmail_ingest.mail_threads), (SELECT count(*) FROM gmail_ingest.mail_messages),
-	(SELECT count(*) FROM gmail_ingest.mail_attachments), (SELECT count(*) FROM gmail_ingest.blobs),
+	(SELECT count(*) FROM gmail_ingest.mail_attachments),
+	(SELECT CASE WHEN per_content THEN count(DISTINCT sha256) ELSE count(*) END FROM gmail_ingest.blobs),
 	left(md5(
 	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_threads x) ||
 	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_messages x) ||
 	  (SELECT coalesce(string_agg(to_jsonb(x)::text, E'\n' ORDER BY x.mailbox_id, x.id), '') FROM gmail_ingest.mail_attachments x) ||
-	  (SELECT coalesce(string_agg(x.sha256 || md5(x.data), E'\n' ORDER BY x.sha256), '') FROM gmail_ingest.blobs x) ||
+	  (SELECT coalesce(string_agg(y.r, E'\n' ORDER BY y.r), '') FROM (
+	     SELECT x.sha256 || md5(x.data) AS r FROM gmail_ingest.blobs x WHERE NOT per_content
+	     UNION ALL
+	     SELECT DISTINCT x.sha256 || md5(x.data) FROM gmail_ingest.blobs x WHERE per_content) y) ||
 	  (SELECT coalesce(string_agg((to_jsonb(x) - '{auth_state,sync_interval,window_days,paused,next_sync_at,consecutive_failures,backoff_until,service_account_id,watch_topic,watch_expires_at,watch_attempted_at,watch_error,push_history_id}'::text[])::text, E'\n' ORDER BY x.id), '') FROM gmail_ingest.mailboxes x)), 10))
 $f$;
 CREATE FUNCTION public.gi_test_duplicates(mb bigint) RETURNS bigint LANGUAGE sql STABLE AS $f$

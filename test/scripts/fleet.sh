@@ -17,6 +17,7 @@ n=200
 fresh_db $db
 OUT=$(mktemp -d)
 clean_up_at_exit test_fleet
+fleet_made=$(ms_now)
 new_fleet $db $n "$prefix" '{"messages":5,"threads":3,"attachments":1,"days":5,"window_days":7}'
 in_range() { python3 -c "import sys; v, lo, hi = map(float, sys.argv[1:]); print('t' if lo <= v <= hi else 'f (%s)' % v)" "$@"; }
 member() { printf '%s-%04d@fleet.test' "$prefix" "$1"; }
@@ -39,6 +40,22 @@ dbl POST /admin/config "{\"project_quota_units_per_minute\":$limit}" >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM SET gmail_ingest.project_quota_units_per_minute = $limit" -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 50); do [ "$(q $db "SHOW gmail_ingest.project_quota_units_per_minute")" = $limit ] && break; sleep 0.1; done
 project_429_before=$(dbl GET "/admin/stats?email=-" | python3 -c "import json, sys; print(json.load(sys.stdin)['rate_limited']['project'])")
+# The project's minute is a sliding window over every mailbox, in Gmail as in
+# the budget: units the previous steps of the suite spent in their last
+# minute still count against the lowered limit, and the fleet would first
+# wait for them to leave the window (the 1.2-1.7 x paces seen inside the
+# full suite).  Start with an empty window, so the pace is the fleet's own.
+carried=$(q $db "SELECT units_last_minute FROM gmail_ingest.project_quota_usage()")
+drained=f
+for _ in $(seq 1 140); do
+	ours=$(q $db "SELECT units_last_minute FROM gmail_ingest.project_quota_usage()")
+	theirs=$(dbl GET "/admin/stats?email=-" | python3 -c "import json, sys; print(json.load(sys.stdin)['units_last_minute'])")
+	[ "$ours" = 0 ] && [ "$theirs" = 0 ] && { drained=t; break; }
+	sleep 0.5
+done
+sleep 1.1	# the budget's window is a second longer than the minute it reports
+echo "# $carried units of earlier work were still in the project's last minute"
+check "the project's window drained before the fleet starts" "$drained" t
 reset_project_limit() {
 	dbl POST /admin/config '{"project_quota_units_per_minute":0}' >/dev/null
 	psql -X -q -d postgres -c "ALTER SYSTEM RESET gmail_ingest.project_quota_units_per_minute" -c "SELECT pg_reload_conf()" >/dev/null
@@ -87,22 +104,19 @@ units=$(gi_double GET "/admin/fleet/stats?prefix=$prefix" | python3 -c "import j
 project_429=$(( $(dbl GET "/admin/stats?email=-" | python3 -c "import json, sys; print(json.load(sys.stdin)['rate_limited']['project'])") - project_429_before ))
 pace=$(python3 -c "print(round($elapsed / 1000 / ($units / $limit * 60), 3))")
 check "no 429 from the project limit" "$project_429" 0
-# Never ahead of the limit (the budget's promise).  Reaching it is the
-# benchmark's to show (test/bench/fleet.sh: 1.008): inside the full suite
-# the workers, not the quota, have been the bound (up to 1.6 x), so a slow
-# run is reported here, not failed.
-check "never ahead of the project quota: wall time at least 85% of units / limit" "$(in_range "$pace" 0.85 1000)" t
-if [ "$(in_range "$pace" 0.85 1.15)" != t ]; then
-	echo "# note: wall / (units / limit) = $pace: slower than the quota allows, so the workers were the bound"
-fi
+# The quota, not the workers, bounds the first sync (about 69 s of units
+# against about 3 s unbounded): never ahead of the limit, and within 15 %
+# of it.
+check "wall time within 15% of units / limit" "$(in_range "$pace" 0.85 1.15)" t
 reset_project_limit
 echo "# $((n - 2)) mailboxes synced by 4 workers in $elapsed ms: $units units at a project limit of $limit/min, wall / (units / limit) = $pace"
 check "fleet_status saw 1 to 4 mailboxes running at once" "$([ "$max_running" -ge 1 ] && [ "$max_running" -le 4 ] && echo t || echo "f ($max_running)")" t
 check "fleet_status: total, active, reauthorize, backing off, due, running" \
 	"$(q $db "SELECT concat_ws(' ', mailboxes, active, paused, reauthorize, delegation_denied, backing_off, due_now, running) FROM gmail_ingest.fleet_status")" \
 	"$n $((n - 1)) 0 1 0 1 0 0"
-check "fleet_status: lags ordered, the worst no older than the first sync" \
-	"$(q $db "SELECT lag_p50 <= lag_p95 AND lag_p95 <= lag_max AND lag_max < make_interval(secs => $elapsed / 1000.0 + 30) FROM gmail_ingest.fleet_status")" t
+# (due since the fleet was made: the wait for an empty window, then the sync)
+check "fleet_status: lags ordered, the worst no older than the wait and the first sync" \
+	"$(q $db "SELECT lag_p50 <= lag_p95 AND lag_p95 <= lag_max AND lag_max < make_interval(secs => ($start - $fleet_made + $elapsed) / 1000.0 + 30) FROM gmail_ingest.fleet_status")" t
 check "fleet_status: the project's units of the last minute and its limit" \
 	"$(q $db "SELECT project_units_last_minute > 0 AND project_units_per_minute = current_setting('gmail_ingest.project_quota_units_per_minute')::int FROM gmail_ingest.fleet_status")" t
 

@@ -12,10 +12,11 @@
 #   - the updated schema equals a fresh install's, compared through the
 #     catalogs (test/lib/schema_catalog.sql), and differs from 1.0's (the
 #     comparison can fail);
-#   - a pg_dump of the 1.0 database restored under the new library (pg_dump
-#     names no version, so the restore creates the new schema and loads the
-#     1.0 rows into it), then updated: rows kept, verify() holds, syncs and
-#     add_mailbox write again.
+#   - a pg_dump of the 1.0 database restored under the new library into a
+#     database where CREATE EXTENSION gmail_ingest VERSION '1.0' ran first
+#     (pg_dump names no version; 1.1's blobs need a mailbox_id that 1.0 rows
+#     do not have, so they are loaded into 1.0's schema), then updated: rows
+#     kept, verify() holds, syncs and add_mailbox write again.
 set -uo pipefail
 . "$(dirname "$0")/../lib/script.sh"
 
@@ -24,6 +25,7 @@ tag=$(run_tag)
 A=up-a-$tag@example.com		# synced, then new mail, under 1.0
 B=up-b-$tag@example.com		# a backfill staged under 1.0
 N=up-n-$tag@example.com		# added after the update
+S=up-s-$tag@example.com		# A's mail: 1.0 shares its blobs with A
 
 if ! git -C "$GI_ROOT" cat-file -e "$RELEASE_1_0^{commit}" 2>/dev/null; then
 	echo "not ok - the 1.0 release ($RELEASE_1_0) is not in this clone's history"
@@ -73,11 +75,15 @@ db=gi_upgrade
 # --- 1.0 at work.
 new_mailbox "$A" '"seed":41,"threads":25,"messages":90,"days":9,"window_days":7,"attachments":30'
 new_mailbox "$B" '"seed":42,"threads":20,"messages":70,"days":9,"window_days":7,"attachments":20'
+new_mailbox "$S" "\"content_email\":\"$A\",\"seed\":41,\"threads\":25,\"messages\":90,\"days\":9,\"window_days\":7,\"attachments\":30"
 fresh_db $db
 check "1.0 installed" "$(q $db "SELECT extversion FROM pg_extension WHERE extname = 'gmail_ingest'")" 1.0
 a=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000a1', '$A', 'rt-$A')")
 b=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000a1', '$B', 'rt-$B')")
+sh=$(q $db "SELECT gmail_ingest.add_mailbox('00000000-0000-0000-0000-0000000000a1', '$S', 'rt-$S')")
 check "1.0: first sync" "$(q $db "SELECT status FROM gmail_ingest.gmail_sync($a, 7)")" succeeded
+check "1.0: first sync of a mailbox holding the same mail" \
+	"$(q $db "SELECT status FROM gmail_ingest.gmail_sync($sh, 7)")" succeeded
 $DQ add "$A" >/dev/null
 check "1.0: incremental sync" "$(q $db "SELECT mode || ' ' || status || ' ' || messages_inserted FROM gmail_ingest.gmail_sync($a, 7)")" \
 	"incremental succeeded 1"
@@ -92,6 +98,20 @@ ledger_digest="SELECT count(*) || ':' || md5(string_agg(to_jsonb(l)::text, E'\n'
 runs_digest="SELECT count(*) || ':' || md5(string_agg(to_jsonb(r)::text, E'\n' ORDER BY r.mailbox_id, r.id)) FROM gmail_ingest.sync_runs r"
 backfill_digest="SELECT (SELECT count(*) FROM gmail_ingest.backfill_queue) || ':' || (SELECT count(*) FROM gmail_ingest.backfill_threads) || ':' || (SELECT to_jsonb(m) - '{auth_state,sync_interval,window_days,paused,next_sync_at,consecutive_failures,backoff_until,service_account_id,watch_topic,watch_expires_at,watch_attempted_at,watch_error,push_history_id}'::text[] FROM gmail_ingest.mailboxes m WHERE id = $b)::text"
 before_rows=$(q $db "SELECT gi_test_db_digest()")
+before_contents=$(q $db "SELECT gi_test_db_digest(true)")
+# 1.1 keys blobs by (mailbox_id, sha256): the update copies each 1.0 blob to
+# every mailbox that refers to it, and keeps nothing else.
+blob_copies_10="SELECT count(*) || ':' || md5(string_agg(r.mailbox_id || ' ' || b.sha256 || ' ' || b.size_bytes || ' ' || md5(b.data), E'\n' ORDER BY r.mailbox_id, b.sha256))
+  FROM gmail_ingest.blobs b
+  JOIN (SELECT mailbox_id, sha256 FROM gmail_ingest.mail_attachments
+        UNION SELECT mailbox_id, raw_sha256 FROM gmail_ingest.mail_messages WHERE raw_sha256 IS NOT NULL) r
+    ON r.sha256 = b.sha256"
+blob_copies_11="SELECT count(*) || ':' || md5(string_agg(b.mailbox_id || ' ' || b.sha256 || ' ' || b.size_bytes || ' ' || md5(b.data), E'\n' ORDER BY b.mailbox_id, b.sha256))
+  FROM gmail_ingest.blobs b"
+before_copies=$(q $db "$blob_copies_10")
+check "1.0: blobs shared by two mailboxes" \
+	"$(q $db "SELECT count(*) > 0 FROM (SELECT sha256 FROM gmail_ingest.mail_attachments
+	          WHERE mailbox_id IN ($a, $sh) GROUP BY 1 HAVING count(DISTINCT mailbox_id) = 2) x")" t
 before_ledger=$(q $db "$ledger_digest")
 before_runs=$(q $db "$runs_digest")
 before_backfill=$(q $db "$backfill_digest")
@@ -111,7 +131,10 @@ check "the refusal wrote nothing" "$(q $db "SELECT gi_test_db_digest()") $(q $db
 q $db "ALTER EXTENSION gmail_ingest UPDATE" >/dev/null
 version=$(q $db "SELECT extversion FROM pg_extension WHERE extname = 'gmail_ingest'")
 check "updated to the library's version" "$version" "$(sed -n 's/^EXTVERSION *= *//p' Makefile)"
-check "every row kept" "$(q $db "SELECT gi_test_db_digest()")" "$before_rows"
+check "every row kept (each content once)" "$(q $db "SELECT gi_test_db_digest(true)")" "$before_contents"
+check "every blob copied to each mailbox that refers to it" "$(q $db "$blob_copies_11")" "$before_copies"
+check "the copies are more rows than 1.0's" \
+	"$(q $db "SELECT count(*) > (SELECT count(DISTINCT sha256) FROM gmail_ingest.blobs) FROM gmail_ingest.blobs")" t
 check "ledger unchanged" "$(q $db "$ledger_digest")" "$before_ledger"
 check "runs unchanged" "$(q $db "$runs_digest")" "$before_runs"
 check "backfill state unchanged" "$(q $db "$backfill_digest")" "$before_backfill"
@@ -119,8 +142,9 @@ check "the new schedule columns hold their defaults" \
 	"$(q $db "SELECT count(*) FILTER (WHERE sync_interval = '15 minutes' AND window_days = 7 AND NOT paused
 	                                   AND consecutive_failures = 0 AND backoff_until IS NULL
 	                                   AND next_sync_at IS NOT NULL) || '/' || count(*)
-	          FROM gmail_ingest.mailboxes")" "2/2"
+	          FROM gmail_ingest.mailboxes")" "3/3"
 check "verify() after the update ($A)" "$(verify_ok $db $a)" t
+check "verify() after the update ($S)" "$(verify_ok $db $sh)" t
 check "verify() after the update ($B)" "$(verify_ok $db $b)" t
 
 # --- the same catalogs as a fresh install, and not those of 1.0.
@@ -162,11 +186,15 @@ check "no duplicate" "$(q $db "SELECT gi_test_duplicates($a) + gi_test_duplicate
 # --- a 1.0 dump restored under the new library, then updated.
 rdb=gi_upgrade_restored
 psql -X -q -d postgres -c "CREATE DATABASE $rdb"
-pg_restore -d $rdb "$GI_WORK/upgrade-1.0.dump" >"$GI_WORK/upgrade-restore.log" 2>&1
+q $rdb "CREATE EXTENSION gmail_ingest VERSION '1.0'" >/dev/null
+# the schema came with the extension: the dump's CREATE SCHEMA is left out
+pg_restore -l "$GI_WORK/upgrade-1.0.dump" | grep -v ' SCHEMA - gmail_ingest ' >"$GI_WORK/upgrade-restore.list"
+pg_restore -L "$GI_WORK/upgrade-restore.list" -d $rdb "$GI_WORK/upgrade-1.0.dump" >"$GI_WORK/upgrade-restore.log" 2>&1
 check "1.0 dump restored without error" "$(grep -c 'error' "$GI_WORK/upgrade-restore.log")" 0
 q $rdb "ALTER EXTENSION gmail_ingest UPDATE" >/dev/null 2>&1
 check "restored at the library's version" "$(q $rdb "SELECT extversion FROM pg_extension WHERE extname = 'gmail_ingest'")" "$version"
-check "restored: every row" "$(q $rdb "SELECT gi_test_db_digest()")" "$before_rows"
+check "restored: every row" "$(q $rdb "SELECT gi_test_db_digest(true)")" "$before_contents"
+check "restored: every blob copied to each mailbox" "$(q $rdb "$blob_copies_11")" "$before_copies"
 check "restored: ledger" "$(q $rdb "$ledger_digest")" "$before_ledger"
 check "restored: verify()" "$(verify_ok $rdb $a) $(verify_ok $rdb $b)" "t t"
 $DQ add "$A" >/dev/null
