@@ -747,14 +747,20 @@ static void
 replan_as_tables_grow(void)
 {
 	static BlockNumber seen = 0;
-	static Oid	relid = InvalidOid;
+	static Oid	seen_relid = InvalidOid;
+	Oid			relid;
 	Relation	rel;
 	BlockNumber nblocks;
 
-	if (!OidIsValid(relid))
-		relid = get_relname_relid("mail_messages", get_namespace_oid("gmail_ingest", false));
+	/* looked up each time: the extension may have been dropped and made again */
+	relid = get_relname_relid("mail_messages", get_namespace_oid("gmail_ingest", true));
 	if (!OidIsValid(relid))
 		return;
+	if (relid != seen_relid)
+	{
+		seen_relid = relid;
+		seen = 0;
+	}
 	rel = table_open(relid, AccessShareLock);
 	nblocks = RelationGetNumberOfBlocks(rel);
 	table_close(rel, AccessShareLock);
