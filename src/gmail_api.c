@@ -325,6 +325,18 @@ gmail_run(GmailClient *c, GmailCall *call)
 }
 
 void
+gmail_call_done(GmailCall *call)
+{
+	gmail_call_release(call);
+	if (call->url)
+		pfree((void *) call->url);
+	if (call->body)
+		pfree((void *) call->body);
+	call->url = NULL;
+	call->body = NULL;
+}
+
+void
 gmail_call_release(GmailCall *call)
 {
 	if (call->result_cxt)

@@ -176,6 +176,14 @@ extern void gmail_run(GmailClient *client, GmailCall *call);
 /* Release a finished call's results so the struct can be reused. */
 extern void gmail_call_release(GmailCall *call);
 
+/*
+ * The call is over for good (no retry will resend it): its result and the
+ * URL and body built when it was submitted are freed.  Every call a sync
+ * makes must end here, or those (about 1 KB a call, in the client's
+ * long-lived context) pile up with the mailbox.
+ */
+extern void gmail_call_done(GmailCall *call);
+
 extern const char *gmail_method_name(GmailMethod m);
 
 /*

@@ -642,9 +642,20 @@ store_message_states(int64 mailbox_id, char **provider_ids, int n)
 	HTAB	   *h = gmail_id_hash("message states", sizeof(MessageState), n);
 	uint64		i;
 
+	/*
+	 * One index probe per id.  Without statistics (a first sync in a new
+	 * installation) "mailbox_id = $1" looks rare, and "= ANY ($2)" of a
+	 * page's 500 ids made the planner prefer scanning the mailbox through
+	 * any index that starts with mailbox_id, filtering each row against the
+	 * 500 ids: a cost growing with the mailbox on every listing page.
+	 */
 	plan_once(&plan,
-			  "SELECT provider_message_id, id, thread_id, deleted_at IS NOT NULL FROM " SCHEMA "mail_messages "
-			  " WHERE mailbox_id = $1 AND provider_message_id = ANY ($2)",
+			  "SELECT m.provider_message_id, m.id, m.thread_id, m.deleted_at IS NOT NULL "
+			  "  FROM unnest($2::text[]) AS u(pid) "
+			  "  CROSS JOIN LATERAL (SELECT x.provider_message_id, x.id, x.thread_id, x.deleted_at "
+			  "                        FROM " SCHEMA "mail_messages x "
+			  "                       WHERE x.mailbox_id = $1 AND x.provider_message_id = u.pid "
+			  "                       LIMIT 1) m",
 			  2, types);
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(provider_ids, n);

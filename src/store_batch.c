@@ -417,9 +417,16 @@ write_blobs(StoreBatch *b)
 	shas = palloc(sizeof(char *) * b->nblobs);
 	for (i = 0; i < b->nblobs; i++)
 		shas[i] = b->blobs[i].sha256;
+	/*
+	 * One index probe per content: with "= ANY ($1)" and no statistics (a
+	 * first sync in a new installation) the planner scanned the mailbox's
+	 * blobs for every batch, a cost growing with the mailbox.
+	 */
 	plan_once(&probe,
-			  "SELECT sha256 FROM " SCHEMA "blobs "
-			  " WHERE mailbox_id = $2 AND sha256 = ANY ($1) AND data IS NOT NULL",
+			  "SELECT b.sha256 FROM unnest($1::text[]) AS u(sha) "
+			  "  CROSS JOIN LATERAL (SELECT x.sha256 FROM " SCHEMA "blobs x "
+			  "                       WHERE x.mailbox_id = $2 AND x.sha256 = u.sha AND x.data IS NOT NULL "
+			  "                       LIMIT 1) b",
 			  2, probe_types);
 	v[0] = text_array(shas, b->nblobs);
 	v[1] = Int64GetDatum(b->mailbox_id);

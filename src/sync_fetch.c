@@ -322,7 +322,7 @@ fetch_and_store(SyncState *s, FetchItem *items, int n)
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(s->item_cxt);
 		}
-		gmail_call_release(done);
+		gmail_call_done(done);
 		free_slots[nfree++] = (int) (done - calls);
 		s->done++;
 		report_progress(s, false);

@@ -131,7 +131,7 @@ list_pages(SyncState *s, const GmailCall *request, PageHandler handle, void *arg
 		call.page_token = page;
 		gmail_run(s->gmail, &call);
 		page = handle(s, &call, arg) ? page_guard_next(&guard, call.next_page_token) : NULL;
-		gmail_call_release(&call);
+		gmail_call_done(&call);
 	} while (page != NULL);
 	page_guard_done(&guard);
 }
