@@ -43,7 +43,7 @@ read_profile(SyncState *s)
 					   errdetail("The mailbox is registered as \"%s\"; Gmail says the token is for \"%s\".",
 								 s->mb.email, call.email));
 	s->profile_history_id = call.history_id;
-	gmail_call_release(&call);
+	gmail_call_done(&call);
 }
 
 void
