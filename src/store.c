@@ -550,7 +550,10 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 			  "        WHERE m.mailbox_id = $1 AND m.thread_id = u.id AND m.deleted_at IS NULL) s "
 			  /*
 			   * Without a listed snippet (history gives none), Gmail's rule: the
-			   * snippet of the thread's newest message it would list.
+			   * snippet of the thread's newest message it would list; none when
+			   * no such message is left.  Never the stored one: which message
+			   * last set it depends on how the syncs were cut, and the row must
+			   * depend only on what Gmail holds.
 			   */
 			  "  LEFT JOIN LATERAL ( "
 			  "       SELECT m.snippet FROM " SCHEMA "mail_messages m "
@@ -559,13 +562,13 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 			  "        ORDER BY m.internal_date DESC, m.id DESC LIMIT 1) n ON true "
 			  /* A NULL synced_since means: keep what is stored. */
 			  "ON CONFLICT (mailbox_id, provider_thread_id) DO UPDATE "
-			  "   SET snippet = COALESCE(EXCLUDED.snippet, t.snippet), history_id = EXCLUDED.history_id, "
+			  "   SET snippet = EXCLUDED.snippet, history_id = EXCLUDED.history_id, "
 			  "       message_count = EXCLUDED.message_count, first_message_at = EXCLUDED.first_message_at, "
 			  "       last_message_at = EXCLUDED.last_message_at, "
 			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = EXCLUDED.updated_at "
 			  " WHERE (t.snippet, t.history_id, t.message_count, t.first_message_at, t.last_message_at, "
 			  "        t.synced_since) IS DISTINCT FROM "
-			  "       (COALESCE(EXCLUDED.snippet, t.snippet), EXCLUDED.history_id, EXCLUDED.message_count, "
+			  "       (EXCLUDED.snippet, EXCLUDED.history_id, EXCLUDED.message_count, "
 			  "        EXCLUDED.first_message_at, EXCLUDED.last_message_at, "
 			  "        COALESCE(EXCLUDED.synced_since, t.synced_since)) "
 			  "RETURNING t.id",
