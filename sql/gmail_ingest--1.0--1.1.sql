@@ -1396,9 +1396,13 @@ BEGIN
 			v_fk_names := v_fk_names || v_fk.conname;
 			v_fk_defs := v_fk_defs || v_fk.def;
 			EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', v_fk.rel, v_fk.conname);
-			PERFORM run_command_on_workers(format(
+			IF EXISTS (SELECT 1 FROM run_command_on_workers(format(
 				'DO $d$ BEGIN PERFORM set_config(''citus.enable_ddl_propagation'', ''off'', true); '
-				'ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; END $d$', v_fk.rel, v_fk.conname));
+				'ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; END $d$', v_fk.rel, v_fk.conname)) r
+			           WHERE NOT r.success) THEN
+				RAISE EXCEPTION 'could not drop % on every worker', v_fk.conname
+					USING ERRCODE = 'connection_failure';
+			END IF;
 		END LOOP;
 		FOREACH v_t IN ARRAY v_tables LOOP
 			CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition p
@@ -1421,17 +1425,33 @@ BEGIN
 		FOR v_i IN 1 .. cardinality(v_fk_rels) LOOP
 			EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fk_rels[v_i], v_fk_names[v_i], v_fk_defs[v_i]);
 		END LOOP;
-		-- A sequence no node has used yet would make _repair_sequences look
-		-- for the largest id across the cluster on every write: each node
-		-- draws one value (Citus gives each node its own range).
-		FOREACH v_t IN ARRAY ARRAY['mailboxes', 'mail_threads', 'mail_messages', 'mail_attachments',
-		                           'sync_runs', 'ledger'] LOOP
-			v_seq := pg_get_serial_sequence('@extschema@.' || v_t, 'id')::regclass;
-			PERFORM run_command_on_all_nodes(format(
-				'SELECT CASE WHEN pg_sequence_last_value(%1$L::regclass) IS NULL THEN nextval(%1$L::regclass) END',
-				v_seq::text));
-		END LOOP;
 	END IF;
+	-- Identity columns: Citus gives the nodes of a table it creates their
+	-- own ranges, but leaves the extension's own tables alone; each worker
+	-- moves its sequences to the range of its group (group id << 48), so a
+	-- row's id says which node inserted it and ids never collide (unique,
+	-- not monotonic).  A sequence left unused would make _repair_sequences
+	-- look for the largest id across the cluster: the coordinator draws one.
+	FOREACH v_t IN ARRAY ARRAY['mailboxes', 'mail_threads', 'mail_messages', 'mail_attachments',
+	                           'sync_runs', 'ledger'] LOOP
+		v_seq := pg_get_serial_sequence('@extschema@.' || v_t, 'id')::regclass;
+		IF EXISTS (SELECT 1 FROM run_command_on_all_nodes(format(
+			'SELECT CASE WHEN g.groupid = 0 THEN CASE WHEN pg_sequence_last_value(%1$L::regclass) IS NULL'
+			'                                         THEN nextval(%1$L::regclass) END'
+			'            WHEN coalesce(pg_sequence_last_value(%1$L::regclass), 0) < g.groupid::bigint << 48'
+			'            THEN setval(%1$L::regclass, g.groupid::bigint << 48) END'
+			'  FROM pg_dist_local_group g', v_seq::text)) r WHERE NOT r.success) THEN
+			RAISE EXCEPTION 'could not set the range of % on every node', v_seq
+				USING ERRCODE = 'connection_failure';
+		END IF;
+	END LOOP;
+	-- A call on the coordinator, SELECT gmail_sync(id, ...), runs on the
+	-- node holding the mailbox's shards: the HTTP work, the parsing and the
+	-- writes happen there, locally.
+	PERFORM create_distributed_function('@extschema@.gmail_sync(bigint,integer,boolean)'::regprocedure,
+	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
+	PERFORM create_distributed_function('@extschema@._backfill_step(bigint,integer,integer)'::regprocedure,
+	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
 
 	RETURN QUERY
 	SELECT t.n, coalesce((SELECT CASE p.partmethod WHEN 'h' THEN 'distributed by mailbox_id'

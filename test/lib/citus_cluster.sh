@@ -37,6 +37,8 @@ max_worker_processes = 32
 max_connections = 200
 citus.node_conninfo = 'sslmode=disable'
 shared_buffers = 64MB
+# which node ran a function: pg_stat_user_functions (the tests' proof of delegation)
+track_functions = all
 CONF
 	su postgres -c "'$GI_PGBIN/pg_ctl' -D '$data' -l '$GI_WORK/citus-$name.log' -w start >/dev/null" || return 1
 	CITUS_NODES+=("$data")

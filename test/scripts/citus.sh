@@ -12,9 +12,19 @@
 #     table, the mailboxes and the ledger equal before and after), the
 #     mailboxes' rows are in shards on both workers, a second call changes
 #     nothing;
+#   - SELECT gmail_sync(id, 7) on the coordinator runs on the worker holding
+#     the mailbox (the run's id comes from that node's range): incremental
+#     syncs add the new mail, a forced full re-run adds no row, each mailbox
+#     holds Gmail's window;
+#   - the fleet: 60 mailboxes, run_due workers on both worker nodes and the
+#     coordinator: every mailbox synced once, on the node holding it, none
+#     twice at once;
 #   - every foreign key is back and holds on the shards (a row pointing into
 #     another mailbox is refused), the natural-key uniques refuse a
 #     duplicate, the ledger refuses UPDATE, DELETE and TRUNCATE;
+#   - a tenant role with the README's policies sees exactly its
+#     organisation's mailboxes, threads, messages, attachments, blobs and
+#     ledger through the coordinator;
 #   - from the coordinator: verify() holds for each mailbox, mailbox_status
 #     and fleet_status answer, add_mailbox registers a new mailbox.
 set -uo pipefail
@@ -103,6 +113,76 @@ again=$(cq $C $DB "SELECT string_agg(table_name || '=' || citus_table_type, ',' 
 check "a second distribute() changes nothing" \
 	"$(echo "$again" | tr ',' '\n' | grep -c '=distributed by mailbox_id') $(cq $C $DB "$db_digest")" "10 $before_rows"
 
+# --- syncs on the cluster: SELECT gmail_sync(id, ...) on the coordinator runs
+# on the node holding the mailbox.  Each node draws ids from its own range
+# (Citus: the node's group id in the top 16 bits), so a run's id says which
+# node inserted it.
+latest_run="SELECT r.id >> 48 AS grp, r.mode, r.status, r.messages_inserted FROM gmail_ingest.sync_runs r"
+ran_on_holder=0
+incremental=0
+for i in 0 1 2 3 4 5; do
+	id=${ids[$i]}
+	$DQ add "citus-$((i + 1))-$TAG@example.com" >/dev/null
+	cq $C $DB "SELECT gmail_ingest.gmail_sync($id, 7)" >/dev/null
+	holder=$(cq $C $DB "SELECT n.groupid FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)
+	                     WHERE p.shardid = get_shard_id_for_distribution_column('gmail_ingest.sync_runs', $id::bigint)")
+	run=$(cq $C $DB "SELECT grp || ' ' || mode || ' ' || status || ' ' || messages_inserted FROM ($latest_run
+	                  WHERE r.mailbox_id = $id ORDER BY r.started_at DESC LIMIT 1) x")
+	[ "${run%% *}" = "$holder" ] && [ "$holder" != 0 ] && ran_on_holder=$((ran_on_holder + 1))
+	[ "${run#* }" = "incremental succeeded 1" ] && incremental=$((incremental + 1))
+done
+check "six incremental syncs on the cluster, one new message each" "$incremental" 6
+check "each ran on the worker holding its mailbox" "$ran_on_holder" 6
+rerun=0
+for id in "${ids[@]}"; do
+	cq $C $DB "SELECT gmail_ingest.gmail_sync($id, 7, true)" >/dev/null
+	[ "$(cq $C $DB "SELECT mode || ' ' || status || ' ' || messages_inserted || ' ' || threads_inserted
+	                 || ' ' || attachments_inserted FROM gmail_ingest.sync_runs
+	                 WHERE mailbox_id = $id ORDER BY started_at DESC LIMIT 1")" = "full succeeded 0 0 0" ] && rerun=$((rerun + 1))
+done
+check "a forced full re-run of each adds no row" "$rerun" 6
+counts=0
+for i in 0 1 2 3 4 5; do
+	[ "$(cq $C $DB "SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = ${ids[$i]}")" = "$($DQ window-count "citus-$((i + 1))-$TAG@example.com" 7)" ] &&
+		counts=$((counts + 1))
+done
+check "each mailbox holds Gmail's window" "$counts" 6
+for p in $CITUS_W1 $CITUS_W2; do
+	check "the worker on port $p ran gmail_sync itself" \
+		"$(cq $p $DB "SELECT count(*) > 0 FROM gmail_ingest.sync_runs WHERE id >> 48 = (SELECT groupid FROM pg_dist_local_group)")" t
+done
+
+# --- the fleet on the cluster: 60 mailboxes, two run_due workers on each
+# worker node and one on the coordinator (which holds no shard).  Each
+# node's workers claim only the mailboxes whose shards it holds.
+prefix=cf$TAG
+PGHOST=127.0.0.1 PGPORT=$C new_fleet $DB 60 "$prefix" '{"messages":4,"threads":2,"attachments":1,"days":5,"window_days":7}'
+fleet="SELECT id FROM gmail_ingest.mailboxes WHERE provider_email LIKE '$prefix-%'"
+check "60 fleet mailboxes registered" "$(cq $C $DB "SELECT count(*) FROM ($fleet) f")" 60
+pids=()
+for p in $CITUS_W1 $CITUS_W1 $CITUS_W2 $CITUS_W2 $C; do
+	psql -X -q -h 127.0.0.1 -p $p -d $DB -c "CALL gmail_ingest.run_due('12 seconds')" >"$GI_WORK/citus-run_due-$p-$RANDOM.log" 2>&1 &
+	pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+check "the workers raised no error" "$(cat "$GI_WORK"/citus-run_due-*.log | grep -c 'ERROR')" 0
+check "every fleet mailbox synced once, successfully" \
+	"$(cq $C $DB "SELECT count(*) FILTER (WHERE n = 1 AND ok = 1) || '/' || count(*) FROM (
+	              SELECT f.id, count(r.id) AS n, count(r.id) FILTER (WHERE r.status = 'succeeded') AS ok
+	                FROM ($fleet) f LEFT JOIN gmail_ingest.sync_runs r ON r.mailbox_id = f.id GROUP BY f.id) x")" "60/60"
+check "none synced twice at once" \
+	"$(cq $C $DB "SELECT count(*) FROM gmail_ingest.sync_runs a JOIN gmail_ingest.sync_runs b
+	              ON b.mailbox_id = a.mailbox_id AND b.id <> a.id
+	             WHERE a.mailbox_id IN ($fleet) AND a.started_at < b.finished_at AND b.started_at < a.finished_at")" 0
+check "each fleet mailbox synced on the worker holding it" \
+	"$(cq $C $DB "SELECT count(*) FROM gmail_ingest.sync_runs r
+	               JOIN pg_dist_placement p ON p.shardid = get_shard_id_for_distribution_column('gmail_ingest.sync_runs', r.mailbox_id)
+	              WHERE r.mailbox_id IN ($fleet) AND p.groupid = r.id >> 48 AND p.groupid <> 0")" 60
+check "both worker nodes synced part of the fleet" \
+	"$(cq $C $DB "SELECT count(DISTINCT r.id >> 48) FROM gmail_ingest.sync_runs r WHERE r.mailbox_id IN ($fleet)")" 2
+check "fleet_status from the coordinator: nothing due" \
+	"$(cq $C $DB "SELECT due_now FROM gmail_ingest.fleet_status")" 0
+
 # --- the keys hold on the cluster.
 fks=$(cq $C $DB "SELECT count(*) FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
                   WHERE c.contype = 'f' AND r.relnamespace = 'gmail_ingest'::regnamespace AND r.relname !~ '_[0-9]+$'")
@@ -116,6 +196,7 @@ out=$(cq $C $DB "INSERT INTO gmail_ingest.mail_messages (mailbox_id, provider_me
                  SELECT mailbox_id, provider_message_id, thread_id, provider_thread_id, internal_date
                    FROM gmail_ingest.mail_messages WHERE mailbox_id = $a LIMIT 1" 2>&1)
 check "a duplicate (mailbox_id, provider_message_id) is refused" "$(grep -c 'duplicate key' <<<"$out")" 1
+before_ledger=$(cq $C $DB "$ledger_digest")
 for stmt in "UPDATE gmail_ingest.ledger SET event = event WHERE mailbox_id = $a" \
 	"DELETE FROM gmail_ingest.ledger WHERE mailbox_id = $a" "TRUNCATE gmail_ingest.ledger"; do
 	out=$(cq $C $DB "$stmt" 2>&1)
@@ -130,8 +211,58 @@ for id in "${ids[@]}"; do
 done
 check "verify() holds for the six mailboxes from the coordinator" "$ok" 6
 check "mailbox_status from the coordinator" \
-	"$(cq $C $DB "SELECT count(*) FILTER (WHERE last_run_status = 'succeeded' AND messages > 0) FROM gmail_ingest.mailbox_status")" 6
-check "fleet_status from the coordinator" "$(cq $C $DB "SELECT mailboxes FROM gmail_ingest.fleet_status" 2>&1)" 6
+	"$(cq $C $DB "SELECT count(*) FILTER (WHERE last_run_status = 'succeeded' AND messages > 0) FROM gmail_ingest.mailbox_status")" 66
+check "fleet_status from the coordinator" "$(cq $C $DB "SELECT mailboxes FROM gmail_ingest.fleet_status" 2>&1)" 66
+# --- tenant isolation through the coordinator, with the README's policies
+# (no subquery; the organisation propagated to the workers by SET LOCAL).
+cq $C $DB "CREATE ROLE gi_citus_tenant LOGIN" >/dev/null
+psql -X -q -h 127.0.0.1 -p $C -d $DB -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE FUNCTION public.gi_citus_tenant_mailbox(mailbox_id bigint) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET citus.allow_nested_distributed_execution = on AS $f$
+	SELECT EXISTS (SELECT 1 FROM gmail_ingest.mailboxes m
+	                WHERE m.id = mailbox_id AND m.org_id = current_setting('app.org_id')::uuid)
+$f$;
+REVOKE ALL ON FUNCTION public.gi_citus_tenant_mailbox(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.gi_citus_tenant_mailbox(bigint) TO gi_citus_tenant;
+GRANT USAGE ON SCHEMA gmail_ingest TO gi_citus_tenant;
+GRANT SELECT ON gmail_ingest.mailboxes, gmail_ingest.mail_threads, gmail_ingest.mail_messages,
+                gmail_ingest.mail_attachments, gmail_ingest.blobs, gmail_ingest.ledger TO gi_citus_tenant;
+CREATE POLICY org ON gmail_ingest.mailboxes FOR SELECT TO gi_citus_tenant
+    USING (org_id = current_setting('app.org_id')::uuid);
+CREATE POLICY org ON gmail_ingest.mail_threads FOR SELECT TO gi_citus_tenant
+    USING (public.gi_citus_tenant_mailbox(mailbox_id));
+CREATE POLICY org ON gmail_ingest.mail_messages FOR SELECT TO gi_citus_tenant
+    USING (public.gi_citus_tenant_mailbox(mailbox_id));
+CREATE POLICY org ON gmail_ingest.mail_attachments FOR SELECT TO gi_citus_tenant
+    USING (public.gi_citus_tenant_mailbox(mailbox_id));
+CREATE POLICY org ON gmail_ingest.blobs FOR SELECT TO gi_citus_tenant
+    USING (public.gi_citus_tenant_mailbox(mailbox_id));
+CREATE POLICY org ON gmail_ingest.ledger FOR SELECT TO gi_citus_tenant
+    USING (public.gi_citus_tenant_mailbox(mailbox_id));
+SQL
+tenant_counts="SELECT (SELECT count(*) FROM gmail_ingest.mailboxes) || ' ' || (SELECT count(*) FROM gmail_ingest.mail_threads)
+  || ' ' || (SELECT count(*) FROM gmail_ingest.mail_messages) || ' ' || (SELECT count(*) FROM gmail_ingest.mail_attachments)
+  || ' ' || (SELECT count(*) FROM gmail_ingest.blobs) || ' ' || (SELECT count(*) FROM gmail_ingest.ledger)"
+org_counts=$(cq $C $DB "SELECT (SELECT count(*) FROM gmail_ingest.mailboxes WHERE org_id = '$ORG')
+  || ' ' || (SELECT count(*) FROM gmail_ingest.mail_threads WHERE mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes WHERE org_id = '$ORG'))
+  || ' ' || (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes WHERE org_id = '$ORG'))
+  || ' ' || (SELECT count(*) FROM gmail_ingest.mail_attachments WHERE mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes WHERE org_id = '$ORG'))
+  || ' ' || (SELECT count(*) FROM gmail_ingest.blobs WHERE mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes WHERE org_id = '$ORG'))
+  || ' ' || (SELECT count(*) FROM gmail_ingest.ledger WHERE mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes WHERE org_id = '$ORG'))")
+seen=$(psql -X -q -At -h 127.0.0.1 -p $C -d $DB 2>&1 <<SQL
+SET citus.propagate_set_commands = 'local';
+BEGIN;
+SET LOCAL ROLE gi_citus_tenant;
+SET LOCAL app.org_id = '$ORG';
+$tenant_counts;
+COMMIT;
+SQL
+)
+check "a tenant sees exactly its organisation's rows through the coordinator" "$seen" "$org_counts"
+check "the other organisation (the fleet) has rows the tenant does not see" \
+	"$(cq $C $DB "SELECT count(*) > 0 FROM gmail_ingest.mail_messages WHERE mailbox_id IN ($fleet)")" t
+
 e=citus-7-$TAG@example.com
 new_mailbox "$e" '"seed":77,"threads":2,"messages":4,"days":9,"window_days":7'
 check "add_mailbox on the distributed schema" \
