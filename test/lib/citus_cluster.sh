@@ -9,6 +9,7 @@
 #   citus_cluster_start DB              start the three servers, create DB on each,
 #                                       CREATE EXTENSION citus, add the workers;
 #                                       sets CITUS_COORD, CITUS_W1, CITUS_W2 (ports)
+#   citus_cluster_db DB                 one more database on the cluster, the workers added
 #   citus_cluster_stop                  stop every server it started (also on EXIT)
 #   cq PORT DB SQL                      one query, unaligned tuples only
 
@@ -64,6 +65,13 @@ citus_cluster_start() {
 	CITUS_W1=$(cat "$GI_WORK/citus-port-w1")
 	CITUS_W2=$(cat "$GI_WORK/citus-port-w2")
 	export CITUS_COORD CITUS_W1 CITUS_W2
+	citus_cluster_db "$db"
+}
+
+# citus_cluster_db DB: DB on every node with Citus, the workers added (a
+# Citus cluster's nodes are per database).
+citus_cluster_db() {
+	local db=$1 port
 	for port in "$CITUS_COORD" "$CITUS_W1" "$CITUS_W2"; do
 		cq "$port" postgres "CREATE DATABASE $db" >/dev/null || return 1
 		cq "$port" "$db" "CREATE EXTENSION citus" >/dev/null || return 1

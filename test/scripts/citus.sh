@@ -22,6 +22,9 @@
 #   - every foreign key is back and holds on the shards (a row pointing into
 #     another mailbox is refused), the natural-key uniques refuse a
 #     duplicate, the ledger refuses UPDATE, DELETE and TRUNCATE;
+#   - a 1.0 database (two mailboxes sharing a content) updated to 1.1 on
+#     the coordinator, then distributed, keeps every row, the ledger, and a
+#     copy of each blob per mailbox referring to it;
 #   - a tenant role with the README's policies sees exactly its
 #     organisation's mailboxes, threads, messages, attachments, blobs and
 #     ledger through the coordinator;
@@ -55,7 +58,7 @@ for p in $CITUS_W1 $CITUS_W2; do
 	check "the extension reached the worker on port $p" \
 		"$(cq $p $DB "SELECT extversion FROM pg_extension WHERE extname = 'gmail_ingest'")" "$version"
 done
-check "distribute() before Citus knows the workers' tables refuses a bad shard_count (22023)" \
+check "distribute(0) is refused (22023)" \
 	"$(psql -X -q -At -h 127.0.0.1 -p $C -d $DB -v VERBOSITY=verbose -c "SELECT * FROM gmail_ingest.distribute(0)" 2>&1 | grep -o '22023')" 22023
 
 # --- six mailboxes synced while the tables are local.
@@ -262,6 +265,60 @@ SQL
 check "a tenant sees exactly its organisation's rows through the coordinator" "$seen" "$org_counts"
 check "the other organisation (the fleet) has rows the tenant does not see" \
 	"$(cq $C $DB "SELECT count(*) > 0 FROM gmail_ingest.mail_messages WHERE mailbox_id IN ($fleet)")" t
+
+# --- a 1.0 database, updated to 1.1, then distributed.  The 1.1 library
+# syncs no 1.0 schema, so 1.0's rows are written as a 1.0 sync leaves
+# them: two mailboxes sharing an attachment's content (one blobs row in
+# 1.0, one per mailbox in 1.1).
+D10=gi_citus10
+citus_cluster_db $D10 || echo "not ok - a second database on the cluster"
+cq $C $D10 "CREATE EXTENSION gmail_ingest VERSION '1.0'" >/dev/null
+psql -X -q -h 127.0.0.1 -p $C -d $D10 -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+INSERT INTO gmail_ingest.mailboxes (org_id, provider_email, history_id)
+VALUES ('00000000-0000-0000-0000-0000000000a1', 'one@example.com', 100),
+       ('00000000-0000-0000-0000-0000000000a1', 'two@example.com', 200);
+INSERT INTO gmail_ingest.blobs (sha256, size_bytes, data)
+SELECT encode(sha256(d), 'hex'), length(d), d
+  FROM (VALUES ('shared attachment'::bytea), ('raw one'::bytea), ('raw two'::bytea)) v(d);
+INSERT INTO gmail_ingest.mail_threads (mailbox_id, provider_thread_id, message_count)
+SELECT id, 't-' || id, 1 FROM gmail_ingest.mailboxes;
+INSERT INTO gmail_ingest.mail_messages (mailbox_id, provider_message_id, thread_id, provider_thread_id,
+                                        internal_date, subject, raw_sha256)
+SELECT t.mailbox_id, 'm-' || t.mailbox_id, t.id, t.provider_thread_id, now(), 'hello',
+       encode(sha256(CASE WHEN m.provider_email = 'one@example.com' THEN 'raw one' ELSE 'raw two' END::bytea), 'hex')
+  FROM gmail_ingest.mail_threads t JOIN gmail_ingest.mailboxes m ON m.id = t.mailbox_id;
+INSERT INTO gmail_ingest.mail_attachments (mailbox_id, message_id, part_id, filename, mime_type, size_bytes,
+                                           sha256, storage_path)
+SELECT x.mailbox_id, x.id, '2', 'a.txt', 'text/plain', 17, encode(sha256('shared attachment'::bytea), 'hex'), 'a.txt'
+  FROM gmail_ingest.mail_messages x;
+INSERT INTO gmail_ingest.sync_runs (mailbox_id, mode, window_days, status)
+SELECT id, 'full', 7, 'succeeded' FROM gmail_ingest.mailboxes;
+INSERT INTO gmail_ingest.ledger (sync_run_id, mailbox_id, event)
+SELECT r.id, r.mailbox_id, e FROM gmail_ingest.sync_runs r, unnest('{sync.started,sync.completed}'::text[]) e;
+SQL
+PGHOST=127.0.0.1 PGPORT=$C install_digests $D10
+db_digest_c=$(body gi_test_db_digest | sed -E 's/\bper_content\b/true/g')
+copies="SELECT count(*) || ':' || md5(string_agg(r.mailbox_id || ' ' || b.sha256 || ' ' || md5(b.data), ',' ORDER BY r.mailbox_id, b.sha256))
+  FROM gmail_ingest.blobs b
+  JOIN (SELECT mailbox_id, sha256 FROM gmail_ingest.mail_attachments
+        UNION SELECT mailbox_id, raw_sha256 FROM gmail_ingest.mail_messages) r ON r.sha256 = b.sha256"
+copies_11="SELECT count(*) || ':' || md5(string_agg(b.mailbox_id || ' ' || b.sha256 || ' ' || md5(b.data), ',' ORDER BY b.mailbox_id, b.sha256))
+  FROM gmail_ingest.blobs b"
+rows10=$(cq $C $D10 "$db_digest_c")
+ledger10=$(cq $C $D10 "$ledger_digest")
+copies10=$(cq $C $D10 "$copies")
+check "1.0 database: 3 blob rows, 4 references" "$(cq $C $D10 "SELECT count(*) FROM gmail_ingest.blobs") ${copies10%%:*}" "3 4"
+check "ALTER EXTENSION gmail_ingest UPDATE on the coordinator" \
+	"$(cq $C $D10 "ALTER EXTENSION gmail_ingest UPDATE" 2>&1; cq $C $D10 "SELECT extversion FROM pg_extension WHERE extname = 'gmail_ingest'")" "$version"
+for p in $CITUS_W1 $CITUS_W2; do
+	check "the update reached the worker on port $p" \
+		"$(cq $p $D10 "SELECT extversion FROM pg_extension WHERE extname = 'gmail_ingest'")" "$version"
+done
+check "updated 1.0 database distributed" \
+	"$(cq $C $D10 "SELECT count(*) FROM gmail_ingest.distribute(4) WHERE citus_table_type <> 'local'" 2>&1)" 13
+check "1.0 rows kept after the update and distribute() (each content once)" "$(cq $C $D10 "$db_digest_c")" "$rows10"
+check "1.0 ledger kept" "$(cq $C $D10 "$ledger_digest")" "$ledger10"
+check "each 1.0 blob copied to every mailbox referring to it, in its shards" "$(cq $C $D10 "$copies_11")" "$copies10"
 
 e=citus-7-$TAG@example.com
 new_mailbox "$e" '"seed":77,"threads":2,"messages":4,"days":9,"window_days":7'
