@@ -1563,6 +1563,8 @@ BEGIN
 	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
 	PERFORM create_distributed_function('@extschema@._backfill_step(bigint,integer,integer)'::regprocedure,
 	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
+	PERFORM create_distributed_function('@extschema@.gmail_backfill(bigint,integer,integer)'::regprocedure,
+	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
 
 	RETURN QUERY
 	SELECT t.n, coalesce((SELECT CASE p.partmethod WHEN 'h' THEN 'distributed by mailbox_id'

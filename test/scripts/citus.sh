@@ -22,6 +22,8 @@
 #   - every foreign key is back and holds on the shards (a row pointing into
 #     another mailbox is refused), the natural-key uniques refuse a
 #     duplicate, the ledger refuses UPDATE, DELETE and TRUNCATE;
+#   - CALL gmail_backfill(id, 7, 10) on the coordinator is delegated: every
+#     step runs on the worker holding the mailbox, and it completes;
 #   - a 1.0 database (two mailboxes sharing a content) updated to 1.1 on
 #     the coordinator, then distributed, keeps every row, the ledger, and a
 #     copy of each blob per mailbox referring to it;
@@ -319,6 +321,20 @@ check "updated 1.0 database distributed" \
 check "1.0 rows kept after the update and distribute() (each content once)" "$(cq $C $D10 "$db_digest_c")" "$rows10"
 check "1.0 ledger kept" "$(cq $C $D10 "$ledger_digest")" "$ledger10"
 check "each 1.0 blob copied to every mailbox referring to it, in its shards" "$(cq $C $D10 "$copies_11")" "$copies10"
+
+# --- gmail_backfill on the coordinator: its steps, each committed.
+e=citus-8-$TAG@example.com
+new_mailbox "$e" '"seed":78,"threads":10,"messages":30,"days":9,"window_days":7,"attachments":3'
+bf=$(cq $C $DB "SELECT gmail_ingest.add_mailbox('$ORG', '$e', 'rt-$e')")
+out=$(psql -X -q -h 127.0.0.1 -p $C -d $DB -c "CALL gmail_ingest.gmail_backfill($bf, 7, 10)" 2>&1)
+check "gmail_backfill completes on the cluster" \
+	"$(grep -c ERROR <<<"$out") $(cq $C $DB "SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = $bf")" \
+	"0 $($DQ window-count "$e" 7)"
+check "gmail_backfill (a delegated CALL) ran its steps on the worker holding the mailbox" \
+	"$(cq $C $DB "SELECT count(*) FILTER (WHERE r.id >> 48 = p.groupid AND p.groupid <> 0) = count(*) AND count(*) > 1
+	                FROM gmail_ingest.sync_runs r
+	                JOIN pg_dist_placement p ON p.shardid = get_shard_id_for_distribution_column('gmail_ingest.sync_runs', r.mailbox_id)
+	               WHERE r.mailbox_id = $bf")" t
 
 e=citus-7-$TAG@example.com
 new_mailbox "$e" '"seed":77,"threads":2,"messages":4,"days":9,"window_days":7'
