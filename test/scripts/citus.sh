@@ -37,8 +37,7 @@ set -uo pipefail
 . "$(dirname "$0")/../lib/citus_cluster.sh"
 
 if ! citus_available; then
-	echo "ok - skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres (SPEC 7e tests need it)"
-	finish
+	echo "skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres (the SPEC 7e tests need it)"
 	exit 0
 fi
 
