@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The extension on a Citus cluster (SPEC 7e): a coordinator and two workers
 # on loopback ports (test/lib/citus_cluster.sh), each preloading citus
-# before gmail_ingest.  Skips with one line when no Citus is installed for
+# before gmail_ingest.  Skips with one "# skipped" line (run_tests.sh shows
+# it) when no Citus is installed for
 # the PostgreSQL in use (the project never builds one).
 #
 #   - CREATE EXTENSION gmail_ingest on the coordinator reaches the workers;
@@ -37,7 +38,7 @@ set -uo pipefail
 . "$(dirname "$0")/../lib/citus_cluster.sh"
 
 if ! citus_available; then
-	echo "skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres (the SPEC 7e tests need it)"
+	echo "# skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres (the SPEC 7e tests need it)"
 	exit 0
 fi
 
