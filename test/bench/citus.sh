@@ -19,6 +19,7 @@ if [ -z "${GI_WORK:-}" ] || [ -z "${DOUBLE_URL:-}" ] || [ -z "${PGHOST:-}" ]; th
 	gi_ensure_packages || exit 1
 	gi_build_install || exit 1
 	gi_start_all
+	CITUS_EXIT_ALSO=gi_stop_all		# citus_cluster_start takes over the EXIT trap
 fi
 . "$here/../lib/script.sh"
 . "$here/../lib/citus_cluster.sh"
@@ -26,6 +27,8 @@ if ! citus_available; then
 	echo "skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres"
 	exit 0
 fi
+
+trap "citus_cluster_stop; ${CITUS_EXIT_ALSO:-}" EXIT	# the one-node server too
 
 N=${1:-60}
 WORKERS=${2:-4}

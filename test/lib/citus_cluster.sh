@@ -56,7 +56,8 @@ citus_cluster_stop() {
 
 citus_cluster_start() {
 	local db=$1 port
-	trap citus_cluster_stop EXIT
+	# CITUS_EXIT_ALSO: what the caller's own EXIT trap did (this one replaces it)
+	trap "citus_cluster_stop; ${CITUS_EXIT_ALSO:-}" EXIT
 	# a redirected function call runs in this shell: CITUS_NODES is kept
 	citus_node_start coord >"$GI_WORK/citus-port-coord" || return 1
 	citus_node_start w1 >"$GI_WORK/citus-port-w1" || return 1
