@@ -23,6 +23,8 @@
 #   - every foreign key is back and holds on the shards (a row pointing into
 #     another mailbox is refused), the natural-key uniques refuse a
 #     duplicate, the ledger refuses UPDATE, DELETE and TRUNCATE;
+#   - a revoked grant: the delegated sync records its failed run, sync.failed
+#     and reauthorize on the mailbox's worker, and stores no mail;
 #   - CALL gmail_backfill(id, 7, 10) on the coordinator is delegated: every
 #     step runs on the worker holding the mailbox, and it completes;
 #   - a 1.0 database (two mailboxes sharing a content) updated to 1.1 on
@@ -321,6 +323,22 @@ check "updated 1.0 database distributed" \
 check "1.0 rows kept after the update and distribute() (each content once)" "$(cq $C $D10 "$db_digest_c")" "$rows10"
 check "1.0 ledger kept" "$(cq $C $D10 "$ledger_digest")" "$ledger10"
 check "each 1.0 blob copied to every mailbox referring to it, in its shards" "$(cq $C $D10 "$copies_11")" "$copies10"
+
+# --- a failure is recorded on the mailbox's node: a revoked grant.
+e=citus-9-$TAG@example.com
+new_mailbox "$e" '"seed":79,"threads":3,"messages":6,"days":9,"window_days":7'
+rv=$(cq $C $DB "SELECT gmail_ingest.add_mailbox('$ORG', '$e', 'rt-$e')")
+gi_double POST "/admin/mailboxes/$e/revoke" '{}' >/dev/null
+cq $C $DB "SELECT gmail_ingest.gmail_sync($rv, 7)" >/dev/null 2>&1
+check "a revoked grant: the failed run, its ledger event and reauthorize recorded through the cluster, no mail" \
+	"$(cq $C $DB "SELECT (SELECT string_agg(r.status || ':' || (r.id >> 48 = p.groupid AND p.groupid <> 0), ',')
+	                       FROM gmail_ingest.sync_runs r
+	                       JOIN pg_dist_placement p ON p.shardid = get_shard_id_for_distribution_column('gmail_ingest.sync_runs', r.mailbox_id)
+	                      WHERE r.mailbox_id = $rv)
+	              || ' ' || (SELECT count(*) FROM gmail_ingest.ledger WHERE mailbox_id = $rv AND event = 'sync.failed')
+	              || ' ' || (SELECT auth_state FROM gmail_ingest.mailboxes WHERE id = $rv)
+	              || ' ' || (SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = $rv)")" \
+	"failed:true 1 reauthorize 0"
 
 # --- gmail_backfill on the coordinator: its steps, each committed.
 e=citus-8-$TAG@example.com
