@@ -972,16 +972,12 @@ SELECT m.id AS mailbox_id,
        r.finished_at - r.started_at AS last_run_duration,
        r.messages_inserted AS last_run_messages_inserted,
        r.quota_units AS last_run_quota_units,
-       (SELECT count(*) FROM @extschema@.sync_runs f
-         WHERE f.mailbox_id = m.id AND f.fallback IS NOT NULL
-           AND f.id > coalesce((SELECT max(g.id) FROM @extschema@.sync_runs g
-                                 WHERE g.mailbox_id = m.id AND g.status = 'succeeded'
-                                   AND g.fallback IS NULL), 0)) AS consecutive_history_fallbacks,
+       coalesce(f.n, 0) AS consecutive_history_fallbacks,
        m.backfill_history_id IS NOT NULL AS backfill_in_progress,
-       (SELECT count(*) FROM @extschema@.backfill_queue q WHERE q.mailbox_id = m.id) AS backfill_queued,
-       (SELECT count(*) FROM @extschema@.mail_threads t WHERE t.mailbox_id = m.id) AS threads,
-       (SELECT count(*) FROM @extschema@.mail_messages x WHERE x.mailbox_id = m.id) AS messages,
-       (SELECT count(*) FROM @extschema@.mail_attachments a WHERE a.mailbox_id = m.id) AS attachments,
+       coalesce(q.n, 0) AS backfill_queued,
+       coalesce(t.n, 0) AS threads,
+       coalesce(x.n, 0) AS messages,
+       coalesce(a.n, 0) AS attachments,
        m.paused,
        m.sync_interval,
        m.window_days,
@@ -992,10 +988,22 @@ SELECT m.id AS mailbox_id,
        m.watch_expires_at,
        m.watch_error
   FROM @extschema@.mailboxes m
-  LEFT JOIN LATERAL (
-	SELECT * FROM @extschema@.sync_runs s
-	 WHERE s.mailbox_id = m.id
-	 ORDER BY s.id DESC LIMIT 1) r ON true;
+  -- Per-mailbox aggregates joined on mailbox_id rather than correlated
+  -- subqueries: Citus runs these on the shards (SPEC 7e); one node plans
+  -- them as before for a given mailbox_id.
+  LEFT JOIN (SELECT DISTINCT ON (s.mailbox_id) s.* FROM @extschema@.sync_runs s
+              ORDER BY s.mailbox_id, s.id DESC) r ON r.mailbox_id = m.id
+  LEFT JOIN (SELECT f.mailbox_id, count(*) AS n
+               FROM @extschema@.sync_runs f
+               LEFT JOIN (SELECT g.mailbox_id, max(g.id) AS ok_id FROM @extschema@.sync_runs g
+                           WHERE g.status = 'succeeded' AND g.fallback IS NULL
+                           GROUP BY g.mailbox_id) g ON g.mailbox_id = f.mailbox_id
+              WHERE f.fallback IS NOT NULL AND f.id > coalesce(g.ok_id, 0)
+              GROUP BY f.mailbox_id) f ON f.mailbox_id = m.id
+  LEFT JOIN (SELECT mailbox_id, count(*) AS n FROM @extschema@.backfill_queue GROUP BY 1) q ON q.mailbox_id = m.id
+  LEFT JOIN (SELECT mailbox_id, count(*) AS n FROM @extschema@.mail_threads GROUP BY 1) t ON t.mailbox_id = m.id
+  LEFT JOIN (SELECT mailbox_id, count(*) AS n FROM @extschema@.mail_messages GROUP BY 1) x ON x.mailbox_id = m.id
+  LEFT JOIN (SELECT mailbox_id, count(*) AS n FROM @extschema@.mail_attachments GROUP BY 1) a ON a.mailbox_id = m.id;
 COMMENT ON VIEW @extschema@.mailbox_status IS
   'One row per mailbox: auth state, last run''s outcome, stored counts, history id and schedule';
 
@@ -1311,6 +1319,153 @@ DROP INDEX @extschema@.objects_sha256_idx;
 CREATE INDEX objects_sha256_idx ON @extschema@.objects (mailbox_id, sha256);
 COMMENT ON TABLE @extschema@.blobs IS
   'Content-addressed bytes (attachments, raw messages): one row per distinct content of a mailbox';
+
+------------------------------------------------------------------------
+-- Citus (SPEC 7e): distribute() makes the schema a distributed one, run
+-- once on the coordinator after CREATE EXTENSION citus and gmail_ingest
+-- and citus_add_node of every worker.  mailboxes is a reference table (its
+-- UNIQUE (org_id, provider_email) cannot hold the distribution column), so
+-- are the service accounts; every table holding a mailbox's data is
+-- distributed by mailbox_id, co-located, so a mailbox's rows and their
+-- keys live on one node; push_batches stays on the coordinator.
+------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.distribute(shard_count integer DEFAULT 32)
+RETURNS TABLE (table_name text, citus_table_type text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+-- Citus's notices about copying each table's rows are dropped: they advise
+-- a truncation distribute() makes itself
+SET search_path = pg_catalog, pg_temp SET client_min_messages = warning AS $$
+DECLARE
+	v_reference CONSTANT text[] := ARRAY['mailboxes', 'service_accounts', 'service_account_keys'];
+	-- the first is the co-location group's anchor
+	v_distributed CONSTANT text[] := ARRAY['mail_threads', 'mail_messages', 'blobs', 'mail_attachments',
+	                                       'sync_runs', 'ledger', 'backfill_threads', 'backfill_queue',
+	                                       'objects', 'mailbox_credentials'];
+	v_tables text[] := v_reference || v_distributed;
+	v_todo boolean;
+	v_fk record;
+	v_fk_rels text[] := '{}';
+	v_fk_names text[] := '{}';
+	v_fk_defs text[] := '{}';
+	v_t text;
+	v_i integer;
+	v_seq regclass;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+		RAISE EXCEPTION 'distribute() needs Citus'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+			      HINT = 'Preload citus before gmail_ingest, CREATE EXTENSION citus, add the workers (citus_add_node), then call distribute() on the coordinator.';
+	END IF;
+	IF shard_count IS NULL OR shard_count NOT BETWEEN 1 AND 4096 THEN
+		RAISE EXCEPTION 'shard_count must be between 1 and 4096, got %', shard_count
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT (SELECT citus_is_coordinator()) THEN
+		RAISE EXCEPTION 'distribute() runs on the Citus coordinator'
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	-- Foreign keys to reference tables make Citus use one connection per
+	-- node in a transaction that writes them; every session of the
+	-- database is told so (the setting reaches the workers too).
+	PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+	EXECUTE format('ALTER DATABASE %I SET citus.multi_shard_modify_mode TO sequential', current_database());
+	-- the ledger's append-only triggers go to its shards
+	PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+
+	SELECT EXISTS (SELECT 1 FROM unnest(v_tables) t(n)
+	                WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition p
+	                                   WHERE p.logicalrelid = ('@extschema@.' || t.n)::regclass))
+	  INTO v_todo;
+	IF v_todo THEN
+		-- Identity sequences get their position from the rows while the
+		-- tables are still local.
+		PERFORM @extschema@._repair_sequences();
+		-- Citus converts a table only when every table its foreign keys
+		-- reach is converted already, and would recreate the extension's
+		-- tables on the workers to do so: the keys are dropped on every
+		-- node first and added back once every table is converted (then
+		-- they hold on every shard).
+		FOR v_fk IN
+			SELECT c.conrelid::regclass::text AS rel, c.conname, pg_get_constraintdef(c.oid) AS def
+			  FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+			 WHERE c.contype = 'f' AND r.relnamespace = '@extschema@'::regnamespace
+			   AND r.relname = ANY (v_tables)
+			 ORDER BY 1, 2
+		LOOP
+			v_fk_rels := v_fk_rels || v_fk.rel;
+			v_fk_names := v_fk_names || v_fk.conname;
+			v_fk_defs := v_fk_defs || v_fk.def;
+			EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', v_fk.rel, v_fk.conname);
+			IF EXISTS (SELECT 1 FROM run_command_on_workers(format(
+				'DO $d$ BEGIN PERFORM set_config(''citus.enable_ddl_propagation'', ''off'', true); '
+				'ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; END $d$', v_fk.rel, v_fk.conname)) r
+			           WHERE NOT r.success) THEN
+				RAISE EXCEPTION 'could not drop % on every worker', v_fk.conname
+					USING ERRCODE = 'connection_failure';
+			END IF;
+		END LOOP;
+		FOREACH v_t IN ARRAY v_tables LOOP
+			CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition p
+			                       WHERE p.logicalrelid = ('@extschema@.' || v_t)::regclass);
+			IF v_t = ANY (v_reference) THEN
+				PERFORM create_reference_table(('@extschema@.' || v_t)::regclass);
+			ELSIF v_t = v_distributed[1] THEN
+				PERFORM create_distributed_table(('@extschema@.' || v_t)::regclass, 'mailbox_id',
+				                                 shard_count => distribute.shard_count, colocate_with => 'none');
+			ELSE
+				PERFORM create_distributed_table(('@extschema@.' || v_t)::regclass, 'mailbox_id',
+				                                 colocate_with => '@extschema@.' || v_distributed[1]);
+			END IF;
+			-- the rows are in the shards now; the coordinator's copy goes
+			-- (the ledger's own trigger would refuse the TRUNCATE)
+			PERFORM set_config('session_replication_role', 'replica', true);
+			PERFORM truncate_local_data_after_distributing_table(('@extschema@.' || v_t)::regclass);
+			PERFORM set_config('session_replication_role', 'origin', true);
+		END LOOP;
+		FOR v_i IN 1 .. cardinality(v_fk_rels) LOOP
+			EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_fk_rels[v_i], v_fk_names[v_i], v_fk_defs[v_i]);
+		END LOOP;
+	END IF;
+	-- Identity columns: Citus gives the nodes of a table it creates their
+	-- own ranges, but leaves the extension's own tables alone; each worker
+	-- moves its sequences to the range of its group (group id << 48), so a
+	-- row's id says which node inserted it and ids never collide (unique,
+	-- not monotonic).  A sequence left unused would make _repair_sequences
+	-- look for the largest id across the cluster: the coordinator draws one.
+	FOREACH v_t IN ARRAY ARRAY['mailboxes', 'mail_threads', 'mail_messages', 'mail_attachments',
+	                           'sync_runs', 'ledger'] LOOP
+		v_seq := pg_get_serial_sequence('@extschema@.' || v_t, 'id')::regclass;
+		IF EXISTS (SELECT 1 FROM run_command_on_all_nodes(format(
+			'SELECT CASE WHEN g.groupid = 0 THEN CASE WHEN pg_sequence_last_value(%1$L::regclass) IS NULL'
+			'                                         THEN nextval(%1$L::regclass) END'
+			'            WHEN coalesce(pg_sequence_last_value(%1$L::regclass), 0) < g.groupid::bigint << 48'
+			'            THEN setval(%1$L::regclass, g.groupid::bigint << 48) END'
+			'  FROM pg_dist_local_group g', v_seq::text)) r WHERE NOT r.success) THEN
+			RAISE EXCEPTION 'could not set the range of % on every node', v_seq
+				USING ERRCODE = 'connection_failure';
+		END IF;
+	END LOOP;
+	-- A call on the coordinator, SELECT gmail_sync(id, ...), runs on the
+	-- node holding the mailbox's shards: the HTTP work, the parsing and the
+	-- writes happen there, locally.
+	PERFORM create_distributed_function('@extschema@.gmail_sync(bigint,integer,boolean)'::regprocedure,
+	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
+	PERFORM create_distributed_function('@extschema@._backfill_step(bigint,integer,integer)'::regprocedure,
+	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
+	PERFORM create_distributed_function('@extschema@.gmail_backfill(bigint,integer,integer)'::regprocedure,
+	                                    'mailbox_id', colocate_with => '@extschema@.' || v_distributed[1]);
+
+	RETURN QUERY
+	SELECT t.n, coalesce((SELECT CASE p.partmethod WHEN 'h' THEN 'distributed by mailbox_id'
+	                                               WHEN 'n' THEN 'reference' END
+	                        FROM pg_dist_partition p
+	                       WHERE p.logicalrelid = ('@extschema@.' || t.n)::regclass), 'local')
+	  FROM unnest(v_tables || ARRAY['push_batches']) t(n);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.distribute(integer) IS
+  'On a Citus coordinator: makes mailboxes and the service accounts reference tables and distributes every data table by mailbox_id, co-located, keeping every key; idempotent; returns each table''s kind';
+REVOKE ALL ON FUNCTION @extschema@.distribute(integer) FROM PUBLIC;
 
 -- Bodies and headers are text that pglz compresses slowly for little gain
 -- (issue 15: a tenth of a sync's CPU); lz4 compresses them several times

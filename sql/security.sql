@@ -82,22 +82,32 @@ GRANT SELECT ON gmail_ingest.mailboxes, gmail_ingest.mail_threads, gmail_ingest.
                gmail_ingest.mail_attachments, gmail_ingest.blobs, gmail_ingest.ledger,
                gmail_ingest.sync_runs, gmail_ingest.backfill_queue,
                gmail_ingest.mailbox_status TO regress_gi_tenant;
+-- The mailbox's organisation through a function, not a subquery, so the
+-- same policies hold on Citus (README).
+CREATE FUNCTION public.regress_gi_tenant_mailbox(mailbox_id bigint) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET citus.allow_nested_distributed_execution = on AS $f$
+	SELECT EXISTS (SELECT 1 FROM gmail_ingest.mailboxes m
+	                WHERE m.id = mailbox_id AND m.org_id = current_setting('app.org_id')::uuid)
+$f$;
+REVOKE ALL ON FUNCTION public.regress_gi_tenant_mailbox(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.regress_gi_tenant_mailbox(bigint) TO regress_gi_tenant;
 CREATE POLICY org_mailboxes ON gmail_ingest.mailboxes FOR SELECT TO regress_gi_tenant
 	USING (org_id = current_setting('app.org_id')::uuid);
 CREATE POLICY org_threads ON gmail_ingest.mail_threads FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 CREATE POLICY org_messages ON gmail_ingest.mail_messages FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 CREATE POLICY org_attachments ON gmail_ingest.mail_attachments FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 CREATE POLICY org_runs ON gmail_ingest.sync_runs FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 CREATE POLICY org_ledger ON gmail_ingest.ledger FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 CREATE POLICY org_backfill ON gmail_ingest.backfill_queue FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 CREATE POLICY org_blobs ON gmail_ingest.blobs FOR SELECT TO regress_gi_tenant
-	USING (mailbox_id IN (SELECT id FROM gmail_ingest.mailboxes));
+	USING (public.regress_gi_tenant_mailbox(mailbox_id));
 
 SET ROLE regress_gi_tenant;
 SET app.org_id = '00000000-0000-0000-0000-00000000000a';
@@ -146,6 +156,7 @@ DROP POLICY org_runs ON gmail_ingest.sync_runs;
 DROP POLICY org_ledger ON gmail_ingest.ledger;
 DROP POLICY org_blobs ON gmail_ingest.blobs;
 DROP POLICY org_backfill ON gmail_ingest.backfill_queue;
+DROP FUNCTION public.regress_gi_tenant_mailbox(bigint);
 REVOKE ALL ON ALL TABLES IN SCHEMA gmail_ingest FROM regress_gi_tenant;
 REVOKE ALL ON FUNCTION gmail_ingest.gmail_sync(bigint, integer, boolean) FROM regress_gi_syncer;
 REVOKE USAGE ON SCHEMA gmail_ingest FROM regress_gi_nobody, regress_gi_syncer, regress_gi_tenant;

@@ -61,6 +61,42 @@ still_due(int64 mailbox_id)
 	return SPI_processed == 1;
 }
 
+/*
+ * On a Citus cluster whose tables distribute() distributed: the hash
+ * ranges of the mailbox shards this node holds (none on a coordinator), so
+ * each node's workers claim only the mailboxes they sync locally, and two
+ * nodes never claim the same one (their sync locks are per node).  False
+ * without Citus or before distribute().
+ */
+static bool
+local_shard_ranges(Datum *lo, Datum *hi)
+{
+	bool		isnull;
+	bool		distributed;
+
+	spi_check(SPI_execute("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+						  true, 1),
+			  SPI_OK_SELECT, "looking for Citus");
+	distributed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	if (!distributed)
+		return false;
+	/* a separate statement: without Citus, its catalogs do not parse */
+	spi_check(SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p"
+						  "               WHERE p.logicalrelid = 'gmail_ingest.mail_threads'::regclass),"
+						  "       coalesce(array_agg(s.shardminvalue::int4), '{}'), coalesce(array_agg(s.shardmaxvalue::int4), '{}')"
+						  "  FROM pg_catalog.pg_dist_shard s"
+						  "  JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid"
+						  " WHERE s.logicalrelid = 'gmail_ingest.mail_threads'::regclass"
+						  "   AND pl.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group)",
+						  true, 1),
+			  SPI_OK_SELECT, "reading the local shards");
+	distributed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*lo = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	*hi = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	return distributed;
+}
+
 PG_FUNCTION_INFO_V1(gmail_claim_due);
 
 /*
@@ -76,15 +112,32 @@ gmail_claim_due(PG_FUNCTION_ARGS)
 	int			i;
 	int64		claimed = 0;
 	bool		found = false;
+	Datum		ranges_lo;
+	Datum		ranges_hi;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	store_check_schema_version();
-	spi_check(SPI_execute("SELECT m.id FROM gmail_ingest.mailboxes m WHERE " DUE_CONDITION
-						  " ORDER BY GREATEST(m.next_sync_at, m.backoff_until), m.id"
-						  " LIMIT " CppAsString2(CLAIM_CANDIDATES),
-						  true, 0),
-			  SPI_OK_SELECT, "listing due mailboxes");
+	if (!local_shard_ranges(&ranges_lo, &ranges_hi))
+		spi_check(SPI_execute("SELECT m.id FROM gmail_ingest.mailboxes m WHERE " DUE_CONDITION
+							  " ORDER BY GREATEST(m.next_sync_at, m.backoff_until), m.id"
+							  " LIMIT " CppAsString2(CLAIM_CANDIDATES),
+							  true, 0),
+				  SPI_OK_SELECT, "listing due mailboxes");
+	else
+	{
+		Oid			types[2] = {INT4ARRAYOID, INT4ARRAYOID};
+		Datum		values[2] = {ranges_lo, ranges_hi};
+
+		/* only the mailboxes whose shards this node holds (Citus, SPEC 7e) */
+		spi_check(SPI_execute_with_args("SELECT m.id FROM gmail_ingest.mailboxes m WHERE " DUE_CONDITION
+										" AND EXISTS (SELECT 1 FROM unnest($1::int4[], $2::int4[]) r(lo, hi)"
+										"              WHERE worker_hash(m.id) BETWEEN r.lo AND r.hi)"
+										" ORDER BY GREATEST(m.next_sync_at, m.backoff_until), m.id"
+										" LIMIT " CppAsString2(CLAIM_CANDIDATES),
+										2, types, values, NULL, true, 0),
+				  SPI_OK_SELECT, "listing due mailboxes");
+	}
 	n = (int) SPI_processed;
 	for (i = 0; i < n; i++)
 	{
@@ -221,41 +274,59 @@ run_guarded(int64 mailbox_id, const TurnPlan *plan, SyncOutcome *out, ErrorData 
 static const char *
 record_outcome(int64 mailbox_id, bool failed, bool complete, TimestampTz retry_after)
 {
-	Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		values[2];
-	char		nulls[2] = {' ', retry_after != 0 ? ' ' : 'n'};
-	const char *sql;
+	Oid			types[4] = {INT8OID, BOOLOID, BOOLOID, TIMESTAMPTZOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', retry_after != 0 ? ' ' : 'n'};
+	Oid			utypes[4] = {INT8OID, BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		uvalues[4];
+	char		unulls[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
 	const char *outcome;
 
+	/*
+	 * The new schedule is read first and written as parameters: Citus
+	 * refuses volatile functions (clock_timestamp, random) and stable ones
+	 * over columns in an UPDATE of its tables (mailboxes is a reference
+	 * table there).  The turn holds the mailbox's sync lock meanwhile.
+	 */
 	values[0] = Int64GetDatum(mailbox_id);
-	values[1] = TimestampTzGetDatum(retry_after);
-	if (!failed)
-		sql = complete
-			? "UPDATE gmail_ingest.mailboxes m SET consecutive_failures = 0, backoff_until = NULL,"
-			"       next_sync_at = CASE WHEN m.next_sync_at + m.sync_interval > pg_catalog.clock_timestamp()"
-			"                           THEN m.next_sync_at + m.sync_interval"
-			"                           ELSE pg_catalog.clock_timestamp() + m.sync_interval END"
-			" WHERE m.id = $1 RETURNING 'synced'"
-			: "UPDATE gmail_ingest.mailboxes m SET consecutive_failures = 0, backoff_until = NULL,"
-			"       next_sync_at = pg_catalog.clock_timestamp()"
-			" WHERE m.id = $1 RETURNING 'partial'";
-	else
-		sql = "UPDATE gmail_ingest.mailboxes m"
-			"   SET consecutive_failures = m.consecutive_failures + 1,"
-			"       backoff_until = CASE WHEN m.auth_state <> 'ok' THEN NULL"
-			"         ELSE GREATEST($2, pg_catalog.clock_timestamp()"
-			"              + LEAST(interval '6 hours',"
-			"                                 m.sync_interval * pg_catalog.power(2, LEAST(m.consecutive_failures, 20)))"
-			"                * (0.8 + 0.2 * pg_catalog.random())) END"
-			" WHERE m.id = $1"
-			" RETURNING CASE WHEN m.auth_state <> 'ok' THEN 'parked' ELSE 'backoff' END";
-	spi_check(SPI_execute_with_args(sql, 2, types, values, nulls, false, 1),
-			  SPI_OK_UPDATE_RETURNING, "recording the turn in the schedule");
+	values[1] = BoolGetDatum(failed);
+	values[2] = BoolGetDatum(complete);
+	values[3] = TimestampTzGetDatum(retry_after);
+	spi_check(SPI_execute_with_args(
+									"SELECT CASE WHEN $2 THEN m.next_sync_at"
+									"            WHEN NOT $3 THEN pg_catalog.clock_timestamp()"
+									"            WHEN m.next_sync_at + m.sync_interval > pg_catalog.clock_timestamp()"
+									"            THEN m.next_sync_at + m.sync_interval"
+									"            ELSE pg_catalog.clock_timestamp() + m.sync_interval END,"
+									"       CASE WHEN NOT $2 OR m.auth_state <> 'ok' THEN NULL"
+									"         ELSE GREATEST($4, pg_catalog.clock_timestamp()"
+									"              + LEAST(interval '6 hours',"
+									"                      m.sync_interval * pg_catalog.power(2, LEAST(m.consecutive_failures, 20)))"
+									"                * (0.8 + 0.2 * pg_catalog.random())) END,"
+									"       CASE WHEN NOT $2 THEN CASE WHEN $3 THEN 'synced' ELSE 'partial' END"
+									"            WHEN m.auth_state <> 'ok' THEN 'parked' ELSE 'backoff' END"
+									"  FROM gmail_ingest.mailboxes m WHERE m.id = $1",
+									4, types, values, nulls, false, 1),
+			  SPI_OK_SELECT, "reading the mailbox's schedule");
 	if (SPI_processed != 1)
 		return "vanished";		/* the mailbox was removed during its sync */
-	outcome = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	uvalues[0] = Int64GetDatum(mailbox_id);
+	uvalues[1] = BoolGetDatum(failed);
+	uvalues[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	uvalues[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (isnull)
+		unulls[3] = 'n';
+	outcome = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	SPI_freetuptable(SPI_tuptable);
+	spi_check(SPI_execute_with_args("UPDATE gmail_ingest.mailboxes m"
+									"   SET consecutive_failures = CASE WHEN $2 THEN m.consecutive_failures + 1 ELSE 0 END,"
+									"       next_sync_at = $3, backoff_until = $4"
+									" WHERE m.id = $1",
+									4, utypes, uvalues, unulls, false, 0),
+			  SPI_OK_UPDATE, "recording the turn in the schedule");
+	if (SPI_processed != 1)
+		return "vanished";
 	return outcome;
 }
 

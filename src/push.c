@@ -310,6 +310,8 @@ push_after_turn(int64 mailbox_id, int64 run_id)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1];
+	Oid			now_types[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		now_values[2];
 	bool		isnull;
 	bool		renew;
 	char	   *topic = NULL;
@@ -321,10 +323,13 @@ push_after_turn(int64 mailbox_id, int64 run_id)
 	 * while it ran (its change happened after the sync read the profile):
 	 * due again at once.  Duplicates of older notifications never match.
 	 */
-	spi_check(SPI_execute_with_args("UPDATE gmail_ingest.mailboxes m SET next_sync_at = pg_catalog.clock_timestamp()"
+	/* the time is a parameter: Citus refuses clock_timestamp() in an UPDATE */
+	now_values[0] = values[0];
+	now_values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	spi_check(SPI_execute_with_args("UPDATE gmail_ingest.mailboxes m SET next_sync_at = $2"
 									" WHERE m.id = $1 AND m.push_history_id > m.history_id"
-									"   AND m.next_sync_at > pg_catalog.clock_timestamp()",
-									1, types, values, NULL, false, 0),
+									"   AND m.next_sync_at > $2",
+									2, now_types, now_values, NULL, false, 0),
 			  SPI_OK_UPDATE, "reading the mailbox's notifications");
 
 	spi_check(SPI_execute_with_args("SELECT m.watch_topic FROM gmail_ingest.mailboxes m"

@@ -306,27 +306,29 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 				 const char *fallback, const RunCounters *c)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8ARRAYOID, TEXTOID,
-	TIMESTAMPTZOID};
-	Datum		v[9];
-	char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static const Oid types[] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+	INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		v[25];
+	char		n[25];
 	int64		counters[17];
 
 	/*
-	 * The finishing time is a parameter, not clock_timestamp() in the SET:
-	 * Citus refuses volatile functions in UPDATEs of distributed tables.
+	 * The finishing time and each counter are parameters: Citus refuses
+	 * clock_timestamp() (volatile) in an UPDATE of a distributed table, and
+	 * its deparser crashes on a subscripted parameter ($7[1]) in the SET.
 	 */
 	plan_once(&plan,
-			  "UPDATE " SCHEMA "sync_runs SET finished_at = $9, mode = $3, status = $4, "
+			  "UPDATE " SCHEMA "sync_runs SET finished_at = $8, mode = $3, status = $4, "
 			  "  error = $5, history_id_after = $6, "
-			  "  threads_inserted = $7[1], threads_updated = $7[2], threads_unchanged = $7[3], "
-			  "  messages_inserted = $7[4], messages_updated = $7[5], messages_unchanged = $7[6], "
-			  "  messages_deleted = $7[7], messages_vanished = $7[8], messages_parse_errors = $7[9], "
-			  "  attachments_inserted = $7[10], attachments_updated = $7[11], "
-			  "  attachments_unchanged = $7[12], blobs_inserted = $7[13], http_requests = $7[14], "
-			  "  quota_units = $7[15], retries = $7[16], bytes_downloaded = $7[17], fallback = $8 "
+			  "  threads_inserted = $9, threads_updated = $10, threads_unchanged = $11, "
+			  "  messages_inserted = $12, messages_updated = $13, messages_unchanged = $14, "
+			  "  messages_deleted = $15, messages_vanished = $16, messages_parse_errors = $17, "
+			  "  attachments_inserted = $18, attachments_updated = $19, "
+			  "  attachments_unchanged = $20, blobs_inserted = $21, http_requests = $22, "
+			  "  quota_units = $23, retries = $24, bytes_downloaded = $25, fallback = $7 "
 			  " WHERE mailbox_id = $1 AND id = $2",
-			  9, types);
+			  25, types);
 	counters[0] = c->threads_inserted;
 	counters[1] = c->threads_updated;
 	counters[2] = c->threads_unchanged;
@@ -344,6 +346,7 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 	counters[14] = c->quota_units;
 	counters[15] = c->retries;
 	counters[16] = c->bytes_downloaded;
+	memset(n, ' ', sizeof(n));
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = Int64GetDatum(run_id);
 	v[2] = CStringGetTextDatum(mode);
@@ -352,9 +355,10 @@ store_finish_run(int64 mailbox_id, int64 run_id, const char *mode, const char *s
 	v[5] = Int64GetDatum(history_after);
 	if (!has_history_after)
 		n[5] = 'n';
-	v[6] = int8_array_nullable(counters, NULL, 17);
-	v[7] = text_or_null(fallback, &n[7]);
-	v[8] = TimestampTzGetDatum(GetCurrentTimestamp());
+	v[6] = text_or_null(fallback, &n[6]);
+	v[7] = TimestampTzGetDatum(GetCurrentTimestamp());
+	for (int k = 0; k < 17; k++)
+		v[8 + k] = Int64GetDatum(counters[k]);
 	run_plan(plan, v, n, SPI_OK_UPDATE);
 }
 
@@ -522,9 +526,16 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 					   ThreadReport report, void *arg)
 {
 	static SPIPlanPtr plan = NULL;
-	static const Oid types[] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		v[6];
+	static SPIPlanPtr agg_plan = NULL;
+	static const Oid agg_types[] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID};
+	static const Oid types[] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		v[8];
+	int64	   *counts;
+	TimestampTz *first_at;
+	bool	   *first_null;
+	TimestampTz *last_at;
+	bool	   *last_null;
 	int64	   *ids;
 	char	  **pids;
 	char	  **snips;
@@ -538,38 +549,55 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 
 	if (n == 0)
 		return;
-	plan_once(&plan,
-			  "INSERT INTO " SCHEMA "mail_threads AS t (mailbox_id, provider_thread_id, snippet, history_id, "
-			  "       message_count, first_message_at, last_message_at, synced_since) "
-			  "SELECT $1, u.tid, COALESCE(u.snip, n.snippet), u.hist, s.c, s.first_at, s.last_at, u.since "
-			  "  FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[]) "
-			  "       AS u(id, tid, snip, hist, since) "
+
+	/*
+	 * Two statements: the counts and dates (and the snippet history gives
+	 * none for) of each thread's stored messages, then the upsert of the
+	 * threads from arrays.  Citus plans the first on the mailbox's shard;
+	 * it refuses them as one INSERT ... SELECT (a table function joined to
+	 * a distributed table).
+	 */
+	plan_once(&agg_plan,
+			  "SELECT COALESCE(u.snip, n.snippet), s.c, s.first_at, s.last_at "
+			  "  FROM unnest($2::int8[], $3::text[]) WITH ORDINALITY AS u(id, snip, ord) "
 			  "  CROSS JOIN LATERAL ( "
-			  "       SELECT count(*)::int AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at "
+			  "       SELECT count(*)::int8 AS c, min(m.internal_date) AS first_at, max(m.internal_date) AS last_at "
 			  "         FROM " SCHEMA "mail_messages m "
 			  "        WHERE m.mailbox_id = $1 AND m.thread_id = u.id AND m.deleted_at IS NULL) s "
 			  /*
 			   * Without a listed snippet (history gives none), Gmail's rule: the
-			   * snippet of the thread's newest message it would list.
+			   * snippet of the thread's newest message it would list; none when
+			   * no such message is left.  Never the stored one: which message
+			   * last set it depends on how the syncs were cut, and the row must
+			   * depend only on what Gmail holds.
 			   */
 			  "  LEFT JOIN LATERAL ( "
 			  "       SELECT m.snippet FROM " SCHEMA "mail_messages m "
 			  "        WHERE u.snip IS NULL AND m.mailbox_id = $1 AND m.thread_id = u.id "
 			  "          AND m.deleted_at IS NULL AND NOT m.label_ids && '{SPAM,TRASH,DRAFT}' "
 			  "        ORDER BY m.internal_date DESC, m.id DESC LIMIT 1) n ON true "
+			  " ORDER BY u.ord",
+			  3, agg_types);
+	plan_once(&plan,
+			  "INSERT INTO " SCHEMA "mail_threads AS t (mailbox_id, provider_thread_id, snippet, history_id, "
+			  "       message_count, first_message_at, last_message_at, synced_since) "
+			  "SELECT $1, u.tid, u.snip, u.hist, u.c::int, u.first_at, u.last_at, u.since "
+			  "  FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::timestamptz[], "
+			  "              $7::timestamptz[], $8::timestamptz[]) "
+			  "       AS u(tid, snip, hist, c, first_at, last_at, since) "
 			  /* A NULL synced_since means: keep what is stored. */
 			  "ON CONFLICT (mailbox_id, provider_thread_id) DO UPDATE "
-			  "   SET snippet = COALESCE(EXCLUDED.snippet, t.snippet), history_id = EXCLUDED.history_id, "
+			  "   SET snippet = EXCLUDED.snippet, history_id = EXCLUDED.history_id, "
 			  "       message_count = EXCLUDED.message_count, first_message_at = EXCLUDED.first_message_at, "
 			  "       last_message_at = EXCLUDED.last_message_at, "
 			  "       synced_since = COALESCE(EXCLUDED.synced_since, t.synced_since), updated_at = EXCLUDED.updated_at "
 			  " WHERE (t.snippet, t.history_id, t.message_count, t.first_message_at, t.last_message_at, "
 			  "        t.synced_since) IS DISTINCT FROM "
-			  "       (COALESCE(EXCLUDED.snippet, t.snippet), EXCLUDED.history_id, EXCLUDED.message_count, "
+			  "       (EXCLUDED.snippet, EXCLUDED.history_id, EXCLUDED.message_count, "
 			  "        EXCLUDED.first_message_at, EXCLUDED.last_message_at, "
 			  "        COALESCE(EXCLUDED.synced_since, t.synced_since)) "
 			  "RETURNING t.id",
-			  6, types);
+			  8, types);
 
 	ids = palloc(sizeof(int64) * n);
 	pids = palloc(sizeof(char *) * n);
@@ -578,6 +606,11 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	hist_null = palloc(sizeof(bool) * n);
 	since = palloc(sizeof(TimestampTz) * n);
 	since_null = palloc(sizeof(bool) * n);
+	counts = palloc(sizeof(int64) * n);
+	first_at = palloc(sizeof(TimestampTz) * n);
+	first_null = palloc(sizeof(bool) * n);
+	last_at = palloc(sizeof(TimestampTz) * n);
+	last_null = palloc(sizeof(bool) * n);
 	for (i = 0; i < (uint64) n; i++)
 	{
 		ids[i] = threads[i].id;
@@ -590,10 +623,28 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	}
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = int8_array_nullable(ids, NULL, n);
-	v[2] = text_array(pids, n);
-	v[3] = text_array_nullable(snips, n);
-	v[4] = int8_array_nullable(hists, hist_null, n);
-	v[5] = tstz_array(since, since_null, n);
+	v[2] = text_array_nullable(snips, n);
+	run_plan(agg_plan, v, NULL, SPI_OK_SELECT);
+	if (SPI_processed != (uint64) n)
+		elog(ERROR, "thread aggregates: %d threads, " UINT64_FORMAT " rows", n, SPI_processed);
+	for (i = 0; i < (uint64) n; i++)
+	{
+		bool		isnull;
+
+		snips[i] = col_text(i, 1);
+		counts[i] = DatumGetInt64(col_datum(i, 2, &isnull));
+		first_at[i] = DatumGetTimestampTz(col_datum(i, 3, &first_null[i]));
+		last_at[i] = DatumGetTimestampTz(col_datum(i, 4, &last_null[i]));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	v[1] = text_array(pids, n);
+	v[2] = text_array_nullable(snips, n);
+	v[3] = int8_array_nullable(hists, hist_null, n);
+	v[4] = int8_array_nullable(counts, NULL, n);
+	v[5] = tstz_array(first_at, first_null, n);
+	v[6] = tstz_array(last_at, last_null, n);
+	v[7] = tstz_array(since, since_null, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 
 	memset(&ctl, 0, sizeof(ctl));
@@ -629,6 +680,11 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	pfree(hist_null);
 	pfree(since);
 	pfree(since_null);
+	pfree(counts);
+	pfree(first_at);
+	pfree(first_null);
+	pfree(last_at);
+	pfree(last_null);
 }
 
 /* --------------------------------------------------------------- messages */

@@ -206,6 +206,11 @@ for i in $(seq 1 "$NMB"); do
 	if [ "$(cat "$OUT/final.$i")" != succeeded ] || [ "$got" != "$want" ]; then
 		bad=$((bad + 1))
 		differ="$differ mailbox $i: $(cat "$OUT/final.$i") $got vs $want;"
+		# which rows: threads and messages as the digest sees them, side by side
+		for t in mail_threads mail_messages; do
+			rows="SELECT (to_jsonb(x) - '{id,mailbox_id,org_id,thread_id,created_at,updated_at,synced_since,deleted_at}'::text[] || jsonb_build_object('deleted', to_jsonb(x)->'deleted_at' <> 'null'))::text FROM gmail_ingest.$t x WHERE mailbox_id = %s ORDER BY 1"
+			diff <(q $DB "$(printf "$rows" "${MB[i]}")") <(q $REF "$(printf "$rows" "${RMB[i]}")") | sed -n 's/^[<>] /# mailbox '"$i $t"' &/p' | head -20
+		done
 	fi
 done
 check "after a final clean sync every mailbox holds exactly its reference's rows" "$bad mailboxes differ$differ" "0 mailboxes differ"

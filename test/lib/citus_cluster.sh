@@ -1,0 +1,83 @@
+# test/lib/citus_cluster.sh: a Citus cluster for the tests, a coordinator
+# and two workers on loopback ports, each preloading citus before pg_cron
+# and gmail_ingest (Citus must come first) and pointed at the suite's Gmail
+# double.  Sourced after test/lib/env.sh, inside a run of test/run_tests.sh
+# (GI_WORK, GI_PGBIN, DOUBLE_URL set).  It uses an installed Citus and
+# never builds one: citus_available says whether there is one.
+#
+#   citus_available                     true when citus.so and citus.control are installed
+#   citus_cluster_start DB              start the three servers, create DB on each,
+#                                       CREATE EXTENSION citus, add the workers;
+#                                       sets CITUS_COORD, CITUS_W1, CITUS_W2 (ports)
+#   citus_cluster_db DB                 one more database on the cluster, the workers added
+#   citus_cluster_stop                  stop every server it started (also on EXIT)
+#   cq PORT DB SQL                      one query, unaligned tuples only
+
+citus_available() {
+	local pg_config=${PG_CONFIG:-pg_config}
+	[ -f "$("$pg_config" --pkglibdir)/citus.so" ] &&
+		[ -f "$("$pg_config" --sharedir)/extension/citus.control" ]
+}
+
+CITUS_NODES=()
+
+cq() {
+	psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -d "$2" -c "$3"
+}
+
+citus_node_start() {	# NAME: init and start one node, echo its port
+	local name=$1 port data
+	port=$(gi_free_port)
+	data=$GI_WORK/citus-$name
+	gi_init_cluster "$GI_PGBIN" "$data" "$port" citus,pg_cron,gmail_ingest
+	cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 32
+max_connections = 200
+citus.node_conninfo = 'sslmode=disable'
+shared_buffers = 64MB
+# which node ran a function: pg_stat_user_functions (the tests' proof of delegation)
+track_functions = all
+CONF
+	su postgres -c "'$GI_PGBIN/pg_ctl' -D '$data' -l '$GI_WORK/citus-$name.log' -w start >/dev/null" || return 1
+	CITUS_NODES+=("$data")
+	echo "$port"
+}
+
+citus_cluster_stop() {
+	local data
+	for data in "${CITUS_NODES[@]}"; do
+		su postgres -c "'$GI_PGBIN/pg_ctl' -D '$data' -m fast stop >/dev/null 2>&1" || true
+	done
+	CITUS_NODES=()
+}
+
+citus_cluster_start() {
+	local db=$1 port
+	# CITUS_EXIT_ALSO: what the caller's own EXIT trap did (this one replaces it)
+	trap "citus_cluster_stop; ${CITUS_EXIT_ALSO:-}" EXIT
+	# a redirected function call runs in this shell: CITUS_NODES is kept
+	citus_node_start coord >"$GI_WORK/citus-port-coord" || return 1
+	citus_node_start w1 >"$GI_WORK/citus-port-w1" || return 1
+	citus_node_start w2 >"$GI_WORK/citus-port-w2" || return 1
+	CITUS_COORD=$(cat "$GI_WORK/citus-port-coord")
+	CITUS_W1=$(cat "$GI_WORK/citus-port-w1")
+	CITUS_W2=$(cat "$GI_WORK/citus-port-w2")
+	export CITUS_COORD CITUS_W1 CITUS_W2
+	citus_cluster_db "$db"
+}
+
+# citus_cluster_db DB: DB on every node with Citus, the workers added (a
+# Citus cluster's nodes are per database).
+citus_cluster_db() {
+	local db=$1 port
+	for port in "$CITUS_COORD" "$CITUS_W1" "$CITUS_W2"; do
+		cq "$port" postgres "CREATE DATABASE $db" >/dev/null || return 1
+		cq "$port" "$db" "CREATE EXTENSION citus" >/dev/null || return 1
+	done
+	cq "$CITUS_COORD" "$db" "SELECT citus_set_coordinator_host('127.0.0.1', $CITUS_COORD)" >/dev/null || return 1
+	cq "$CITUS_COORD" "$db" "SELECT citus_add_node('127.0.0.1', $CITUS_W1)" >/dev/null || return 1
+	cq "$CITUS_COORD" "$db" "SELECT citus_add_node('127.0.0.1', $CITUS_W2)" >/dev/null || return 1
+}
