@@ -61,42 +61,6 @@ still_due(int64 mailbox_id)
 	return SPI_processed == 1;
 }
 
-/*
- * On a Citus cluster whose tables distribute() distributed: the hash
- * ranges of the mailbox shards this node holds (none on a coordinator), so
- * each node's workers claim only the mailboxes they sync locally, and two
- * nodes never claim the same one (their sync locks are per node).  False
- * without Citus or before distribute().
- */
-static bool
-local_shard_ranges(Datum *lo, Datum *hi)
-{
-	bool		isnull;
-	bool		distributed;
-
-	spi_check(SPI_execute("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
-						  true, 1),
-			  SPI_OK_SELECT, "looking for Citus");
-	distributed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_freetuptable(SPI_tuptable);
-	if (!distributed)
-		return false;
-	/* a separate statement: without Citus, its catalogs do not parse */
-	spi_check(SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p"
-						  "               WHERE p.logicalrelid = 'gmail_ingest.mail_threads'::regclass),"
-						  "       coalesce(array_agg(s.shardminvalue::int4), '{}'), coalesce(array_agg(s.shardmaxvalue::int4), '{}')"
-						  "  FROM pg_catalog.pg_dist_shard s"
-						  "  JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid"
-						  " WHERE s.logicalrelid = 'gmail_ingest.mail_threads'::regclass"
-						  "   AND pl.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group)",
-						  true, 1),
-			  SPI_OK_SELECT, "reading the local shards");
-	distributed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	*lo = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	*hi = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	return distributed;
-}
-
 PG_FUNCTION_INFO_V1(gmail_claim_due);
 
 /*
@@ -118,7 +82,7 @@ gmail_claim_due(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	store_check_schema_version();
-	if (!local_shard_ranges(&ranges_lo, &ranges_hi))
+	if (!store_local_shard_ranges(&ranges_lo, &ranges_hi))
 		spi_check(SPI_execute("SELECT m.id FROM gmail_ingest.mailboxes m WHERE " DUE_CONDITION
 							  " ORDER BY GREATEST(m.next_sync_at, m.backoff_until), m.id"
 							  " LIMIT " CppAsString2(CLAIM_CANDIDATES),
@@ -129,7 +93,11 @@ gmail_claim_due(PG_FUNCTION_ARGS)
 		Oid			types[2] = {INT4ARRAYOID, INT4ARRAYOID};
 		Datum		values[2] = {ranges_lo, ranges_hi};
 
-		/* only the mailboxes whose shards this node holds (Citus, SPEC 7e) */
+		/*
+		 * Only the mailboxes whose shards this node holds (Citus, SPEC 7e):
+		 * every sync local, and the nodes' claims disjoint, since their sync
+		 * locks are per node.  A coordinator holds none and claims nothing.
+		 */
 		spi_check(SPI_execute_with_args("SELECT m.id FROM gmail_ingest.mailboxes m WHERE " DUE_CONDITION
 										" AND EXISTS (SELECT 1 FROM unnest($1::int4[], $2::int4[]) r(lo, hi)"
 										"              WHERE worker_hash(m.id) BETWEEN r.lo AND r.hi)"

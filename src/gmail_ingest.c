@@ -233,6 +233,13 @@ begin_run(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("mailbox " INT64_FORMAT " does not exist", mailbox_id)));
+	if (!store_mailbox_is_local(mailbox_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("mailbox " INT64_FORMAT " is stored on another node of the Citus cluster", mailbox_id),
+				 errdetail("A sync runs on the node holding the mailbox, where its sync lock is."),
+				 errhint("Call it as SELECT gmail_ingest.gmail_sync(%s, ...) outside a transaction block, so Citus runs it there.",
+						 psprintf(INT64_FORMAT, mailbox_id))));
 	lock_mailbox(mailbox_id);
 	check_mailbox_ready(&s->mb);
 	store_repair_sequences();

@@ -53,6 +53,14 @@ typedef struct MailboxInfo
 /* store_schema.c: refuse a schema of another version; repair restored sequences */
 extern void store_check_schema_version(void);
 extern void store_repair_sequences(void);
+
+/*
+ * Citus (store_placement.c): whether this node holds the mailbox's shards
+ * (always, without Citus or before distribute()), and the hash ranges of
+ * the shards it holds (false without a distributed schema).
+ */
+extern bool store_mailbox_is_local(int64 mailbox_id);
+extern bool store_local_shard_ranges(Datum *lo, Datum *hi);
 extern bool store_secret_in_role_settings(void);
 
 extern bool store_load_mailbox(int64 mailbox_id, MailboxInfo *out);

@@ -16,7 +16,9 @@
 #   - SELECT gmail_sync(id, 7) on the coordinator runs on the worker holding
 #     the mailbox (the run's id comes from that node's range): incremental
 #     syncs add the new mail, a forced full re-run adds no row, each mailbox
-#     holds Gmail's window;
+#     holds Gmail's window; SELECT * FROM gmail_sync() is delegated too,
+#     and a sync the coordinator would run itself (in a transaction block)
+#     is refused with 0A000, nothing written;
 #   - the fleet: 60 mailboxes, run_due workers on both worker nodes and the
 #     coordinator: every mailbox synced once, on the node holding it, none
 #     twice at once;
@@ -154,6 +156,23 @@ for i in 0 1 2 3 4 5; do
 		counts=$((counts + 1))
 done
 check "each mailbox holds Gmail's window" "$counts" 6
+# SELECT * FROM gmail_sync() is delegated too; inside a transaction block
+# Citus runs a function where it is called, and a sync there would take its
+# sync lock beside a delegated one on the worker: refused with 0A000 and a
+# hint, nothing written.
+holder0=$(cq $C $DB "SELECT groupid FROM pg_dist_placement WHERE shardid = get_shard_id_for_distribution_column('gmail_ingest.sync_runs', ${ids[0]}::bigint)")
+check "SELECT * FROM gmail_sync() on the coordinator runs on the mailbox's worker" \
+	"$(cq $C $DB "SELECT (id >> 48) || ' ' || status FROM gmail_ingest.gmail_sync(${ids[0]}, 7)")" "$holder0 succeeded"
+runs_before=$(cq $C $DB "SELECT count(*) FROM gmail_ingest.sync_runs WHERE mailbox_id = ${ids[0]}")
+in_block=$(psql -X -q -At -h 127.0.0.1 -p $C -d $DB -v VERBOSITY=verbose 2>&1 <<SQL
+BEGIN;
+SELECT count(*) FROM gmail_ingest.mailboxes;
+SELECT status FROM gmail_ingest.gmail_sync(${ids[0]}, 7);
+ROLLBACK;
+SQL
+)
+check "in a transaction block on the coordinator: refused (0A000)" "$(grep -o '0A000' <<<"$in_block" | head -1)" 0A000
+check "... with nothing written" "$(cq $C $DB "SELECT count(*) FROM gmail_ingest.sync_runs WHERE mailbox_id = ${ids[0]}")" "$runs_before"
 for p in $CITUS_W1 $CITUS_W2; do
 	check "the worker on port $p ran gmail_sync itself" \
 		"$(cq $p $DB "SELECT count(*) > 0 FROM gmail_ingest.sync_runs WHERE id >> 48 = (SELECT groupid FROM pg_dist_local_group)")" t
