@@ -312,4 +312,7 @@ extern void store_backfill_forget(int64 mailbox_id, char **ids, int n);
 extern ThreadFinal *store_backfill_threads(int64 mailbox_id, TimestampTz window_start, int *count);
 extern void store_backfill_clear(int64 mailbox_id);
 
+/* A JSON array of label ids, for the ledger's "labels" (store_batch.c). */
+extern char *store_labels_json(char **labels, int n);
+
 #endif

@@ -211,8 +211,8 @@ json_string(const char *s)
 	return buf.data;
 }
 
-static char *
-json_labels(char **labels, int n)
+char *
+store_labels_json(char **labels, int n)
 {
 	StringInfoData buf;
 	int			i;
@@ -278,7 +278,7 @@ store_batch_add_message(StoreBatch *b, const MessageRow *r, const char *provider
 	memset(m, 0, sizeof(*m));
 	m->provider_id = pstrdup(r->provider_message_id);
 	m->thread_json = json_string(provider_thread_id);
-	m->labels_json = json_labels(r->labels, r->label_count);
+	m->labels_json = store_labels_json(r->labels, r->label_count);
 	m->first_att = b->natts;
 	m->v[MC_PMID] = CStringGetTextDatum(r->provider_message_id);
 	m->v[MC_THREAD] = Int64GetDatum(r->thread_id);

@@ -30,24 +30,6 @@ action_detail(StoreAction a, const char *extra_key, const char *extra_json)
 	return buf.data;
 }
 
-char *
-labels_json(char **labels, int n)
-{
-	StringInfoData buf;
-	int			i;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '[');
-	for (i = 0; i < n; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		escape_json(&buf, labels[i]);
-	}
-	appendStringInfoChar(&buf, ']');
-	return buf.data;
-}
-
 static bool
 has_label(const GmailMessage *m, const char *label)
 {
@@ -193,7 +175,7 @@ refresh_labels(SyncState *s, const FetchItem *item, GmailMessage *gm)
 	{
 		s->counters.messages_updated++;
 		store_ledger(s->run_id, s->mb.id, "message.ingested", id, item->id,
-					 action_detail(SA_UPDATED, "labels", labels_json(gm->label_ids, n)));
+					 action_detail(SA_UPDATED, "labels", store_labels_json(gm->label_ids, n)));
 	}
 }
 

@@ -197,7 +197,7 @@ plan_folded_message(SyncState *s, SyncPlan *p, FoldedMessage *f, const MessageSt
 		{
 			s->counters.messages_updated++;
 			store_ledger(s->run_id, s->mb.id, "message.ingested", id, f->key,
-						 action_detail(SA_UPDATED, "labels", labels_json(f->labels, n)));
+						 action_detail(SA_UPDATED, "labels", store_labels_json(f->labels, n)));
 		}
 		else
 			s->counters.messages_unchanged++;

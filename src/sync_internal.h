@@ -124,7 +124,6 @@ extern void list_messages(SyncState *s, const char *query, MessagePageHandler ha
 
 /* sync_fetch.c: the fetch pipeline and what is stored for each answer */
 extern char *action_detail(StoreAction a, const char *extra_key, const char *extra_json);
-extern char *labels_json(char **labels, int n);
 extern void report_progress(SyncState *s, bool force);
 extern void refresh_labels(SyncState *s, const FetchItem *item, GmailMessage *gm);
 extern void mark_deleted(SyncState *s, const FetchItem *item);
