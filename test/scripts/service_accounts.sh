@@ -290,8 +290,12 @@ check "nor register keys" "$(as_role "SELECT gmail_ingest.add_service_account_fi
 check "nor set the token URL" "$(as_role "SET gmail_ingest.oauth_token_url = 'http://127.0.0.1:1/token'")" 42501
 check "no view reads a key" "$(q $DB "SELECT count(*) FROM pg_views WHERE schemaname = 'gmail_ingest' AND (definition ILIKE '%private_key%' OR definition ILIKE '%service_account_keys%')")" 0
 check "no column outside the key table holds one" "$(q $DB "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'gmail_ingest' AND column_name = 'private_key' AND table_name <> 'service_account_keys'")" 0
+# (distribute() names the table among those it makes reference tables on a
+# Citus cluster, SPEC 7e: it moves the table, it reads no key)
 check "only add_service_account writes the key table; no SQL function reads it" \
-	"$(q $DB "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'gmail_ingest'::regnamespace AND prosrc ILIKE '%service_account_keys%'")" add_service_account
+	"$(q $DB "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'gmail_ingest'::regnamespace AND prosrc ILIKE '%service_account_keys%'")" add_service_account,distribute
+check "distribute() names the key table only in its list of reference tables" \
+	"$(q $DB "SELECT count(*) FROM regexp_matches((SELECT prosrc FROM pg_proc WHERE oid = 'gmail_ingest.distribute(integer)'::regprocedure), 'service_account_keys', 'g')") $(q $DB "SELECT prosrc ~ 'ARRAY\\[''mailboxes'', ''service_accounts'', ''service_account_keys''\\]' FROM pg_proc WHERE oid = 'gmail_ingest.distribute(integer)'::regprocedure")" "1 t"
 check "the key table: RLS on, no grant to any role but its owner" \
 	"$(q $DB "SELECT relrowsecurity, (SELECT count(*) FROM aclexplode(relacl) a WHERE a.grantee <> c.relowner) FROM pg_class c WHERE oid = 'gmail_ingest.service_account_keys'::regclass")" "t|0"
 
