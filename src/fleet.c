@@ -313,12 +313,14 @@ gmail_run_turn(PG_FUNCTION_ARGS)
 	SyncOutcome out;
 	ErrorData  *edata;
 	const char *outcome;
+	int			guc_nest;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("mailbox_id must not be null")));
 	mailbox_id = PG_GETARG_INT64(0);
+	guc_nest = store_mailbox_writes_commute();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	store_check_schema_version();
@@ -342,5 +344,6 @@ gmail_run_turn(PG_FUNCTION_ARGS)
 	if (edata == NULL && !out.failed)
 		push_after_turn(mailbox_id, out.run_id);
 	SPI_finish();
+	store_mailbox_writes_done(guc_nest);
 	PG_RETURN_TEXT_P(cstring_to_text(outcome));
 }

@@ -440,12 +440,14 @@ run_sync(int64 mailbox_id, int32 days, bool force_full, int32 backfill_batch)
 {
 	SyncOutcome out;
 	Datum		result;
+	int			guc_nest = store_mailbox_writes_commute();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	sync_mailbox(mailbox_id, days, force_full, backfill_batch, true, &out);
 	result = store_run_row(mailbox_id, out.run_id);
 	SPI_finish();
+	store_mailbox_writes_done(guc_nest);
 	PG_RETURN_DATUM(result);
 }
 

@@ -61,6 +61,8 @@ extern void store_repair_sequences(void);
  */
 extern bool store_mailbox_is_local(int64 mailbox_id);
 extern bool store_local_shard_ranges(Datum *lo, Datum *hi);
+extern int	store_mailbox_writes_commute(void);
+extern void store_mailbox_writes_done(int nest);
 extern bool store_secret_in_role_settings(void);
 
 extern bool store_load_mailbox(int64 mailbox_id, MailboxInfo *out);
