@@ -265,17 +265,19 @@ renew_watch(int64 mailbox_id, const char *topic, int64 run_id)
 
 	if (edata == NULL)
 	{
-		Oid			types[2] = {INT8OID, INT8OID};
-		Datum		values[2];
+		Oid			types[3] = {INT8OID, INT8OID, INT8OID};
+		Datum		values[3];
 
 		store_watch(mailbox_id, topic, epoch_ms_to_timestamptz(expiration_ms));
 		/* the renewal's units belong to the turn that spent them */
 		values[0] = Int64GetDatum(run_id);
 		values[1] = Int64GetDatum(units);
+		values[2] = Int64GetDatum(mailbox_id);
+		/* the mailbox routes the update to its shard on Citus */
 		spi_check(SPI_execute_with_args("UPDATE gmail_ingest.sync_runs r"
 										"   SET quota_units = r.quota_units + $2, http_requests = r.http_requests + 1"
-										" WHERE r.id = $1",
-										2, types, values, NULL, false, 0),
+										" WHERE r.id = $1 AND r.mailbox_id = $3",
+										3, types, values, NULL, false, 0),
 				  SPI_OK_UPDATE, "counting the watch renewal");
 	}
 	else
@@ -469,10 +471,12 @@ typedef struct BatchCounts
 static void
 mark_due(Datum emails, Datum hids, BatchCounts *c)
 {
-	Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
-	Datum		values[2] = {emails, hids};
+	Oid			types[3] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		values[3] = {emails, hids, TimestampTzGetDatum(GetCurrentTimestamp())};
 	bool		isnull;
+	int			guc_nest = store_mailbox_writes_commute();
 
+	/* the time is a parameter: Citus refuses clock_timestamp() in an UPDATE */
 	spi_check(SPI_execute_with_args(
 									"WITH n AS (SELECT pg_catalog.lower(u.e) AS email, u.h AS hid"
 									"             FROM unnest($1::text[], $2::bigint[]) AS u(e, h)),"
@@ -485,7 +489,7 @@ mark_due(Datum emails, Datum hids, BatchCounts *c)
 									"        FROM n),"
 									"u AS (UPDATE gmail_ingest.mailboxes m"
 									"         SET push_history_id = GREATEST(m.push_history_id, x.hid),"
-									"             next_sync_at = LEAST(m.next_sync_at, pg_catalog.clock_timestamp())"
+									"             next_sync_at = LEAST(m.next_sync_at, $3)"
 									"        FROM (SELECT c.email, max(c.hid) AS hid FROM c WHERE c.newer GROUP BY c.email"
 									"               ORDER BY c.email) x"
 									"       WHERE pg_catalog.lower(m.provider_email) = x.email"
@@ -495,8 +499,9 @@ mark_due(Datum emails, Datum hids, BatchCounts *c)
 									"       count(*) FILTER (WHERE c.known AND NOT c.newer)::int4,"
 									"       count(*) FILTER (WHERE NOT c.known)::int4,"
 									"       (SELECT count(*) FROM u)::int4 FROM c",
-									2, types, values, NULL, false, 0),
+									3, types, values, NULL, false, 0),
 			  SPI_OK_SELECT, "making notified mailboxes due");
+	store_mailbox_writes_done(guc_nest);
 	c->due = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	c->stale = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	c->unknown = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
