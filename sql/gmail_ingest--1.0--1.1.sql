@@ -197,6 +197,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
+	v_last timestamptz;
 	v_next timestamptz;
 BEGIN
 	PERFORM @extschema@._require_mailbox(mailbox_id);
@@ -212,13 +213,18 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	-- The next sync comes one new interval after the last one (now, if the
-	-- mailbox never synced): a shorter interval brings it forward.
+	-- mailbox never synced): a shorter interval brings it forward.  It is
+	-- computed here and written as a value: on Citus an UPDATE of a
+	-- reference table may not compute it from a column with now() or a
+	-- time zone's arithmetic.
+	SELECT m.last_synced_at INTO v_last
+	  FROM @extschema@.mailboxes m WHERE m.id = set_schedule.mailbox_id FOR UPDATE;
+	v_next := coalesce(v_last + set_schedule.sync_interval, now());
 	UPDATE @extschema@.mailboxes m
 	   SET sync_interval = set_schedule.sync_interval,
 	       window_days = set_schedule.window_days,
-	       next_sync_at = coalesce(m.last_synced_at + set_schedule.sync_interval, now())
-	 WHERE m.id = set_schedule.mailbox_id
-	RETURNING m.next_sync_at INTO v_next;
+	       next_sync_at = v_next
+	 WHERE m.id = set_schedule.mailbox_id;
 	RETURN v_next;
 END
 $$;
