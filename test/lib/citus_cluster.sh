@@ -8,7 +8,9 @@
 #   citus_available                     true when citus.so and citus.control are installed
 #   citus_cluster_start DB              start the three servers, create DB on each,
 #                                       CREATE EXTENSION citus, add the workers;
-#                                       sets CITUS_COORD, CITUS_W1, CITUS_W2 (ports)
+#                                       sets CITUS_COORD, CITUS_W1, CITUS_W2 (ports);
+#                                       CITUS_CRON_DB, if set, is every node's
+#                                       cron.database_name (default postgres)
 #   citus_cluster_db DB                 one more database on the cluster, the workers added
 #   citus_cluster_stop                  stop every server it started (also on EXIT)
 #   cq PORT DB SQL                      one query, unaligned tuples only
@@ -32,7 +34,7 @@ citus_node_start() {	# NAME: init and start one node, echo its port
 	gi_init_cluster "$GI_PGBIN" "$data" "$port" citus,pg_cron,gmail_ingest
 	cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-cron.database_name = 'postgres'
+cron.database_name = '${CITUS_CRON_DB:-postgres}'
 cron.use_background_workers = on
 max_worker_processes = 32
 max_connections = 200
@@ -40,6 +42,13 @@ citus.node_conninfo = 'sslmode=disable'
 shared_buffers = 64MB
 # which node ran a function: pg_stat_user_functions (the tests' proof of delegation)
 track_functions = all
+CONF
+	# the suite's object store (blob_store stays 'database' unless a test sets it)
+	[ -n "${S3_URL:-}" ] && cat >>"$data/postgresql.conf" <<CONF
+gmail_ingest.s3_endpoint = '$S3_URL'
+gmail_ingest.s3_bucket = '$S3_BUCKET'
+gmail_ingest.s3_access_key_id = '$S3_ACCESS_KEY'
+gmail_ingest.s3_secret_access_key = '$S3_SECRET_KEY'
 CONF
 	su postgres -c "'$GI_PGBIN/pg_ctl' -D '$data' -l '$GI_WORK/citus-$name.log' -w start >/dev/null" || return 1
 	CITUS_NODES+=("$data")
