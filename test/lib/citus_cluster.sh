@@ -14,6 +14,8 @@
 #   citus_cluster_db DB                 one more database on the cluster, the workers added
 #   citus_cluster_stop                  stop every server it started (also on EXIT)
 #   cq PORT DB SQL                      one query, unaligned tuples only
+#   citus_replica_digests DB TABLE      one digest per node of its copy of a reference
+#                                       table (equal when the replicas agree)
 
 citus_available() {
 	local pg_config=${PG_CONFIG:-pg_config}
@@ -89,4 +91,12 @@ citus_cluster_db() {
 	cq "$CITUS_COORD" "$db" "SELECT citus_set_coordinator_host('127.0.0.1', $CITUS_COORD)" >/dev/null || return 1
 	cq "$CITUS_COORD" "$db" "SELECT citus_add_node('127.0.0.1', $CITUS_W1)" >/dev/null || return 1
 	cq "$CITUS_COORD" "$db" "SELECT citus_add_node('127.0.0.1', $CITUS_W2)" >/dev/null || return 1
+}
+
+citus_replica_digests() {
+	local db=$1 table=$2 shard port
+	shard=$(cq "$CITUS_COORD" "$db" "SELECT s.shardid FROM pg_dist_shard s WHERE s.logicalrelid = '$table'::regclass")
+	for port in "$CITUS_COORD" "$CITUS_W1" "$CITUS_W2"; do
+		cq "$port" "$db" "SELECT count(*) || ':' || md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM ${table}_$shard r"
+	done
 }

@@ -208,6 +208,10 @@ check "both worker nodes synced part of the fleet" \
 	"$(cq $C $DB "SELECT count(DISTINCT r.id >> 48) FROM gmail_ingest.sync_runs r WHERE r.mailbox_id IN ($fleet)")" 2
 check "fleet_status from the coordinator: nothing due" \
 	"$(cq $C $DB "SELECT due_now FROM gmail_ingest.fleet_status")" 0
+# every node's copy of the reference table agrees after the nodes' concurrent writes
+replicas=$(citus_replica_digests $DB gmail_ingest.mailboxes)
+check "the three copies of mailboxes are identical" "$(sort -u <<<"$replicas" | sed 's/:.*//') $(wc -l <<<"$replicas")" \
+	"$(cq $C $DB "SELECT count(*) FROM gmail_ingest.mailboxes") 3"
 
 # --- the keys hold on the cluster.
 fks=$(cq $C $DB "SELECT count(*) FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid

@@ -204,6 +204,10 @@ check "... on the worker holding it" "$(runs_elsewhere "$fleet")" 0
 check "... both worker nodes' jobs ran" \
 	"$(for p in $W; do cq $p $DB "SELECT count(*) > 0 FROM cron.job_run_details d JOIN cron.job j USING (jobid) WHERE j.jobname LIKE 'gmail_ingest_worker_%'"; done | tr '\n' ' ')" "t t "
 stopped=$(for p in $W; do cq $p $DB "SELECT gmail_ingest.stop_workers()"; done | tr '\n' ' ')
+# every node's copy of the reference table agrees after the nodes' concurrent writes
+replicas=$(citus_replica_digests $DB gmail_ingest.mailboxes)
+check "the three copies of mailboxes are identical" "$(sort -u <<<"$replicas" | sed 's/:.*//') $(wc -l <<<"$replicas")" \
+	"$(cq $C $DB "SELECT count(*) FROM gmail_ingest.mailboxes") 3"
 check "stop_workers on each worker node removes its two jobs" "$stopped" "2 2 "
 for p in $W; do
 	cq $p $DB "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'CALL gmail_ingest.run_due%' AND pid <> pg_backend_pid()" >/dev/null
