@@ -474,9 +474,16 @@ mark_due(Datum emails, Datum hids, BatchCounts *c)
 	Oid			types[3] = {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID};
 	Datum		values[3] = {emails, hids, TimestampTzGetDatum(GetCurrentTimestamp())};
 	bool		isnull;
-	int			guc_nest = store_mailbox_writes_commute();
 
-	/* the time is a parameter: Citus refuses clock_timestamp() in an UPDATE */
+	/*
+	 * The time is a parameter: Citus refuses clock_timestamp() in an
+	 * UPDATE.  Unlike a fleet turn's, this write keeps Citus's default
+	 * (an exclusive lock on the reference table's shard, not commuting):
+	 * it may meet a turn's write of the same mailbox from another node,
+	 * and the two would take the row's locks on the nodes in opposite
+	 * orders.  Waiting for the turns that wrote first to commit avoids that
+	 * distributed deadlock.
+	 */
 	spi_check(SPI_execute_with_args(
 									"WITH n AS (SELECT pg_catalog.lower(u.e) AS email, u.h AS hid"
 									"             FROM unnest($1::text[], $2::bigint[]) AS u(e, h)),"
@@ -501,7 +508,6 @@ mark_due(Datum emails, Datum hids, BatchCounts *c)
 									"       (SELECT count(*) FROM u)::int4 FROM c",
 									3, types, values, NULL, false, 0),
 			  SPI_OK_SELECT, "making notified mailboxes due");
-	store_mailbox_writes_done(guc_nest);
 	c->due = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	c->stale = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	c->unknown = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));

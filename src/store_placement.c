@@ -105,11 +105,12 @@ store_mailbox_is_local(int64 mailbox_id)
  * Citus serializes the UPDATEs of a reference table across the cluster:
  * each takes an exclusive lock on the table's shard, on every node, held
  * to the end of its transaction, unless the session says that its writes
- * commute.  The extension's writes to mailboxes (a reference table after
- * distribute()) do: each changes one row, of a mailbox the calling node
- * syncs or was told about, and row locks order two writes of one row the
- * same way on every node (two nodes meeting on one row in opposite order
- * are a distributed deadlock, which Citus detects and cancels).  Without
+ * commute.  A sync's and a fleet turn's writes to mailboxes (a reference
+ * table after distribute()) do: each changes the row of the mailbox being
+ * synced, and only the node holding that mailbox syncs it.  A write that
+ * may meet them on the same row from another node (the push listener's,
+ * set_schedule's) keeps the default, so it waits for them rather than
+ * taking the row's locks in another order (a distributed deadlock).  Without
  * this, every fleet turn in the cluster waited for the others' commits
  * (test/bench/citus.sh: 110 against 229 messages/s).  Set for the caller's
  * call only, as a function's SET clause would be: the caller's own writes

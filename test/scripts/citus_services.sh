@@ -12,8 +12,9 @@
 #   - push: the listener (run_push) on the coordinator makes the notified
 #     mailboxes due (mailboxes is a reference table), acknowledges every
 #     delivery, and run_due sessions on the worker nodes sync the new mail,
-#     each on its own node; set_schedule, pause_mailbox and resume_mailbox
-#     work from the coordinator;
+#     each on its own node, also with the listener running beside the
+#     workers while mail arrives; set_schedule, pause_mailbox and
+#     resume_mailbox work from the coordinator;
 #   - pg_cron: start_workers on each worker node (cron.database_name is the
 #     test database there) keeps run_due jobs that sync a fleet on both
 #     nodes, each mailbox once, on its own node; stop_workers removes them.
@@ -179,6 +180,32 @@ for i in 1 2 3 4; do
 		new_ok=$((new_ok + 1))
 done
 check "push: each mailbox holds Gmail's window" "$new_ok" 4
+# The listener beside the workers, mail arriving while the mailboxes sync
+# (200 ms per Gmail answer): the listener's writes of a mailbox may meet a
+# turn's on another node.
+for i in 1 2 3 4; do $DQ mailbox-config "svc-$i-$TAG@example.com" '{"latency_ms":200}' >/dev/null; done
+pids=()
+psql -X -q -h 127.0.0.1 -p $C -d $DB -c "CALL gmail_ingest.run_push('16 seconds')" >"$OUT/run_push.log" 2>&1 &
+pids+=($!)
+for p in $W; do
+	psql -X -q -h 127.0.0.1 -p $p -d $DB -c "CALL gmail_ingest.run_due('16 seconds')" >"$OUT/run_due2-$p.log" 2>&1 &
+	pids+=($!)
+done
+for round in 1 2 3 4 5; do
+	for i in 1 2 3 4; do $DQ add "svc-$i-$TAG@example.com" >/dev/null; done
+	sleep 1.5
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+check "push beside the workers: no error on any node" "$(cat "$OUT"/run_push.log "$OUT"/run_due2-*.log | grep -c ERROR)" 0
+new_ok=0
+for i in 1 2 3 4; do
+	[ "$(cq $C $DB "SELECT count(*) FROM gmail_ingest.mail_messages WHERE mailbox_id = ${ids[$((i - 1))]}")" = "$($DQ window-count "svc-$i-$TAG@example.com" 7)" ] &&
+		new_ok=$((new_ok + 1))
+done
+check "push beside the workers: each mailbox holds Gmail's window (5 new messages each)" "$new_ok" 4
+check "push beside the workers: every delivery acknowledged" \
+	"$(cq $C $DB "SELECT sum(received - acknowledged) FROM gmail_ingest.push_batches")/$(sub_stat outstanding)" "0/0"
+for i in 1 2 3 4; do $DQ mailbox-config "svc-$i-$TAG@example.com" '{"latency_ms":null}' >/dev/null; done
 cq $C $DB "ALTER SYSTEM RESET gmail_ingest.pubsub_subscription" >/dev/null
 cq $C $DB "SELECT pg_reload_conf()" >/dev/null
 
