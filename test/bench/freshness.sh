@@ -68,22 +68,7 @@ bench_clean_up() {
 trap bench_clean_up EXIT
 
 # Google Cloud as the double plays it, and the listener's service account.
-gi_double POST /admin/pubsub/clock '{"offset_ms":0}' >/dev/null
-gi_double POST /admin/pubsub/topics "{\"name\":\"$topic\"}" >/dev/null
-openssl genrsa -out "$OUT/sa.pem" 2048 2>/dev/null
-openssl pkey -in "$OUT/sa.pem" -pubout -out "$OUT/sa.pub"
-/usr/bin/python3 - "$OUT" "$sa" <<'PY'
-import json, sys
-out, email = sys.argv[1:3]
-json.dump({"type": "service_account", "project_id": "gi-bench", "private_key_id": "kid-bench",
-           "private_key": open(f"{out}/sa.pem").read(), "client_email": email, "client_id": "3001",
-           "token_uri": "https://oauth2.googleapis.com/token"}, open(f"{out}/key.json", "w"))
-json.dump({"client_email": email, "client_id": "3001", "key_id": "kid-bench",
-           "public_key": open(f"{out}/sa.pub").read(), "scopes": [], "domain": None},
-          open(f"{out}/reg.json", "w"))
-PY
-gi_double POST /admin/service_accounts "$(cat "$OUT/reg.json")" >/dev/null
-gi_double POST /admin/pubsub/subscriptions "{\"name\":\"$sub\",\"topic\":\"$topic\",\"subscribers\":[\"$sa\"]}" >/dev/null
+pubsub_listener_account "$OUT" "$sa" "$topic" "$sub"
 psql -X -q -d postgres -c "ALTER SYSTEM SET gmail_ingest.pubsub_subscription = '$sub'" \
 	-c "ALTER SYSTEM SET gmail_ingest.pubsub_base_url = '$DOUBLE_URL'" \
 	-c "ALTER SYSTEM SET gmail_ingest.pubsub_service_account = '$sa'" -c "SELECT pg_reload_conf()" >/dev/null

@@ -6,6 +6,8 @@
 # never builds one: citus_available says whether there is one.
 #
 #   citus_available                     true when citus.so and citus.control are installed
+#   citus_test_cluster DB               a test's start: skip without Citus, else
+#                                       citus_cluster_start DB (or fail)
 #   citus_cluster_start DB              start the three servers, create DB on each,
 #                                       CREATE EXTENSION citus, add the workers;
 #                                       sets CITUS_COORD, CITUS_W1, CITUS_W2 (ports);
@@ -21,6 +23,21 @@ citus_available() {
 	local pg_config=${PG_CONFIG:-pg_config}
 	[ -f "$("$pg_config" --pkglibdir)/citus.so" ] &&
 		[ -f "$("$pg_config" --sharedir)/extension/citus.control" ]
+}
+
+# A test script's start: exit with one "# skipped" line (run_tests.sh shows
+# it) without Citus; else start the cluster with DB, or fail the script.
+citus_test_cluster() {	# DB
+	if ! citus_available; then
+		echo "# skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres (the SPEC 7e tests need it)"
+		exit 0
+	fi
+	if ! citus_cluster_start "$1"; then
+		tail -20 "$GI_WORK"/citus-*.log
+		echo "not ok - the Citus cluster starts"
+		finish
+		exit 1
+	fi
 }
 
 CITUS_NODES=()
@@ -45,13 +62,7 @@ shared_buffers = 64MB
 # which node ran a function: pg_stat_user_functions (the tests' proof of delegation)
 track_functions = all
 CONF
-	# the suite's object store (blob_store stays 'database' unless a test sets it)
-	[ -n "${S3_URL:-}" ] && cat >>"$data/postgresql.conf" <<CONF
-gmail_ingest.s3_endpoint = '$S3_URL'
-gmail_ingest.s3_bucket = '$S3_BUCKET'
-gmail_ingest.s3_access_key_id = '$S3_ACCESS_KEY'
-gmail_ingest.s3_secret_access_key = '$S3_SECRET_KEY'
-CONF
+	gi_s3_settings "$data/postgresql.conf"
 	su postgres -c "'$GI_PGBIN/pg_ctl' -D '$data' -l '$GI_WORK/citus-$name.log' -w start >/dev/null" || return 1
 	CITUS_NODES+=("$data")
 	echo "$port"

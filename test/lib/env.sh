@@ -114,6 +114,18 @@ gmail_ingest.quota_units_per_minute = 0
 CONF
 }
 
+# gi_s3_settings CONF: point a server at the suite's object store, if one
+# runs (blob_store stays 'database' unless a test sets it).
+gi_s3_settings() {
+	[ -n "${S3_URL:-}" ] || return 0
+	cat >>"$1" <<CONF
+gmail_ingest.s3_endpoint = '$S3_URL'
+gmail_ingest.s3_bucket = '$S3_BUCKET'
+gmail_ingest.s3_access_key_id = '$S3_ACCESS_KEY'
+gmail_ingest.s3_secret_access_key = '$S3_SECRET_KEY'
+CONF
+}
+
 # Start the suite's cluster, with pg_cron; sets PGHOST/PGPORT/PGUSER.
 gi_start_cluster() {
 	local data="$GI_WORK/data"
@@ -127,13 +139,7 @@ cron.database_name = 'postgres'
 cron.use_background_workers = on
 max_worker_processes = 32
 CONF
-	# the object store (blob_store stays 'database' unless a test sets it)
-	[ -n "${S3_URL:-}" ] && cat >>"$data/postgresql.conf" <<CONF
-gmail_ingest.s3_endpoint = '$S3_URL'
-gmail_ingest.s3_bucket = '$S3_BUCKET'
-gmail_ingest.s3_access_key_id = '$S3_ACCESS_KEY'
-gmail_ingest.s3_secret_access_key = '$S3_SECRET_KEY'
-CONF
+	gi_s3_settings "$data/postgresql.conf"
 	su postgres -c "$GI_PGBIN/pg_ctl -D '$data' -l '$GI_WORK/postgres.log' -w start >/dev/null"
 	gi_log "PostgreSQL on socket $PGHOST port $PGPORT"
 }

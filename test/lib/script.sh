@@ -104,6 +104,31 @@ SQL
 #     no row behind.  per_content => true counts each content of blobs once (1.0
 #     keeps one row per content, 1.1 one per mailbox holding it).
 #   gi_test_duplicates(mailbox_id): natural keys stored more than once.
+# pubsub_listener_account DIR EMAIL TOPIC SUB [ACK_DEADLINE_S]: a topic
+# Gmail may publish to, a service account of the double (its RSA key made
+# here) holding the Subscriber role on a pull subscription of it; writes
+# DIR/key.json, the account's JSON key for add_service_account.
+pubsub_listener_account() {
+	local dir=$1 email=$2 topic=$3 sub=$4 ack=${5:-}
+	gi_double POST /admin/pubsub/clock '{"offset_ms":0}' >/dev/null	# the double's push clock: real time
+	gi_double POST /admin/pubsub/topics "{\"name\":\"$topic\"}" >/dev/null
+	openssl genrsa -out "$dir/sa.pem" 2048 2>/dev/null
+	openssl pkey -in "$dir/sa.pem" -pubout -out "$dir/sa.pub"
+	/usr/bin/python3 - "$dir" "$email" <<'PY'
+import json, sys
+out, email = sys.argv[1:3]
+json.dump({"type": "service_account", "project_id": "gi-test", "private_key_id": "kid-listener",
+           "private_key": open(f"{out}/sa.pem").read(), "client_email": email, "client_id": "2001",
+           "token_uri": "https://oauth2.googleapis.com/token"}, open(f"{out}/key.json", "w"))
+json.dump({"client_email": email, "client_id": "2001", "key_id": "kid-listener",
+           "public_key": open(f"{out}/sa.pub").read(), "scopes": [], "domain": None},
+          open(f"{out}/reg.json", "w"))
+PY
+	gi_double POST /admin/service_accounts "$(cat "$dir/reg.json")" >/dev/null
+	gi_double POST /admin/pubsub/subscriptions \
+		"{\"name\":\"$sub\",\"topic\":\"$topic\",${ack:+\"ack_deadline_seconds\":$ack,}\"subscribers\":[\"$email\"]}" >/dev/null
+}
+
 install_digests() {
 	psql -X -q -v ON_ERROR_STOP=1 -d "$1" <<'SQL'
 CREATE FUNCTION public.gi_test_digest(mb bigint, except_thread text DEFAULT NULL) RETURNS text

@@ -41,20 +41,10 @@ set -uo pipefail
 . "$(dirname "$0")/../lib/script.sh"
 . "$(dirname "$0")/../lib/citus_cluster.sh"
 
-if ! citus_available; then
-	echo "# skipped: Citus is not installed for $("${PG_CONFIG:-pg_config}" --bindir)/postgres (the SPEC 7e tests need it)"
-	exit 0
-fi
-
 DB=gi_citus
 TAG=$(run_tag)
 ORG=00000000-0000-0000-0000-0000000000c1
-if ! citus_cluster_start $DB; then
-	tail -20 "$GI_WORK"/citus-*.log
-	echo "not ok - the Citus cluster starts"
-	finish
-	exit 1
-fi
+citus_test_cluster $DB
 C=$CITUS_COORD
 check "a coordinator and two workers" \
 	"$(cq $C $DB "SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0")" 2

@@ -45,28 +45,13 @@ push_stat() {	# KEY: a counter of the double's Gmail push side
 	pubsub GET /admin/pubsub/stats | python3 -c "import json, sys; print(json.load(sys.stdin)['counts']['$1'])"
 }
 
-# --- Google Cloud as the double plays it: a topic Gmail may publish to, a pull subscription.
-pubsub POST /admin/pubsub/clock '{"offset_ms":0}' >/dev/null	# the double's push clock: real time
-pubsub POST /admin/pubsub/topics "{\"name\":\"$topic\"}" >/dev/null
-pubsub POST /admin/pubsub/topics "{\"name\":\"$topic-closed\",\"publish_grant\":false}" >/dev/null
-# --- The service account the listener pulls as: its JSON key in the database,
-# its public key in the double, the Subscriber role on the subscription.
+# --- Google Cloud as the double plays it: a topic Gmail may publish to, a
+# pull subscription, and the service account the listener pulls as (its
+# JSON key for the database, its public key in the double, the Subscriber
+# role on the subscription).
 sa=push-$tag@gi-test.iam.gserviceaccount.com
-openssl genrsa -out "$OUT/sa.pem" 2048 2>/dev/null
-openssl pkey -in "$OUT/sa.pem" -pubout -out "$OUT/sa.pub"
-/usr/bin/python3 - "$OUT" "$sa" <<'PY'
-import json, sys
-out, email = sys.argv[1:3]
-key = {"type": "service_account", "project_id": "gi-test", "private_key_id": "kid-push",
-       "private_key": open(f"{out}/sa.pem").read(), "client_email": email, "client_id": "2001",
-       "token_uri": "https://oauth2.googleapis.com/token"}
-json.dump(key, open(f"{out}/key.json", "w"))
-json.dump({"client_email": email, "client_id": "2001", "key_id": "kid-push",
-           "public_key": open(f"{out}/sa.pub").read(), "scopes": [], "domain": None},
-          open(f"{out}/reg.json", "w"))
-PY
-pubsub POST /admin/service_accounts "$(cat "$OUT/reg.json")" >/dev/null
-pubsub POST /admin/pubsub/subscriptions "{\"name\":\"$sub\",\"topic\":\"$topic\",\"ack_deadline_seconds\":3,\"subscribers\":[\"$sa\"]}" >/dev/null
+pubsub_listener_account "$OUT" "$sa" "$topic" "$sub" 3
+pubsub POST /admin/pubsub/topics "{\"name\":\"$topic-closed\",\"publish_grant\":false}" >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM SET gmail_ingest.pubsub_subscription = '$sub'" \
 	-c "ALTER SYSTEM SET gmail_ingest.pubsub_base_url = '$DOUBLE_URL'" \
 	-c "ALTER SYSTEM SET gmail_ingest.pubsub_service_account = '$sa'" \
