@@ -96,6 +96,9 @@ text_array(char **items, int n)
 	for (i = 0; i < n; i++)
 		d[i] = CStringGetTextDatum(items[i]);
 	arr = construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
+	/* the array holds copies: a run's long-lived context must not keep these */
+	for (i = 0; i < n; i++)
+		pfree(DatumGetPointer(d[i]));
 	pfree(d);
 	return PointerGetDatum(arr);
 }
@@ -117,6 +120,9 @@ text_array_nullable(char **items, int n)
 		d[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(items[i]);
 	}
 	arr = construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT);
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			pfree(DatumGetPointer(d[i]));
 	pfree(d);
 	pfree(nulls);
 	return PointerGetDatum(arr);
@@ -456,11 +462,15 @@ store_thread_states(int64 mailbox_id, char **provider_ids, int n)
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(provider_ids, n);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	pfree(DatumGetPointer(v[1]));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		found,
 					isnull;
-		ThreadState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
+		char	   *key = col_text(i, 1);
+		ThreadState *st = hash_search(h, key, HASH_ENTER, &found);
+
+		pfree(key);
 		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
 		st->history_id = DatumGetInt64(col_datum(i, 3, &isnull));
 		st->has_history = !isnull;
@@ -499,14 +509,18 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 	v[1] = text_array(provider_ids, n);
 	v[2] = text_array_nullable(snippets, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+	pfree(DatumGetPointer(v[1]));
+	pfree(DatumGetPointer(v[2]));
 
 	h = gmail_id_hash("ensured threads", sizeof(ThreadState), n);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		found,
 					isnull;
-		ThreadState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
+		char	   *key = col_text(i, 1);
+		ThreadState *st = hash_search(h, key, HASH_ENTER, &found);
 
+		pfree(key);
 		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
@@ -753,6 +767,7 @@ store_messages_of_threads(int64 mailbox_id, char **thread_ids, int n, TimestampT
 	v[1] = text_array(thread_ids, n);
 	v[2] = TimestampTzGetDatum(since);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	pfree(DatumGetPointer(v[1]));
 	out = palloc0(sizeof(StoredMessageRef) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{

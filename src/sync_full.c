@@ -183,6 +183,8 @@ full_sync(SyncState *s)
 
 	plan_init(&plan);
 	plan_changed_threads(s, listed, nlisted, &plan);
+	/* the plan's threads are copies (their strings are shared, not freed) */
+	pfree(listed);
 	if (plan.nthreads == 0)
 		return;
 
