@@ -28,7 +28,7 @@ PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializer
 ifeq ($(WERROR),1)
 PG_CFLAGS  += -Werror
 endif
-SHLIB_LINK  = -lcurl -lcrypto $(GMIME_LIBS)
+SHLIB_LINK  = -lcurl -ldeflate -lcrypto $(GMIME_LIBS)
 
 # pg_regress (sql/, expected/) and isolation (specs/) run against the server
 # and Gmail API double that test/run_tests.sh starts; DOUBLE_URL names it.

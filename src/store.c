@@ -86,40 +86,88 @@ text_or_null(const char *s, char *null_flag)
 	return CStringGetTextDatum(s);
 }
 
+/*
+ * A one-dimensional text[] of the strings, NULL ones as SQL NULLs, built in
+ * place: the layout construct_md_array gives (no null bitmap when there is
+ * no NULL), without a palloc'd text copy of every element first.  The
+ * sync's thread arrays hold every thread of the window, and those copies
+ * stayed behind as free chunks of its long-lived context.
+ */
+static Datum
+build_text_array(char **items, int n)
+{
+	Size		nbytes = 0;
+	Size		dataoffset = 0;
+	Size		total;
+	bool		hasnulls = false;
+	ArrayType  *arr;
+	bits8	   *bitmap;
+	char	   *p;
+	int			i;
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(TEXTOID));
+	for (i = 0; i < n; i++)
+	{
+		if (items[i] == NULL)
+			hasnulls = true;
+		else
+		{
+			nbytes = att_align_nominal(nbytes + VARHDRSZ + strlen(items[i]), TYPALIGN_INT);
+			if (!AllocSizeIsValid(nbytes))
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("array size exceeds the maximum allowed (%d)",
+								(int) MaxAllocSize)));
+		}
+	}
+	if (hasnulls)
+	{
+		dataoffset = ARR_OVERHEAD_WITHNULLS(1, n);
+		total = dataoffset + nbytes;
+	}
+	else
+		total = ARR_OVERHEAD_NONULLS(1) + nbytes;
+	if (!AllocSizeIsValid(total))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("array size exceeds the maximum allowed (%d)", (int) MaxAllocSize)));
+	arr = (ArrayType *) palloc0(total);
+	SET_VARSIZE(arr, total);
+	arr->ndim = 1;
+	arr->dataoffset = (int32) dataoffset;
+	arr->elemtype = TEXTOID;
+	ARR_DIMS(arr)[0] = n;
+	ARR_LBOUND(arr)[0] = 1;
+	bitmap = ARR_NULLBITMAP(arr);
+	p = ARR_DATA_PTR(arr);
+	for (i = 0; i < n; i++)
+	{
+		size_t		len;
+
+		if (items[i] == NULL)
+			continue;			/* its bitmap bit stays 0 */
+		if (bitmap)
+			bitmap[i / 8] |= (bits8) (1 << (i % 8));
+		len = strlen(items[i]);
+		SET_VARSIZE(p, VARHDRSZ + len);
+		memcpy(VARDATA(p), items[i], len);
+		p += att_align_nominal(VARHDRSZ + len, TYPALIGN_INT);
+	}
+	return PointerGetDatum(arr);
+}
+
 Datum
 text_array(char **items, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	int			i;
-	ArrayType  *arr;
-
-	for (i = 0; i < n; i++)
-		d[i] = CStringGetTextDatum(items[i]);
-	arr = construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
-	pfree(d);
-	return PointerGetDatum(arr);
+	return build_text_array(items, n);
 }
 
 /* Like text_array, but NULL items become SQL NULLs. */
 Datum
 text_array_nullable(char **items, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int			i;
-	ArrayType  *arr;
-
-	for (i = 0; i < n; i++)
-	{
-		nulls[i] = items[i] == NULL;
-		d[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(items[i]);
-	}
-	arr = construct_md_array(d, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT);
-	pfree(d);
-	pfree(nulls);
-	return PointerGetDatum(arr);
+	return build_text_array(items, n);
 }
 
 /* An array of 8-byte pass-by-value items (int8, timestamptz); nulls may be NULL. */
@@ -456,11 +504,15 @@ store_thread_states(int64 mailbox_id, char **provider_ids, int n)
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(provider_ids, n);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	pfree(DatumGetPointer(v[1]));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		found,
 					isnull;
-		ThreadState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
+		char	   *key = col_text(i, 1);
+		ThreadState *st = hash_search(h, key, HASH_ENTER, &found);
+
+		pfree(key);
 		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
 		st->history_id = DatumGetInt64(col_datum(i, 3, &isnull));
 		st->has_history = !isnull;
@@ -499,14 +551,18 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 	v[1] = text_array(provider_ids, n);
 	v[2] = text_array_nullable(snippets, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
+	pfree(DatumGetPointer(v[1]));
+	pfree(DatumGetPointer(v[2]));
 
 	h = gmail_id_hash("ensured threads", sizeof(ThreadState), n);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		found,
 					isnull;
-		ThreadState *st = hash_search(h, col_text(i, 1), HASH_ENTER, &found);
+		char	   *key = col_text(i, 1);
+		ThreadState *st = hash_search(h, key, HASH_ENTER, &found);
 
+		pfree(key);
 		st->id = DatumGetInt64(col_datum(i, 2, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
@@ -753,6 +809,7 @@ store_messages_of_threads(int64 mailbox_id, char **thread_ids, int n, TimestampT
 	v[1] = text_array(thread_ids, n);
 	v[2] = TimestampTzGetDatum(since);
 	run_plan(plan, v, NULL, SPI_OK_SELECT);
+	pfree(DatumGetPointer(v[1]));
 	out = palloc0(sizeof(StoredMessageRef) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{

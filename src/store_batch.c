@@ -2,7 +2,7 @@
  * store_batch.c
  *	  The writes of new messages, a batch at a time: blobs, messages,
  *	  attachments and their ledger events, one statement per table for a
- *	  batch of completed messages (INSERT ... SELECT FROM unnest(arrays)).
+ *	  batch of completed messages (INSERT ... SELECT unnest(arrays)).
  *
  * One SPI execution per row of every table cost more than the rows
  * themselves (executor start-up and shutdown, parameter copies); a batch
@@ -11,6 +11,11 @@
  * row differs, RETURNING (xmax = 0) to tell an insert from an update, so
  * what is stored, counted and logged is the same.  This is the only place
  * that writes blobs (database mode) and attachments.
+ *
+ * The arrays are unnested in a select list, not in FROM: there the set
+ * function's rows are first materialised in a tuplestore, a copy (zeroed,
+ * then filled) of every blob and body of the batch; in a select list they
+ * stream (ProjectSet), the arrays, all of one length, read side by side.
  *
  * A batch is written when it holds BATCH_MESSAGES messages or BATCH_BYTES
  * of content, when a message already in it comes again (one statement
@@ -460,7 +465,7 @@ write_blobs(StoreBatch *b)
 
 		plan_once(&plan,
 				  "INSERT INTO " SCHEMA "blobs AS b (sha256, size_bytes, data, mailbox_id) "
-				  "SELECT u.*, $4 FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS u "
+				  "SELECT unnest($1::text[]), unnest($2::int8[]), unnest($3::bytea[]), $4 "
 				  "ON CONFLICT (mailbox_id, sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes, "
 				  "  data = coalesce(b.data, EXCLUDED.data) "
 				  " WHERE b.size_bytes IS DISTINCT FROM EXCLUDED.size_bytes OR b.data IS NULL "
@@ -511,11 +516,16 @@ write_messages(StoreBatch *b)
 			  "  u.t, u.c, u.b, u.r, u.fe, u.te::text[], u.ce::text[], u.be::text[], u.re::text[], "
 			  "  u.addresses::jsonb, u.sent, u.msgid, u.irt, u.refs, u.snippet, u.btext, u.bhtml, "
 			  "  u.size, u.headers::jsonb, u.raw, u.perr "
-			  "  FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
-			  "              $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) "
-			  "       AS u(pmid, tid, ptid, hist, idate, labels, subject, f, t, c, b, r, fe, te, ce, be, "
-			  "            re, addresses, sent, msgid, irt, refs, snippet, btext, bhtml, size, headers, "
-			  "            raw, perr) "
+			  "  FROM (SELECT unnest($2) AS pmid, unnest($3) AS tid, unnest($4) AS ptid, "
+			  "               unnest($5) AS hist, unnest($6) AS idate, unnest($7) AS labels, "
+			  "               unnest($8) AS subject, unnest($9) AS f, unnest($10) AS t, "
+			  "               unnest($11) AS c, unnest($12) AS b, unnest($13) AS r, "
+			  "               unnest($14) AS fe, unnest($15) AS te, unnest($16) AS ce, "
+			  "               unnest($17) AS be, unnest($18) AS re, unnest($19) AS addresses, "
+			  "               unnest($20) AS sent, unnest($21) AS msgid, unnest($22) AS irt, "
+			  "               unnest($23) AS refs, unnest($24) AS snippet, unnest($25) AS btext, "
+			  "               unnest($26) AS bhtml, unnest($27) AS size, unnest($28) AS headers, "
+			  "               unnest($29) AS raw, unnest($30) AS perr) AS u "
 			  "ON CONFLICT (mailbox_id, provider_message_id) DO UPDATE SET "
 			  "  thread_id = EXCLUDED.thread_id, provider_thread_id = EXCLUDED.provider_thread_id, "
 			  "  label_ids = EXCLUDED.label_ids, subject = EXCLUDED.subject, "

@@ -46,6 +46,8 @@ plan_changed_threads(SyncState *s, ThreadFinal *listed, int n, SyncPlan *p)
 			continue;
 		}
 		k = plan_thread(p, listed[i].provider_id, &added);
+		if (added)
+			pfree(p->threads[k].provider_id);	/* the listed one's is as good */
 		p->threads[k] = listed[i];
 		/* Same history, wider window: what was read before still holds. */
 		p->threads[k].synced_since = same_history && st->has_synced_since
@@ -183,6 +185,8 @@ full_sync(SyncState *s)
 
 	plan_init(&plan);
 	plan_changed_threads(s, listed, nlisted, &plan);
+	/* the plan's threads are copies (their strings are shared, not freed) */
+	pfree(listed);
 	if (plan.nthreads == 0)
 		return;
 

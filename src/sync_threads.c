@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 #include "sync_internal.h"
 
@@ -85,6 +86,36 @@ resolve_threads(SyncState *s, ThreadFinal *threads, int n)
 	return states;
 }
 
+/*
+ * The threads' final rows, FINALIZE_CHUNK threads per statement pair in a
+ * memory context reset after each: a first sync finalizes every thread of
+ * its window, and the arrays, result rows and ledger details of all of
+ * them at once made its peak memory grow with the mailbox (issue 15).
+ */
+#define FINALIZE_CHUNK 1000
+
+static void
+finalize_threads(SyncState *s, ThreadFinal *threads, int n)
+{
+	MemoryContext cxt;
+	int			off;
+
+	if (n == 0)
+		return;
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "gmail_sync thread rows",
+								ALLOCSET_DEFAULT_SIZES);
+	for (off = 0; off < n; off += FINALIZE_CHUNK)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		store_finalize_threads(s->mb.id, threads + off, Min(FINALIZE_CHUNK, n - off),
+							   thread_report, s);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(cxt);
+	}
+	MemoryContextDelete(cxt);
+}
+
 void
 plan_execute(SyncState *s, SyncPlan *p)
 {
@@ -94,7 +125,7 @@ plan_execute(SyncState *s, SyncPlan *p)
 		if (!p->items[i].stored)
 			p->items[i].thread_id = p->threads[p->items[i].thread_index].id;
 	fetch_and_store(s, p->items, p->nitems);
-	store_finalize_threads(s->mb.id, p->threads, p->nthreads, thread_report, s);
+	finalize_threads(s, p->threads, p->nthreads);
 }
 
 void

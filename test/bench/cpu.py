@@ -25,6 +25,7 @@ import resource
 import shutil
 import struct
 import subprocess
+import threading
 import time
 
 import bench
@@ -107,6 +108,33 @@ def perf_stop(proc, path, top=15):
     return rows[:top]
 
 
+def memlog_start(db, pid):
+    """GI_BENCH_MEMLOG=SECONDS (a debugging aid, off by default): have the
+    syncing backend log its memory contexts to the server log that often
+    (pg_log_backend_memory_contexts), to see what grows during a sync."""
+    every = float(os.environ.get("GI_BENCH_MEMLOG") or 0)
+    if every <= 0:
+        return None
+    stop = threading.Event()
+
+    def loop():
+        s = Session(db)
+        try:
+            while not stop.wait(every):
+                s.query(f"SELECT pg_log_backend_memory_contexts({pid})")
+        finally:
+            s.close()
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return (stop, t)
+
+
+def memlog_stop(memlog):
+    if memlog:
+        memlog[0].set()
+        memlog[1].join(timeout=30)
+
+
 def cpu_sync(db, mbid, email, concurrency, perf_path=None):
     """A first full sync in a new session: CPU of its backend, RSS, tuples."""
     sess = Session(db)
@@ -118,6 +146,7 @@ def cpu_sync(db, mbid, email, concurrency, perf_path=None):
         perf = perf_start(pid, perf_path) if perf_path else None
         if perf:
             time.sleep(1.0)                         # perf attached before the work starts
+        memlog = memlog_start(db, pid)
         cpu0 = proc_cpu_s(proc_stat(sess, pid))
         t0 = time.monotonic()
         run = sess.query(f"SELECT status || ' ' || messages_inserted || ' ' || bytes_downloaded "
@@ -126,6 +155,7 @@ def cpu_sync(db, mbid, email, concurrency, perf_path=None):
         cpu1 = proc_cpu_s(proc_stat(sess, pid))
         status = proc_status(sess, pid)
         prof = perf_stop(perf, perf_path) if perf else None
+        memlog_stop(memlog)
     finally:
         sess.close()
     st, msgs, wire_bytes = run.split()
