@@ -11,7 +11,7 @@ export PG_CONFIG=${PG_CONFIG:-pg_config}
 GI_PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 GI_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libssl-dev
  libgmime-3.0-dev pkg-config make gcc python3 openssl ca-certificates libpython3.11-testsuite
- valgrind libasan8 libubsan1 curl python3-psycopg python3-botocore"
+ valgrind libasan8 libubsan1 curl python3-psycopg python3-botocore libdeflate-dev"
 
 gi_log() { printf '== %s\n' "$*" >&2; }
 
