@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gmail_fleet  # noqa: E402
@@ -687,6 +688,11 @@ def test_faults(c):
     faults({"endpoint": "messages.list", "kind": "truncate"})
     check("truncate fault -> incomplete body", isinstance(
         _exception(lambda: c.gmail("messages")), http.client.IncompleteRead))
+    faults({"endpoint": "profile", "kind": "corrupt_gzip"})
+    r = request(c.base, "GET", f"{G}/profile", token=c.token)
+    check("corrupt_gzip fault -> a gzip body that does not inflate",
+          r.status == 200 and r.headers.get("content-encoding") == "gzip"
+          and isinstance(_exception(lambda: gzip.decompress(r.data)), (OSError, EOFError, zlib.error)))
     faults({"endpoint": "*", "kind": "invalid_json"})
     r = request(c.base, "GET", f"{G}/profile", token=c.token)
     check("invalid_json fault", r.status == 200 and isinstance(_exception(r.json), ValueError))

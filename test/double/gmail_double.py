@@ -142,7 +142,7 @@ GMAIL_ENDPOINTS = ["profile", "labels.list", "messages.list", "messages.get",
                    "attachments.get", "threads.list", "threads.get", "history.list",
                    "watch", "stop"]
 FAULT_KINDS = {"status", "delay", "slow_body", "hang", "truncate", "invalid_json", "reset", "gone",
-               "body"}
+               "body", "corrupt_gzip"}
 HISTORY_TYPES = {"messageAdded": "messagesAdded", "messageDeleted": "messagesDeleted",
                  "labelAdded": "labelsAdded", "labelRemoved": "labelsRemoved"}
 FORMATS = ("minimal", "full", "raw", "metadata")
@@ -1704,9 +1704,15 @@ class Handler(BaseHTTPRequestHandler):
             status = 200
             body = body[:len(body) // 2] + b'\x00<html><body>502 Bad Gateway'
         headers = list(headers)
-        if compress:
+        if compress or kind == "corrupt_gzip":
             body = gzip.compress(body, compresslevel=5)
             headers.append(("Content-Encoding", "gzip"))
+        if kind == "corrupt_gzip":
+            # a damaged gzip member of the right length (a proxy's bit rot):
+            # one byte inside the deflate data flipped, so the data no longer
+            # inflates to what the CRC-32 and length in its trailer say
+            middle = 10 + (len(body) - 18) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0x55]) + body[middle + 1:]
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

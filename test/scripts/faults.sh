@@ -2,7 +2,7 @@
 # The fault suite.  For every fault kind the double injects (5xx backendError,
 # 429, 403 rate limits with and without a retry hint, 403
 # insufficientPermissions, 400, 401, 404 gone, truncated and invalid JSON
-# bodies, connection resets, hangs, delays and slow bodies beyond
+# bodies, gzip bodies that do not inflate, connection resets, hangs, delays and slow bodies beyond
 # request_timeout_ms, token endpoint errors), on every endpoint a sync uses
 # (token, profile, threads.list, messages.list, messages.get raw and minimal,
 # threads.get, history.list), a sync either
@@ -271,6 +271,7 @@ for e in profile threads.list messages.list messages.get; do
 	add "$e 403 userRateLimitExceeded" full "$(st $e 403 userRateLimitExceeded)" "ok 1 1"
 	add "$e truncated body" full "$(kind $e truncate)" "ok 1 1"
 	add "$e invalid JSON" full "$(kind $e invalid_json)" "ok 1 1"
+	add "$e corrupt gzip body" full "$(kind $e corrupt_gzip)" "ok 1 1"
 	add "$e connection reset" full "$(kind $e reset)" "ok $([ $e = profile ] && echo 1 || echo 0-1) 1"
 	add "$e hang beyond request_timeout_ms" full "$(kind $e hang)" "ok 1 1"
 	add "$e 400" full "$(st $e 400 invalidArgument -1 "${only#,}")" "fail 38000 1 $m.*HTTP 400.*invalidArgument"
