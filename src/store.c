@@ -93,8 +93,8 @@ text_or_null(const char *s, char *null_flag)
  * sync's thread arrays hold every thread of the window, and those copies
  * stayed behind as free chunks of its long-lived context.
  */
-static Datum
-build_text_array(char **items, int n)
+Datum
+text_array(char **items, int n)
 {
 	Size		nbytes = 0;
 	Size		dataoffset = 0;
@@ -155,19 +155,6 @@ build_text_array(char **items, int n)
 		p += att_align_nominal(VARHDRSZ + len, TYPALIGN_INT);
 	}
 	return PointerGetDatum(arr);
-}
-
-Datum
-text_array(char **items, int n)
-{
-	return build_text_array(items, n);
-}
-
-/* Like text_array, but NULL items become SQL NULLs. */
-Datum
-text_array_nullable(char **items, int n)
-{
-	return build_text_array(items, n);
 }
 
 /* An array of 8-byte pass-by-value items (int8, timestamptz); nulls may be NULL. */
@@ -549,7 +536,7 @@ store_ensure_threads(int64 mailbox_id, char **provider_ids, char **snippets, int
 			  3, types);
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(provider_ids, n);
-	v[2] = text_array_nullable(snippets, n);
+	v[2] = text_array(snippets, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT_RETURNING);
 	pfree(DatumGetPointer(v[1]));
 	pfree(DatumGetPointer(v[2]));
@@ -679,7 +666,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	}
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = int8_array_nullable(ids, NULL, n);
-	v[2] = text_array_nullable(snips, n);
+	v[2] = text_array(snips, n);
 	run_plan(agg_plan, v, NULL, SPI_OK_SELECT);
 	if (SPI_processed != (uint64) n)
 		elog(ERROR, "thread aggregates: %d threads, " UINT64_FORMAT " rows", n, SPI_processed);
@@ -695,7 +682,7 @@ store_finalize_threads(int64 mailbox_id, ThreadFinal *threads, int n,
 	SPI_freetuptable(SPI_tuptable);
 
 	v[1] = text_array(pids, n);
-	v[2] = text_array_nullable(snips, n);
+	v[2] = text_array(snips, n);
 	v[3] = int8_array_nullable(hists, hist_null, n);
 	v[4] = int8_array_nullable(counts, NULL, n);
 	v[5] = tstz_array(first_at, first_null, n);

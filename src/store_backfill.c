@@ -90,7 +90,7 @@ store_backfill_stage_threads(int64 mailbox_id, const ThreadFinal *threads, int n
 	v[0] = Int64GetDatum(mailbox_id);
 	v[1] = text_array(ids, n);
 	v[2] = int8_array_nullable(hists, nulls, n);
-	v[3] = text_array_nullable(snips, n);
+	v[3] = text_array(snips, n);
 	run_plan(plan, v, NULL, SPI_OK_INSERT);
 }
 

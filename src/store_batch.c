@@ -737,7 +737,7 @@ write_ledger(StoreBatch *b)
 		v[1] = Int64GetDatum(b->mailbox_id);
 		v[2] = text_array(events, n);
 		v[3] = int8_array_nullable(entities, no_entity, n);
-		v[4] = text_array_nullable(providers, n);
+		v[4] = text_array(providers, n);
 		v[5] = text_array(details, n);
 		run_plan(plan, v, NULL, SPI_OK_INSERT);
 	}
