@@ -548,7 +548,7 @@ def main():
     ap.add_argument("--cpu-sizes", default=",".join(map(str, MEMORY_SIZES)))
     ap.add_argument("--wire-size", type=int, default=10000,
                     help="--cpu: the size whose mailbox also gives the wire ratio at 50 ms (0: none)")
-    ap.add_argument("--perf", action="store_true", help="--cpu: perf record -g of the syncing backend")
+    ap.add_argument("--perf", action="store_true", help="--cpu: a profiled second sync (perf, DWARF call graphs; phases)")
     ap.add_argument("--perf-dir", default=None, help="--cpu --perf: keep perf.data files here")
     ap.add_argument("--perf-sizes", default="10000", help="--cpu --perf: which sizes to profile")
     ap.add_argument("--skip-main", action="store_true")

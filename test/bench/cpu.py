@@ -22,7 +22,9 @@ The floor, measured in the same run, for each size on that size's raw bytes:
     size) and counted per message at every size.
 The wire ratio: a first sync at 50 ms against curl --parallel fetching the
 same requests (bench.wire_bound) on one of the mailboxes.
---perf adds `perf record -g` of the syncing backend (top symbols, self time).
+--perf profiles a second first sync of the --perf-sizes mailboxes (perf record
+with DWARF call graphs): the top symbols by self time, and where the CPU
+goes by phase (PHASES: inflating, MIME parsing, TOAST, rows, HTTP, ...).
 """
 
 import os
@@ -89,14 +91,76 @@ def proc_status(sess, pid):
     return sess.query(f"SELECT pg_read_file('/proc/{pid}/status')")
 
 
-def perf_start(pid, path):
-    return subprocess.Popen(["perf", "record", "-g", "-F", "499", "-p", str(pid), "-o", path],
+def perf_start(pid, path, messages):
+    """perf record of the backend with DWARF call graphs (the extension and
+    PostgreSQL are built without frame pointers, so -g alone loses most
+    callers); the rate is lowered for big mailboxes to keep about 20,000
+    samples (16 KB of stack each)."""
+    hz = max(49, min(499, int(20000 / max(1.0, messages * 0.0012))))
+    return subprocess.Popen(["perf", "record", "--call-graph", "dwarf,16384", "-F", str(hz),
+                             "-p", str(pid), "-o", path],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Where a sample's CPU goes: the innermost frame of its stack that one of
+# these recognises (walking from the leaf towards main) names its phase, so
+# the SHA-256 inside the MIME parser counts as SHA-256 and the memcpy inside
+# a batch's array as building the batch.  A stack no rule recognises (or
+# cut short by the 16 KB copied per sample) counts by its leaf's library.
+PHASES = [
+    ("inflating gzip answers (libdeflate)", lambda s, d: "libdeflate" in d),
+    ("SHA-256 of raw messages and attachments", lambda s, d: s.startswith(("sha256_hex", "EVP_Digest"))
+     or "libcrypto" in d),
+    ("MIME parsing (GMime, src/mime_*.c)", lambda s, d: s.startswith(("mp_", "g_mime")) or "libgmime" in d
+     or "libglib" in d or "libgobject" in d),
+    ("answer JSON and base64url (the raw member)", lambda s, d: s in (
+        "gmail_parse_body", "gmail_base64url_decode", "json_parse_members", "find_top_level_string")),
+    ("TOAST: blob bytes and long columns (lz4, chunks, their WAL and index)", lambda s, d: s in (
+        "toast_save_datum", "heap_toast_insert_or_update", "toast_tuple_externalize",
+        "toast_compress_datum", "toast_tuple_try_compression") or "liblz4" in d),
+    ("HTTP: libcurl and its sockets", lambda s, d: "libcurl" in d or s in ("http_wait_any",)),
+    ("rows: the batch statements without TOAST (executor, indexes, WAL, triggers)", lambda s, d: s in (
+        "SPI_execute_plan", "SPI_execute_snapshot", "run_plan", "store_batch_flush", "SPI_prepare",
+        "SPI_prepare_cursor", "SPI_execute_with_args", "SPI_execute")),
+    ("building rows and batch arrays", lambda s, d: s in (
+        "build_message_row", "store_batch_add_message", "store_batch_add_blob",
+        "store_batch_add_attachment", "column_array", "construct_md_array")),
+]
+
+
+def perf_phases(path):
+    """Share of samples per phase (PHASES), from perf script's call stacks."""
+    r = subprocess.run(["perf", "script", "-i", path, "-F", "comm,ip,sym,dso"],
+                       capture_output=True, text=True, timeout=1800)
+    counts, total, frames = {}, 0, None
+
+    def account(stack):
+        for sym, dso in stack:
+            for name, rule in PHASES:
+                if rule(sym, dso):
+                    return name
+        dso = next((d for _, d in stack if d != "inlined"), "")
+        lib = ("kernel" if "kernel" in dso else "postgres" if dso.endswith("/postgres")
+               else "libc" if "libc.so" in dso else os.path.basename(dso) or "unknown")
+        return f"other: {lib}"
+
+    for line in r.stdout.splitlines() + ["postgres"]:
+        if not line.startswith(("\t", " ")):
+            if frames:
+                name = account(frames)
+                counts[name] = counts.get(name, 0) + 1
+                total += 1
+            frames = []
+            continue
+        m = re.match(r"\s*[0-9a-f]+\s+(.*?)(?:\+0x[0-9a-f]+)?(?: \(inlined\))?\s+\((.*)\)\s*$", line)
+        if m and frames is not None:
+            frames.append((m.group(1), m.group(2)))
+    return [(100.0 * c / total, n) for n, c in sorted(counts.items(), key=lambda x: -x[1])] if total else []
 
 
 def perf_stop(proc, path, top=15):
     proc.send_signal(2)
-    proc.wait(timeout=120)
+    proc.wait(timeout=300)
     r = subprocess.run(["perf", "report", "-i", path, "--no-children", "--sort", "dso,symbol",
                         "--stdio", "--percent-limit", "0.02", "-g", "none"],
                        capture_output=True, text=True, timeout=600)
@@ -110,7 +174,7 @@ def perf_stop(proc, path, top=15):
             key = (m.group(2), sym)
             agg[key] = agg.get(key, 0.0) + float(m.group(1))
     rows = sorted(((p, d, s) for (d, s), p in agg.items()), reverse=True)
-    return rows[:top]
+    return rows[:top], perf_phases(path)
 
 
 def memlog_start(db, pid):
@@ -140,7 +204,7 @@ def memlog_stop(memlog):
         memlog[1].join(timeout=30)
 
 
-def cpu_sync(db, mbid, email, concurrency, perf_path=None):
+def cpu_sync(db, mbid, email, concurrency, perf_path=None, expected=2000):
     """A first full sync in a new session: CPU of its backend, RSS, tuples."""
     sess = Session(db)
     try:
@@ -148,7 +212,7 @@ def cpu_sync(db, mbid, email, concurrency, perf_path=None):
         sess.query(f"SET gmail_ingest.quota_units_per_minute = 0")
         sess.query(f"SET gmail_ingest.max_concurrency = {concurrency}")
         pid = int(sess.query("SELECT pg_backend_pid()"))
-        perf = perf_start(pid, perf_path) if perf_path else None
+        perf = perf_start(pid, perf_path, expected) if perf_path else None
         if perf:
             time.sleep(1.0)                         # perf attached before the work starts
         memlog = memlog_start(db, pid)
@@ -246,9 +310,17 @@ def run_cpu(args, workdir):
             bench.fresh_db(db)
             mbid = bench.add_mailbox(db, email)
             bench.log(f"cpu: first sync of {n} messages")
-            perf_path = (os.path.join(args.perf_dir or workdir, f"perf{n}.data")
-                         if args.perf and n in args.perf_sizes else None)
-            r = cpu_sync(db, mbid, email, args.concurrency, perf_path)
+            r = cpu_sync(db, mbid, email, args.concurrency)
+            if args.perf and n in args.perf_sizes:
+                # profiled in a second first sync (a database of its own), so
+                # perf's overhead stays out of the measured figures
+                bench.log(f"cpu: profiled first sync of {n} messages")
+                pdb = f"bench_perf{n}_{os.getpid()}"
+                bench.fresh_db(pdb)
+                pr = cpu_sync(pdb, bench.add_mailbox(pdb, email), email, args.concurrency,
+                              os.path.join(args.perf_dir or workdir, f"perf{n}.data"), n)
+                bench.drop_db(pdb)
+                r["profile"], r["profile_cpu_s"] = pr["profile"], pr["cpu_s"]
             r.update({"n": n, "raw_bytes": made["raw_bytes"], "generate_s": made["generate_s"],
                       "threads": size_spec(n)["threads"], "attachments": size_spec(n)["attachments"]})
             results.append(r)
@@ -338,7 +410,15 @@ def cpu_tables(results, floor, wire_sync, wire):
                   f"sync {wire_sync['wall_s']:.2f} s, wire {wire['wall_s']:.2f} s: **{wire_sync['wall_s'] / wire['wall_s']:.2f}**"]
     for r in results:
         if r.get("profile"):
-            lines += ["", f"### Profile of the backend, {r['messages']} messages (perf record -g, self time)", "",
-                      "| % | object | symbol |", "|---:|---|---|"]
-            lines += [f"| {p:.2f} | {d} | `{s}` |" for p, d, s in r["profile"]]
+            top, phases = r["profile"]
+            per = r["cpu_s"] * 1000 / r["messages"] if r["messages"] else float("nan")
+            lines += ["", f"### Profile of the backend, {r['messages']} messages (perf record, DWARF call "
+                      "graphs, self time; a second first sync into a database of its own)", "", "| % | object | symbol |", "|---:|---|---|"]
+            lines += [f"| {p:.2f} | {d} | `{s}` |" for p, d, s in top]
+            lines += ["", f"Where it goes, {r['messages']} messages (each sample counted once, by the innermost "
+                      "frame of its stack that names a phase; ms/message = share × the measured "
+                      f"{per:.3f}; the profiled sync, a second one, took "
+                      f"{r['profile_cpu_s'] * 1000 / r['messages']:.3f} ms/message under perf):", "",
+                      "| phase | % of samples | ms/message |", "|---|---:|---:|"]
+            lines += [f"| {n} | {p:.1f} | {p * per / 100:.3f} |" for p, n in phases]
     return "\n".join(lines) + "\n"

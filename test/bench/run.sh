@@ -18,8 +18,9 @@
 #                10,000 / 50,000 messages (latency 0, quota off), the floor
 #                (COPY of the same raw bytes into lz4 bytea + the standalone
 #                MIME driver), peak RSS minus shared memory per size, the
-#                wire ratio at 50 ms (--wire-size); --perf adds perf record -g
-#                of the syncing backend (test/bench/cpu.py)
+#                wire ratio at 50 ms (--wire-size); --perf adds a profiled
+#                second sync (perf record, DWARF call graphs: top symbols and
+#                CPU by phase) of the --perf-sizes mailboxes (test/bench/cpu.py)
 #   --skip-main  only the parts asked for by --memory / --quota / --cpu
 #   --short      CI form (about 2 minutes): 300 threads / 1,500 messages /
 #                150 attachments <= 200 KB at 20 ms, plus a quota-paced run;
