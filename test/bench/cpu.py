@@ -14,9 +14,9 @@ The floor, measured in the same run, for each size on that size's raw bytes:
     measured at every size: once a mailbox outgrows shared_buffers, the
     COPY pays for writing out the buffers it evicts as the sync does;
   * the CPU the standalone MIME driver (test/mime, built -O2 like the
-    extension) spends parsing them, measured inside one process over every
-    message (mime_driver --parse-cpu 5: the mean of five parses after a
-    warming one), so process start-up and file reading are not counted;
+    extension) spends parsing them, measured inside one process (mime_driver
+    --parse-cpu 5: the mean of five passes over every message after a
+    warming pass), so process start-up and file reading are not counted;
     measured on the first size's mailbox (parsing involves no
     database, so its cost per message does not depend on the mailbox's
     size) and counted per message at every size.
@@ -286,8 +286,8 @@ def build_mime_driver(outdir):
 
 def mime_floor(driver, files, reps=5):
     """Parse CPU of the standalone driver over files, measured inside one
-    process (mime_driver --parse-cpu): the mean of reps parses of every file
-    after a first, warming one; start-up and file reading not counted."""
+    process (mime_driver --parse-cpu): the mean of reps passes over every
+    file after a warming pass; start-up and file reading not counted."""
     r = subprocess.run([driver, "--parse-cpu", str(reps)] + files, capture_output=True, text=True,
                        check=True, timeout=3600)
     return float(r.stdout.strip())
