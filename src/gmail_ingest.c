@@ -41,8 +41,6 @@ PG_MODULE_MAGIC;
 /* Advisory lock space of gmail_ingest (locktag_field4), shown in pg_locks. */
 #define SYNC_LOCK_SPACE 0x474D
 
-/* Gmail compresses only for clients that say "gzip" in the User-Agent. */
-
 PGDLLEXPORT void _PG_init(void);
 
 /*

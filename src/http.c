@@ -22,8 +22,9 @@
  *	- a libcurl object is recorded in the client before anything that can
  *	  raise an ERROR is done to it, so the reset callback always sees it.
  *
- * Compressed answers: we ask for gzip (Gmail compresses only then) but
- * tell curl not to decode it; the whole compressed body is buffered and
+ * Compressed answers: a client created with accept_gzip asks for gzip
+ * (Gmail's, unless gmail_ingest.accept_gzip is off) but tells curl not to
+ * decode it; the whole compressed body is buffered and
  * inflated in one libdeflate call when the transfer is done, straight into
  * the body handed to the caller.  zlib streaming inside curl was a fifth of
  * a sync's CPU; one whole-buffer call is several times cheaper and saves a
@@ -143,6 +144,7 @@ struct HttpClient
 	size_t		max_response_bytes;
 	char	   *ca_file;		/* NULL = system CAs */
 	char	   *user_agent;		/* NULL = none */
+	bool		accept_gzip;
 
 	HttpAdmit	admit;			/* NULL = start whenever a slot is free */
 	void	   *admit_arg;
@@ -291,6 +293,7 @@ http_client_create(MemoryContext owner, const HttpOptions *opts)
 		client->ca_file = MemoryContextStrdup(owner, opts->ca_file);
 	if (opts->user_agent && opts->user_agent[0] != '\0')
 		client->user_agent = MemoryContextStrdup(owner, opts->user_agent);
+	client->accept_gzip = opts->accept_gzip;
 
 	/* Armed before the first curl object exists, so none can escape it. */
 	client->reset_cb.func = http_reset_callback;
@@ -688,7 +691,8 @@ http_start(HttpClient *client, HttpQueued *q)
 	 * Ask for gzip but receive it as sent: http_finish inflates the whole
 	 * body at once (see the file header).
 	 */
-	HTTP_SETOPT(easy, CURLOPT_ACCEPT_ENCODING, "gzip");
+	if (client->accept_gzip)
+		HTTP_SETOPT(easy, CURLOPT_ACCEPT_ENCODING, "gzip");
 	HTTP_SETOPT(easy, CURLOPT_HTTP_CONTENT_DECODING, 0L);
 	if (client->user_agent)
 		HTTP_SETOPT(easy, CURLOPT_USERAGENT, client->user_agent);

@@ -71,6 +71,8 @@ typedef struct HttpOptions
 	size_t		max_response_bytes;
 	const char *ca_file;		/* NULL or "" = system CAs */
 	const char *user_agent;
+	bool		accept_gzip;	/* send Accept-Encoding: gzip (bodies are
+								 * inflated in http.c) */
 } HttpOptions;
 
 /*

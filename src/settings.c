@@ -31,6 +31,7 @@ int			gi_request_timeout_ms = 60000;
 int			gi_connect_timeout_ms = 10000;
 int			gi_max_retries = 5;
 int			gi_max_response_mb = 64;
+bool		gi_accept_gzip = true;
 int			gi_fleet_batch_size = 100;
 
 /*
@@ -234,7 +235,9 @@ settings_http_client(MemoryContext owner, int concurrency, int concurrency_other
 	o.request_timeout_ms = gi_request_timeout_ms;
 	o.max_response_bytes = (size_t) gi_max_response_mb * 1024 * 1024;
 	o.ca_file = gi_ca_file;
-	o.user_agent = gzip ? "gmail_ingest/" EXTVERSION " (gzip)" : "gmail_ingest/" EXTVERSION;
+	/* Gmail compresses only for a client that says "gzip" in both headers */
+	o.accept_gzip = gzip && gi_accept_gzip;
+	o.user_agent = o.accept_gzip ? "gmail_ingest/" EXTVERSION " (gzip)" : "gmail_ingest/" EXTVERSION;
 	return http_client_create(owner, &o);
 }
 
@@ -318,6 +321,12 @@ settings_define(void)
 							"Gmail messages are at most 25 MB before base64 encoding.",
 							&gi_max_response_mb, 64, 1, 512,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("gmail_ingest.accept_gzip",
+							 "Ask Gmail for gzip-compressed answers.",
+							 "Fewer bytes on the wire (a third for attachment-heavy mail, more for text) "
+							 "for the CPU of inflating them, about 0.17 ms per 35 KB message.",
+							 &gi_accept_gzip, true,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("gmail_ingest.fleet_batch_size",
 							"Messages a fleet worker's turn fetches from a mailbox's full sync before it yields.",
 							"A large first sync is time-sliced: one batch per turn, committed, then other due mailboxes.",

@@ -34,6 +34,7 @@ extern int	gi_request_timeout_ms;
 extern int	gi_connect_timeout_ms;
 extern int	gi_max_retries;
 extern int	gi_max_response_mb;
+extern bool gi_accept_gzip;
 extern int	gi_fleet_batch_size;
 
 /* The unit costs: the quota model's, with quota_costs' values over them. */
@@ -54,7 +55,9 @@ extern bool settings_check_secret(char **newval, void **extra, GucSource source)
  * An HTTP client with the settings' timeouts, response limit and CA file:
  * every service the extension calls (Gmail, OAuth, Pub/Sub, the object
  * store) is reached through one, so a setting means the same for all.
- * "gzip" adds the word Google needs in the User-Agent before it compresses.
+ * "gzip" (Gmail's clients) asks for compressed answers when
+ * gmail_ingest.accept_gzip is on: Accept-Encoding, and the word Google
+ * needs in the User-Agent before it compresses.
  */
 extern HttpClient *settings_http_client(MemoryContext owner, int concurrency,
 										int concurrency_other, bool gzip);

@@ -522,17 +522,25 @@ def short_checks(c, res, made, q):
 def digest_checks(c):
     """Issue 15: the reference mailbox's stored rows, table by table, are
     those of the fixture made before the efficiency work (digests.py)."""
-    log("reference mailbox: stored-row digests")
-    try:
-        got, run = digests.sync_reference(admin, psql, fresh_db, add_mailbox, drop_db, str(os.getpid()))
-        want = digests.read_fixture()
-    except Exception as e:          # reported as a failed check
-        c.check("reference mailbox synced and digested", False, repr(e))
-        return
-    for name in want:
-        c.check(f"stored rows of {name} match the fixture", got.get(name) == want[name],
-                f"{got.get(name, ('missing', ''))[0]} rows, {got.get(name, ('', 'missing'))[1][:16]}… "
-                f"vs {want[name][0]} rows, {want[name][1][:16]}…")
+    log("reference mailbox: stored-row digests, with gzip (the default) and without")
+    wire = {}
+    for label, settings in (("", ""), (" (accept_gzip off)", "SET gmail_ingest.accept_gzip = off;\n")):
+        try:
+            got, run = digests.sync_reference(admin, psql, fresh_db, add_mailbox, drop_db,
+                                              f"{os.getpid()}{'_plain' if settings else ''}", settings)
+            want = digests.read_fixture()
+            wire[label] = int(run.split()[2])
+        except Exception as e:          # reported as a failed check
+            c.check(f"reference mailbox synced and digested{label}", False, repr(e))
+            return
+        for name in want:
+            c.check(f"stored rows of {name} match the fixture{label}", got.get(name) == want[name],
+                    f"{got.get(name, ('missing', ''))[0]} rows, {got.get(name, ('', 'missing'))[1][:16]}… "
+                    f"vs {want[name][0]} rows, {want[name][1][:16]}…")
+    # the default asks for gzip and gets it; accept_gzip = off gets plain answers
+    c.check("accept_gzip: gzip by default, plain answers (more bytes on the wire) when off",
+            wire[""] * 1.2 < wire[" (accept_gzip off)"],
+            f"{wire[''] / 1e6:.2f} MB with gzip, {wire[' (accept_gzip off)'] / 1e6:.2f} MB without")
 
 
 # ------------------------------------------------------------------ main

@@ -125,9 +125,10 @@ def write_fixture(digests, produced_by, path=FIXTURE):
             f.write(f"{name} {count} {sha}\n")
 
 
-def sync_reference(admin, psql, fresh_db, add_mailbox, drop_db, tag):
+def sync_reference(admin, psql, fresh_db, add_mailbox, drop_db, tag, settings=""):
     """Generate the reference mailbox under a unique login, sync it at
-    latency 0 into a new database; (digests, run row)."""
+    latency 0 into a new database, settings (SET statements) first;
+    (digests, run row: "status messages_inserted bytes_downloaded")."""
     email = f"digestref-{tag}@example.com"
     body = dict(REFERENCE, email=email, refresh_token="rt-" + email, content_email=REFERENCE_CONTENT,
                 now_ms=REFERENCE_NOW_MS)
@@ -138,8 +139,9 @@ def sync_reference(admin, psql, fresh_db, add_mailbox, drop_db, tag):
     fresh_db(db)
     try:
         mb = add_mailbox(db, email)
-        run = psql(db, "SET client_min_messages = warning;\n"
-                       f"SELECT status || ' ' || messages_inserted FROM gmail_ingest.gmail_sync({mb}, {SYNC_DAYS}, true);")
+        run = psql(db, "SET client_min_messages = warning;\n" + settings +
+                       "SELECT status || ' ' || messages_inserted || ' ' || bytes_downloaded "
+                       f"FROM gmail_ingest.gmail_sync({mb}, {SYNC_DAYS}, true);")
         return table_digests(db), run
     finally:
         drop_db(db)
