@@ -204,13 +204,15 @@ def memlog_stop(memlog):
         memlog[1].join(timeout=30)
 
 
-def cpu_sync(db, mbid, email, concurrency, perf_path=None, expected=2000):
+def cpu_sync(db, mbid, email, concurrency, perf_path=None, expected=2000, settings=()):
     """A first full sync in a new session: CPU of its backend, RSS, tuples."""
     sess = Session(db)
     try:
         sess.query("SET client_min_messages = warning")
         sess.query(f"SET gmail_ingest.quota_units_per_minute = 0")
         sess.query(f"SET gmail_ingest.max_concurrency = {concurrency}")
+        for setting in settings:
+            sess.query(f"SET {setting}")
         pid = int(sess.query("SELECT pg_backend_pid()"))
         perf = perf_start(pid, perf_path, expected) if perf_path else None
         if perf:
@@ -311,6 +313,14 @@ def run_cpu(args, workdir):
             mbid = bench.add_mailbox(db, email)
             bench.log(f"cpu: first sync of {n} messages")
             r = cpu_sync(db, mbid, email, args.concurrency)
+            if i == 0:
+                # the same first sync without gzip (gmail_ingest.accept_gzip = off)
+                bench.log(f"cpu: first sync of {n} messages with accept_gzip off")
+                pdb = f"bench_plain{n}_{os.getpid()}"
+                bench.fresh_db(pdb)
+                r["plain"] = cpu_sync(pdb, bench.add_mailbox(pdb, email), email, args.concurrency,
+                                      settings=("gmail_ingest.accept_gzip = off",))
+                bench.drop_db(pdb)
             if args.perf and n in args.perf_sizes:
                 # profiled in a second first sync (a database of its own), so
                 # perf's overhead stays out of the measured figures
@@ -382,6 +392,17 @@ def cpu_tables(results, floor, wire_sync, wire):
         grow = f"{per / 1000 / base:.2f}" if base else ""
         lines.append(f"| {r['messages']} | {r['raw_bytes'] / r['n'] / 1024:.1f} | {r['wall_s']:.1f} "
                      f"| {r['cpu_s']:.2f} | {per:.3f} | {rate:.1f} | {fcol} | {ratio} | {grow} |")
+    for r in results:
+        if r.get("plain") and r["messages"]:
+            p = r["plain"]
+            per = p["cpu_s"] * 1000 / r["messages"]
+            floor_ms = (r["floor_copy_s"] * 1000 / r["messages"] + mime_ms
+                        if mime_ms is not None and r.get("floor_copy_s") is not None else None)
+            lines += ["", f"The {r['messages']}-message first sync again with `gmail_ingest.accept_gzip = off` "
+                      f"(plain answers, {p['bytes'] / 1e6:.1f} MB on the wire against "
+                      f"{r['bytes'] / 1e6:.1f} MB gzipped): {p['cpu_s']:.2f} s of backend CPU, "
+                      f"**{per:.3f} ms/message**"
+                      + (f", {per / floor_ms:.2f} × the floor" if floor_ms else "") + "."]
     if floor:
         lines += ["", f"Floor, on the {floor['messages']}-message mailbox ({floor['raw_bytes'] / mbs:.1f} MB "
                   "of raw messages):", "",
