@@ -20,6 +20,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${MIME_TEST_OUT:-$ROOT/test/out/mime}
 CC=${CC:-cc}
 PY=${PYTHON:-python3}
+# check_expect.py runs once per case: name the interpreter itself, not a
+# launcher such as pyenv's shim (~0.1 s of start-up per call, ~15 s a run)
+PYX=$("$PY" -c 'import sys; print(sys.executable)' 2>/dev/null) && [ -x "$PYX" ] && PY=$PYX
 PYDATA=${MIME_PY_CORPUS:-$(ls -d /usr/lib/python3*/test/test_email/data 2>/dev/null | head -n 1)}
 VALGRIND=1
 ASAN=1
