@@ -11,9 +11,10 @@
 # 4. runs the driver over Python's email test messages (no crash, invariants)
 # 5. runs everything plus deterministic mutants under ASan + UBSan
 # 6. runs everything under valgrind
+# 7. checks the driver's --parse-cpu mode (test/bench/cpu.py's floor)
 # (native_* cases are too slow under ASan and valgrind, whose realloc copies)
 #
-# Each build and each input of 2-6 is one job with its own log files; the jobs
+# Each build and each input of 2-7 is one job with its own log files; the jobs
 # run $MIME_JOBS at a time (default: the number of cores): first the builds
 # and the generators, then every input in one pool, the slowest (valgrind,
 # the big cases) first.  A job writes its verdict to $OUT/res/SEQ (a job that
@@ -199,6 +200,27 @@ valgrind_case() {
 	fi
 }
 
+# parse_cpu_case FILE...: --parse-cpu N prints one non-negative number and
+# exits 0; with a missing file among them it exits non-zero
+parse_cpu_case() {
+	local log="$OUT/log/parse_cpu.log" out rc
+	out=$(timeout 20 "$DRIVER" --parse-cpu 3 "$@" 2>"$log")
+	rc=$?
+	if [ $rc != 0 ] || ! [[ $out =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+		printf 'mime_driver --parse-cpu 3 %s\nexit %s, printed:\n%s\n' "$*" "$rc" "$out" >>"$log"
+		verdict ko "parse-cpu: one non-negative number, exit 0" "$log"
+		return
+	fi
+	timeout 20 "$DRIVER" --parse-cpu 1 "$1" "$OUT/no-such-file.eml" >>"$log" 2>&1
+	rc=$?
+	if [ $rc = 0 ] || [ $rc = 124 ]; then
+		printf 'mime_driver --parse-cpu 1 %s %s: exit %s\n' "$1" "$OUT/no-such-file.eml" "$rc" >>"$log"
+		verdict ko "parse-cpu: a missing file fails" "$log"
+		return
+	fi
+	verdict ok "parse-cpu: one non-negative number; a missing file fails"
+}
+
 # ---- 1. builds, and the generators (one pool) ---------------------------------------
 # The extension's flags (PGXS adds -Wmissing-prototypes, -Wdeclaration-after-
 # statement, ...); no PostgreSQL include path, which proves none is needed.
@@ -251,7 +273,7 @@ if [ "$ASAN" = 1 ]; then
 	fi
 fi
 
-# ---- 2.-6. every input (one pool) -------------------------------------------------
+# ---- 2.-7. every input (one pool) -------------------------------------------------
 J_FIRST=$((NJOB + 1))
 # 2. crafted cases
 J_CASES=$((NJOB + 1))
@@ -321,6 +343,11 @@ if [ "$VALGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
 fi
 J_VG_END=$NJOB
 
+# 7. --parse-cpu, on the first three crafted cases
+J_CPU=$((NJOB + 1))
+cases=("$HERE"/cases/*.eml)
+job 2 "parse-cpu" parse_cpu_case "${cases[@]:0:3}"
+
 pool "$J_FIRST" "$NJOB"
 
 # ---- the verdicts, in the order of the steps ---------------------------------------
@@ -349,6 +376,7 @@ if [ "$VALGRIND" = 1 ]; then
 		ko "valgrind is not installed"
 	fi
 fi
+report "$J_CPU" "$J_CPU"
 
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]
