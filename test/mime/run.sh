@@ -19,7 +19,7 @@
 # and the generators, then every input in one pool, the slowest (valgrind,
 # the big cases) first.  A job writes its verdict to $OUT/res/SEQ (a job that
 # leaves none has failed); the verdicts are printed after the pool in the
-# order above, so the output does not depend on the scheduling.
+# order above, so the output does not depend on the scheduling (bash 5.1+).
 # The last line is "N passed, N failed"; the exit status is 1 on any failure.
 # Work files go to test/out/mime (or $MIME_TEST_OUT).
 set -u
@@ -48,6 +48,11 @@ done
 case "$JOBS" in
 	'' | *[!0-9]* | 0) echo "MIME_JOBS must be a positive integer" >&2; exit 2 ;;
 esac
+# the pool needs "wait -n -p" (bash 5.1)
+if [ "${BASH_VERSINFO[0]}" -lt 5 ] || { [ "${BASH_VERSINFO[0]}" = 5 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
+	echo "$0 needs bash 5.1 or later" >&2
+	exit 2
+fi
 
 PASS=0
 FAIL=0
