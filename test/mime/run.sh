@@ -311,21 +311,31 @@ if [ -n "$PYDATA" ] && [ -d "$PYDATA" ]; then
 fi
 J_PY_END=$NJOB
 
-# 5. ASan + UBSan; each log is log/asan/ORIGIN-FILE.err
-J_ASAN=$((NJOB + 1))
-if [ "$ASAN" = 1 ]; then
-	for f in "$HERE"/cases/*.eml "$OUT"/gen/*.eml "$OUT"/fuzz/*.eml ${PYDATA:+"$PYDATA"/msg_*.txt}; do
+# queue_tool TOOL FUNCTION PRIORITY GEN_PRIORITY FILE...: one job per input
+# but the native_* ones, logged as log/TOOL/ORIGIN-FILE.err; the generated
+# big cases (the slowest) get GEN_PRIORITY
+queue_tool() {
+	local tool=$1 fn=$2 prio=$3 genprio=$4 f n o p
+	shift 4
+	for f in "$@"; do
 		[ -e "$f" ] || continue
 		n=$(basename "$f")
 		case "$n" in native_*) continue ;; esac
 		case "$f" in
-			"$HERE"/cases/*) o=cases p=1 ;;
-			"$OUT"/gen/*) o=gen p=4 ;;
-			"$OUT"/fuzz/*) o=fuzz p=1 ;;
-			*) o=py p=1 ;;
+			"$HERE"/cases/*) o=cases p=$prio ;;
+			"$OUT"/gen/*) o=gen p=$genprio ;;
+			"$OUT"/fuzz/*) o=fuzz p=$prio ;;
+			*) o=py p=$prio ;;
 		esac
-		job "$p" "asan: $n" asan_case "$OUT/log/asan/$o-$n.err" "$f"
+		job "$p" "$tool: $n" "$fn" "$OUT/log/$tool/$o-$n.err" "$f"
 	done
+}
+
+# 5. ASan + UBSan; each log is log/asan/ORIGIN-FILE.err
+J_ASAN=$((NJOB + 1))
+if [ "$ASAN" = 1 ]; then
+	queue_tool asan asan_case 1 4 \
+		"$HERE"/cases/*.eml "$OUT"/gen/*.eml "$OUT"/fuzz/*.eml ${PYDATA:+"$PYDATA"/msg_*.txt}
 fi
 J_ASAN_END=$NJOB
 
@@ -334,17 +344,7 @@ J_VG=$((NJOB + 1))
 if [ "$VALGRIND" = 1 ] && command -v valgrind >/dev/null 2>&1; then
 	SUPP="--suppressions=$HERE/valgrind.supp"
 	[ -f /usr/share/glib-2.0/valgrind/glib.supp ] && SUPP="$SUPP --suppressions=/usr/share/glib-2.0/valgrind/glib.supp"
-	for f in "$HERE"/cases/*.eml "$OUT"/gen/*.eml ${PYDATA:+"$PYDATA"/msg_*.txt}; do
-		[ -e "$f" ] || continue
-		n=$(basename "$f")
-		case "$n" in native_*) continue ;; esac
-		case "$f" in
-			"$HERE"/cases/*) o=cases p=3 ;;
-			"$OUT"/gen/*) o=gen p=5 ;;
-			*) o=py p=3 ;;
-		esac
-		job "$p" "valgrind: $n" valgrind_case "$OUT/log/valgrind/$o-$n.err" "$f"
-	done
+	queue_tool valgrind valgrind_case 3 5 "$HERE"/cases/*.eml "$OUT"/gen/*.eml ${PYDATA:+"$PYDATA"/msg_*.txt}
 fi
 J_VG_END=$NJOB
 
