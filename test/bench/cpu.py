@@ -238,6 +238,17 @@ def cpu_sync(db, mbid, email, concurrency, perf_path=None, expected=2000, settin
             "anon_kb": bench.proc_status_kb(status, "RssAnon"), "profile": prof}
 
 
+def another_first_sync(name, email, concurrency, *args, **kwargs):
+    """cpu_sync of email's mailbox once more, into a database of its own
+    (name + pid), dropped afterwards."""
+    db = f"{name}_{os.getpid()}"
+    bench.fresh_db(db)
+    try:
+        return cpu_sync(db, bench.add_mailbox(db, email), email, concurrency, *args, **kwargs)
+    finally:
+        bench.drop_db(db)
+
+
 def export_raw(db, path):
     """The synced raw messages in COPY binary form at path (written by the server)."""
     bench.psql(db, f"COPY (SELECT b.data FROM gmail_ingest.blobs b JOIN gmail_ingest.mail_messages m "
@@ -323,20 +334,14 @@ def run_cpu(args, workdir):
             if i == 0:
                 # the same first sync without gzip (gmail_ingest.accept_gzip = off)
                 bench.log(f"cpu: first sync of {n} messages with accept_gzip off")
-                pdb = f"bench_plain{n}_{os.getpid()}"
-                bench.fresh_db(pdb)
-                r["plain"] = cpu_sync(pdb, bench.add_mailbox(pdb, email), email, args.concurrency,
-                                      settings=("gmail_ingest.accept_gzip = off",))
-                bench.drop_db(pdb)
+                r["plain"] = another_first_sync(f"bench_plain{n}", email, args.concurrency,
+                                                settings=("gmail_ingest.accept_gzip = off",))
             if args.perf and n in args.perf_sizes:
                 # profiled in a second first sync (a database of its own), so
                 # perf's overhead stays out of the measured figures
                 bench.log(f"cpu: profiled first sync of {n} messages")
-                pdb = f"bench_perf{n}_{os.getpid()}"
-                bench.fresh_db(pdb)
-                pr = cpu_sync(pdb, bench.add_mailbox(pdb, email), email, args.concurrency,
-                              os.path.join(args.perf_dir or workdir, f"perf{n}.data"), n)
-                bench.drop_db(pdb)
+                pr = another_first_sync(f"bench_perf{n}", email, args.concurrency,
+                                        os.path.join(args.perf_dir or workdir, f"perf{n}.data"), n)
                 r["profile"], r["profile_cpu_s"] = pr["profile"], pr["cpu_s"]
             r.update({"n": n, "raw_bytes": made["raw_bytes"], "generate_s": made["generate_s"],
                       "threads": size_spec(n)["threads"], "attachments": size_spec(n)["attachments"]})
